@@ -1,0 +1,83 @@
+"""baton's API: pydantic types that are the CRD schemas (group `baton.dev`, version `v1alpha1`).
+
+Both shells validate resources with these types: the operator reads them from the API server,
+the local mode from YAML files. `baton crds` turns them into CustomResourceDefinitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from baton.api.benchmark import Benchmark, BenchmarkItem, BenchmarkSpec, Scorer, ScorerType
+from baton.api.candidate import ModelCandidate, ModelCandidateSpec, ModelSource, ModelSourceSpec
+from baton.api.common import API_VERSION, GROUP, VERSION, Artifact, Condition, Quantization, Resource
+from baton.api.decision import Decision, Evidence, Gate, Verdict
+from baton.api.deployment import (
+    AnalysisSpec,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Phase,
+    RevisionStatus,
+    RolloutStrategy,
+)
+from baton.api.pool import ModelPool, ModelPoolSpec
+
+KINDS: dict[str, type[Resource]] = {
+    cls.kind_name: cls for cls in (ModelPool, ModelDeployment, ModelCandidate, ModelSource, Benchmark)
+}
+
+
+class UnknownKindError(ValueError):
+    """A document is not one of baton's kinds."""
+
+
+def parse_resource(document: dict[str, Any]) -> Resource:
+    """Validate one document (from YAML or the API server) into its baton type.
+
+    Raises `UnknownKindError` for foreign kinds and pydantic's `ValidationError` (with field
+    paths) for invalid ones.
+    """
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if api_version != API_VERSION or kind not in KINDS:
+        raise UnknownKindError(f"not a baton resource: apiVersion={api_version!r} kind={kind!r}")
+    return KINDS[kind].model_validate(document)
+
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KINDS",
+    "VERSION",
+    "AnalysisSpec",
+    "Artifact",
+    "Benchmark",
+    "BenchmarkItem",
+    "BenchmarkSpec",
+    "Condition",
+    "Decision",
+    "Evidence",
+    "Gate",
+    "ModelCandidate",
+    "ModelCandidateSpec",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "ModelPool",
+    "ModelPoolSpec",
+    "ModelSource",
+    "ModelSourceSpec",
+    "Phase",
+    "Quantization",
+    "Resource",
+    "RevisionStatus",
+    "RolloutStrategy",
+    "Scorer",
+    "ScorerType",
+    "UnknownKindError",
+    "ValidationError",
+    "Verdict",
+    "parse_resource",
+]

@@ -1,0 +1,146 @@
+"""`ModelCandidate` and `ModelSource`: how new model versions arrive.
+
+A training pipeline applies a ModelCandidate; or a ModelSource is polled and creates them.
+Either way the candidate's artifact is pinned by digest, and its status records how its
+evaluation ended — a corrupt artifact fails the candidate, never the serving champion.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from baton.api.common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    Artifact,
+    BatonModel,
+    Condition,
+    PrinterColumn,
+    Provenance,
+    Quantization,
+    Resource,
+)
+from baton.api.decision import Decision
+from baton.api.deployment import Phase
+
+
+class ModelCandidateSpec(BatonModel):
+    """A new model version offered to a deployment."""
+
+    deployment: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelDeployment (same namespace) this version is for."
+    )
+    version: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Version name, e.g. `v2`.")
+    artifact: Artifact = Field(description="The weights, pinned by digest.")
+    provenance: Provenance | None = Field(default=None, description="Where the version came from.")
+
+
+class BenchmarkScore(BatonModel):
+    """Mean benchmark score of both arms on the same items."""
+
+    benchmark: str = Field(description="Benchmark name.")
+    items: int = Field(ge=0, description="Items both arms answered validly.")
+    champion: float | None = Field(default=None, description="Champion mean score in [0, 1].")
+    candidate: float | None = Field(default=None, description="Candidate mean score in [0, 1].")
+
+
+class ModelCandidateStatus(BatonModel):
+    """How the candidate's evaluation went."""
+
+    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    phase: Phase = Field(default=Phase.PENDING, description="Where the candidate stands.")
+    message: str = Field(default="", description="Human-readable summary of the current phase.")
+    scores: list[BenchmarkScore] = Field(default_factory=list, max_length=16, description="Benchmark results.")
+    decision: Decision | None = Field(default=None, description="Final decision and its evidence.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+
+
+class ModelCandidate(Resource):
+    kind_name: ClassVar[str] = "ModelCandidate"
+    plural: ClassVar[str] = "modelcandidates"
+    short_names: ClassVar[tuple[str, ...]] = ("mc",)
+    description: ClassVar[str] = "A new model version offered to a ModelDeployment, pinned by digest."
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Deployment", type="string", json_path=".spec.deployment", description="Target."),
+        PrinterColumn(name="Version", type="string", json_path=".spec.version", description="Version."),
+        PrinterColumn(
+            name="Quant", type="string", json_path=".spec.artifact.quantization", description="Quantization."
+        ),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase", description="Evaluation phase."),
+        PrinterColumn(
+            name="Reason", type="string", json_path=".status.decision.reason", description="Decision reason."
+        ),
+    )
+
+    kind: Literal["ModelCandidate"] = Field(default="ModelCandidate", description="ModelCandidate.")
+    spec: ModelCandidateSpec = Field(description="The offered version.")
+    status: ModelCandidateStatus | None = Field(default=None, description="Written by the operator.")
+
+
+class DirectorySource(BatonModel):
+    """A directory (a mounted volume or PVC) where new GGUF releases are dropped."""
+
+    path: str = Field(pattern=r"^/", description="Absolute directory path.")
+    pattern: str = Field(default="*.gguf", min_length=1, description="Glob of release files.")
+
+
+class HttpIndexSource(BatonModel):
+    """An HTTP index (JSON list of {version, uri, digest, quantization}) published by a model mirror."""
+
+    index_url: str = Field(pattern=r"^https?://", description="URL of the JSON index.")
+
+
+class ModelSourceSpec(BatonModel):
+    """Where new releases of one deployment's model appear."""
+
+    model_config = BatonModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.directory), has(self.http)].filter(x, x).size() == 1",
+                    "message": "exactly one of directory or http must be set",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
+
+    deployment: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelDeployment the releases are for."
+    )
+    directory: DirectorySource | None = Field(default=None, description="Poll a directory.")
+    http: HttpIndexSource | None = Field(default=None, description="Poll an HTTP index.")
+    poll_interval: str = Field(default="30s", pattern=DURATION_PATTERN, description="How often to poll.")
+    quantization: Quantization | None = Field(
+        default=None, description="Quantization of discovered files when the release does not say."
+    )
+    candidate_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels put on the ModelCandidates it creates."
+    )
+
+
+class ModelSourceStatus(BatonModel):
+    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    last_poll_time: str | None = Field(default=None, description="RFC 3339 time of the last poll.")
+    discovered: int = Field(default=0, ge=0, description="Releases turned into ModelCandidates so far.")
+    last_version: str | None = Field(default=None, description="Version of the newest release seen.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (`Ready`).")
+
+
+class ModelSource(Resource):
+    kind_name: ClassVar[str] = "ModelSource"
+    plural: ClassVar[str] = "modelsources"
+    short_names: ClassVar[tuple[str, ...]] = ("msrc",)
+    description: ClassVar[str] = "A place where new model releases appear; baton polls it and creates candidates."
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Deployment", type="string", json_path=".spec.deployment", description="Target."),
+        PrinterColumn(name="Interval", type="string", json_path=".spec.pollInterval", description="Poll interval."),
+        PrinterColumn(name="Found", type="integer", json_path=".status.discovered", description="Releases found."),
+        PrinterColumn(name="Last", type="string", json_path=".status.lastVersion", description="Newest release."),
+    )
+
+    kind: Literal["ModelSource"] = Field(default="ModelSource", description="ModelSource.")
+    spec: ModelSourceSpec = Field(description="Where to look and how often.")
+    status: ModelSourceStatus | None = Field(default=None, description="Written by the operator.")

@@ -1,0 +1,171 @@
+"""Building blocks shared by every baton resource: the base model, metadata, conditions, artifacts.
+
+The pydantic types in `baton.api` are the single source of truth for the CRD schemas
+(`baton crds`), for validation in local mode, and for the reference docs. Everything here is
+written so that the generated OpenAPI schema is structural and `kubectl explain` has a
+description for every field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "baton.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+
+
+class BatonModel(BaseModel):
+    """Strict, camelCase-on-the-wire base for every spec and status type.
+
+    Python code uses snake_case attributes; YAML and the Kubernetes API use camelCase, as
+    Kubernetes conventions require. Unknown fields are errors, never silently dropped.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase dict that goes into YAML or the Kubernetes API (unset fields omitted)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Quantization(StrEnum):
+    """Weight formats the engines load. TQ1_0/TQ2_0 are llama.cpp's ternary (1.58-bit) types."""
+
+    F32 = "F32"
+    F16 = "F16"
+    BF16 = "BF16"
+    Q8_0 = "Q8_0"
+    Q6_K = "Q6_K"
+    Q5_K_M = "Q5_K_M"
+    Q4_K_M = "Q4_K_M"
+    Q4_0 = "Q4_0"
+    TQ2_0 = "TQ2_0"
+    TQ1_0 = "TQ1_0"
+    AWQ = "AWQ"
+    GPTQ = "GPTQ"
+    FP8 = "FP8"
+
+
+class ArtifactFormat(StrEnum):
+    GGUF = "gguf"
+    SAFETENSORS = "safetensors"
+
+
+class Artifact(BatonModel):
+    """A model file pinned by content digest: it is verified before it ever serves."""
+
+    uri: str = Field(
+        min_length=1,
+        description=(
+            "Where the weights are: an absolute path or file:// URI (a mounted volume or PVC), "
+            "or an http(s):// URL (a model mirror)."
+        ),
+    )
+    digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description="sha256 digest of the file, as `sha256:<64 lowercase hex>`. A mismatch fails the model.",
+    )
+    format: ArtifactFormat = Field(
+        default=ArtifactFormat.GGUF, description="File format: `gguf` (llama.cpp) or `safetensors` (vLLM)."
+    )
+    quantization: Quantization = Field(description="Weight quantization of the file.")
+    size_bytes: int | None = Field(
+        default=None, ge=1, description="File size in bytes, used to size engine replicas before download."
+    )
+
+
+class Provenance(BatonModel):
+    """Where a model version came from, so a decision can be traced back to training."""
+
+    base_model: str | None = Field(default=None, description="The model this version was trained or tuned from.")
+    training_run: str | None = Field(default=None, description="Identifier of the training run or pipeline job.")
+    data: str | None = Field(default=None, description="Identifier or description of the training data set.")
+    recipe_hash: str | None = Field(default=None, description="Content hash of the training recipe.")
+    seed: int | None = Field(default=None, description="Training seed.")
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(BatonModel):
+    """A standard Kubernetes status condition (metav1.Condition)."""
+
+    type: str = Field(description="Condition type, e.g. `Ready`, `Progressing`, `Degraded`.")
+    status: ConditionStatus = Field(description="`True`, `False` or `Unknown`.")
+    reason: str = Field(description="CamelCase machine-readable reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(description="RFC 3339 time when the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="The `.metadata.generation` this condition was computed from."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes object metadata baton reads.
+
+    Unlike baton's own types this one tolerates unknown keys: the API server adds many
+    (uid, managedFields, ...) that baton neither owns nor validates.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(description="Object name.")
+    namespace: str | None = Field(default=None, description="Namespace (omitted in local mode).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+    generation: int | None = Field(default=None, description="Spec generation, set by the API server.")
+
+
+class PrinterColumn(BaseModel):
+    """One `additionalPrinterColumns` entry of a CRD (what `kubectl get` shows)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    description: str
+    priority: int = 0
+
+
+class Resource(BatonModel):
+    """Base of every baton custom resource: apiVersion/kind/metadata + spec + status.
+
+    Subclasses declare the CRD's naming and printer columns as class variables, so the
+    generator (`baton.api.crd`) needs nothing but the type.
+    """
+
+    kind_name: ClassVar[str]
+    plural: ClassVar[str]
+    short_names: ClassVar[tuple[str, ...]]
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]]
+    description: ClassVar[str]
+
+    api_version: Literal["baton.dev/v1alpha1"] = Field(default=API_VERSION, description="Always baton.dev/v1alpha1.")
+    kind: str = Field(description="The resource kind.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+
+    @classmethod
+    def age_column(cls) -> PrinterColumn:
+        return PrinterColumn(
+            name="Age", type="date", json_path=".metadata.creationTimestamp", description="Time since creation."
+        )

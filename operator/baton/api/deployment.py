@@ -1,0 +1,332 @@
+"""`ModelDeployment`: one domain endpoint, its rollout strategy and its replacement policy.
+
+The spec is what a platform team declares (and what GitOps owns); the status is what baton
+observed and decided — the serving champion, the candidate under evaluation, the traffic
+weight and the evidence of the last decision. The operator writes status only, never spec.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from baton.api.common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    Artifact,
+    BatonModel,
+    Condition,
+    PrinterColumn,
+    Provenance,
+    Resource,
+)
+from baton.api.decision import Decision
+
+
+class Runtime(StrEnum):
+    """Which data plane serves the deployment."""
+
+    LLAMACPP = "llamacpp"
+    VLLM = "vllm"
+    KSERVE = "kserve"
+
+
+class ModelVersion(BatonModel):
+    """A model version: a name for humans and an artifact pinned by digest."""
+
+    version: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="Version name, unique within the deployment (e.g. v1)."
+    )
+    artifact: Artifact = Field(description="The weights, pinned by digest.")
+    provenance: Provenance | None = Field(default=None, description="Where this version came from.")
+
+
+class EngineSettings(BatonModel):
+    """Engine knobs that apply to every revision of the deployment."""
+
+    context_length: int = Field(default=512, ge=16, le=131072, description="Context window in tokens.")
+    max_output_tokens: int = Field(
+        default=256, ge=1, le=32768, description="Upper bound on `max_tokens` a client may request."
+    )
+    threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads per llama.cpp replica.")
+    replicas: int = Field(default=1, ge=1, le=64, description="Engine replicas per revision.")
+
+
+class StructuredOutput(BatonModel):
+    """The deployment's default structured-output contract (clients may still send their own)."""
+
+    name: str = Field(min_length=1, max_length=64, description="Schema name, as in OpenAI's `json_schema.name`.")
+    json_schema: dict[str, Any] = Field(description="JSON Schema of the output (e.g. a pydantic model's schema).")
+
+
+class CanaryStep(BatonModel):
+    """One step of the canary: a traffic weight held until the analysis may decide."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of live traffic sent to the candidate.")
+    pause: str = Field(
+        default="30s", pattern=DURATION_PATTERN, description="Minimum time at this weight, e.g. `30s`, `5m`, `1h`."
+    )
+    min_requests: int = Field(
+        default=50, ge=0, le=1_000_000, description="Candidate requests needed before the step may complete."
+    )
+
+
+def _default_steps() -> list[CanaryStep]:
+    return [CanaryStep(weight=10), CanaryStep(weight=50), CanaryStep(weight=100)]
+
+
+class RolloutStrategy(BatonModel):
+    """How a candidate is exposed to live traffic once it passed the offline gate."""
+
+    model_config = BatonModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.steps.map(s, s.weight).isSorted() && "
+                    "self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1)",
+                    "message": "canary step weights must be strictly increasing",
+                    "fieldPath": ".steps",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
+
+    steps: list[CanaryStep] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=20,
+        description="Canary steps; weights strictly increasing within 1..100. Promotion follows the last step.",
+    )
+    sticky_session_header: str = Field(
+        default="X-Baton-Session",
+        pattern=r"^[A-Za-z0-9-]+$",
+        max_length=64,
+        description="Request header whose value pins a client to one revision while weights stay.",
+    )
+    shadow: bool = Field(
+        default=False,
+        description="Mirror champion traffic to the candidate before the canary (answers recorded, never returned).",
+    )
+
+
+class TestMode(StrEnum):
+    SUPERIORITY = "superiority"
+    NON_INFERIORITY = "nonInferiority"
+
+
+class BenchmarkRef(BatonModel):
+    """A Benchmark in the same namespace and its weight in the offline gate."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253, description="Benchmark name.")
+    critical: bool = Field(
+        default=True, description="A critical benchmark vetoes on its own; it is never averaged away."
+    )
+
+
+class MetricProvider(StrEnum):
+    PROMETHEUS = "prometheus"
+    IN_PROCESS = "inProcess"
+
+
+class MetricKind(StrEnum):
+    ERROR_RATE = "errorRate"
+    LATENCY = "latency"
+    VALIDITY = "validity"
+
+
+class OnlineMetric(BatonModel):
+    """A live metric compared between candidate and champion during the canary."""
+
+    model_config = BatonModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.provider != 'prometheus' || has(self.query)",
+                    "message": "a prometheus metric needs query",
+                    "fieldPath": ".query",
+                    "reason": "FieldValueRequired",
+                }
+            ]
+        }
+    }
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Metric name, used in evidence.")
+    kind: MetricKind = Field(description="`errorRate`, `latency` (seconds) or `validity` (structured output).")
+    provider: MetricProvider = Field(
+        default=MetricProvider.IN_PROCESS, description="Where the metric comes from."
+    )
+    query: str | None = Field(
+        default=None,
+        description="PromQL; `{{revision}}` and `{{deployment}}` are substituted (prometheus provider).",
+    )
+    max_value: float | None = Field(
+        default=None, ge=0, description="Absolute SLO bound for the candidate (e.g. error rate 0.01)."
+    )
+    critical: bool = Field(default=True, description="A critical metric vetoes on its own.")
+
+
+class AnalysisSpec(BatonModel):
+    """Gates a candidate must pass: sanity, offline benchmarks, online canary metrics."""
+
+    model_config = BatonModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.margin) || self.mode == 'nonInferiority'",
+                    "message": "margin is only allowed with mode nonInferiority",
+                    "fieldPath": ".margin",
+                    "reason": "FieldValueForbidden",
+                },
+                {
+                    "rule": "self.mode != 'nonInferiority' || has(self.margin)",
+                    "message": "mode nonInferiority needs margin",
+                    "fieldPath": ".margin",
+                    "reason": "FieldValueRequired",
+                },
+            ]
+        }
+    }
+
+    benchmarks: list[BenchmarkRef] = Field(
+        default_factory=list, max_length=16, description="Benchmarks of the offline gate."
+    )
+    mode: TestMode = Field(
+        default=TestMode.SUPERIORITY,
+        description="`superiority`: the candidate must be better; `nonInferiority`: not worse than `margin`.",
+    )
+    margin: float | None = Field(
+        default=None, gt=0, le=1, description="Non-inferiority margin on the score scale [0, 1]."
+    )
+    alpha: float = Field(default=0.05, gt=0, le=0.2, description="False-promotion rate the tests control.")
+    min_samples: int = Field(default=30, ge=1, le=1_000_000, description="Fewer valid samples: Inconclusive.")
+    max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="More failed evaluations than this fraction: Inconclusive."
+    )
+    metrics: list[OnlineMetric] = Field(
+        default_factory=list, max_length=16, description="Live metrics checked during the canary."
+    )
+
+
+class ReplacementMode(StrEnum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class ReplacementPolicy(BatonModel):
+    """Whether new candidates start a rollout on their own."""
+
+    mode: ReplacementMode = Field(
+        default=ReplacementMode.AUTOMATIC,
+        description="`automatic`: a new candidate starts a rollout; `manual`: waits for the candidate annotation "
+        "`baton.dev/approved: \"true\"`.",
+    )
+    candidate_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels a ModelCandidate must carry to be considered (matchLabels)."
+    )
+
+
+class ModelDeploymentSpec(BatonModel):
+    """One domain endpoint: which pool, which model, how to replace it."""
+
+    domain: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Domain, e.g. `medical`.")
+    pool: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelPool that serves this endpoint.")
+    model: ModelVersion = Field(description="The initial champion; later champions are recorded in status.")
+    runtime: Runtime = Field(default=Runtime.LLAMACPP, description="`llamacpp`, `vllm` or `kserve`.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine settings.")
+    structured_output: StructuredOutput | None = Field(
+        default=None, description="Default JSON schema of the endpoint's structured output."
+    )
+    rollout: RolloutStrategy = Field(default_factory=RolloutStrategy, description="Canary strategy.")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Gates a candidate must pass.")
+    replacement: ReplacementPolicy = Field(
+        default_factory=ReplacementPolicy, description="Automatic or manual replacement."
+    )
+
+
+class Phase(StrEnum):
+    """Rollout phase of a deployment (or of a candidate)."""
+
+    PENDING = "Pending"
+    SERVING = "Serving"
+    BENCHMARKING = "Benchmarking"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    REJECTED = "Rejected"
+    INCONCLUSIVE = "Inconclusive"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class RevisionStatus(BatonModel):
+    """A revision the data plane serves: a model version under a stable revision name."""
+
+    revision: str = Field(description="Revision name in the data plane (`<deployment>-<version>`).")
+    version: str = Field(description="Model version.")
+    candidate: str | None = Field(default=None, description="ModelCandidate this revision came from, if any.")
+    artifact: Artifact = Field(description="The verified artifact.")
+    since: str | None = Field(default=None, description="RFC 3339 time this revision took this role.")
+
+
+class CanaryStatus(BatonModel):
+    """Where the canary stands."""
+
+    step: int = Field(ge=0, description="Current step index (0-based).")
+    steps: int = Field(ge=1, description="Number of steps.")
+    step_started_at: str = Field(description="RFC 3339 time the current step started.")
+
+
+class ModelDeploymentStatus(BatonModel):
+    """What baton observed and decided. Written by the operator only."""
+
+    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    phase: Phase = Field(default=Phase.PENDING, description="Rollout phase.")
+    champion: RevisionStatus | None = Field(default=None, description="The revision serving most traffic.")
+    candidate: RevisionStatus | None = Field(default=None, description="The revision under evaluation.")
+    canary_weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic on the candidate.")
+    canary: CanaryStatus | None = Field(default=None, description="Canary progress.")
+    last_decision: Decision | None = Field(default=None, description="The last verdict and its evidence.")
+    history: list[Decision] = Field(
+        default_factory=list, max_length=20, description="Recent final decisions, newest first."
+    )
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL serving this deployment.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="`Ready`, `Progressing`, `Degraded` with observedGeneration."
+    )
+
+
+class ModelDeployment(Resource):
+    kind_name: ClassVar[str] = "ModelDeployment"
+    plural: ClassVar[str] = "modeldeployments"
+    short_names: ClassVar[tuple[str, ...]] = ("md",)
+    description: ClassVar[str] = (
+        "A domain endpoint served from a ModelPool, with its rollout strategy, analysis and replacement policy."
+    )
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Domain", type="string", json_path=".spec.domain", description="Domain."),
+        PrinterColumn(
+            name="Champion", type="string", json_path=".status.champion.version", description="Serving version."
+        ),
+        PrinterColumn(
+            name="Candidate", type="string", json_path=".status.candidate.version", description="Version on trial."
+        ),
+        PrinterColumn(name="Phase", type="string", json_path=".status.phase", description="Rollout phase."),
+        PrinterColumn(
+            name="Weight", type="integer", json_path=".status.canaryWeight", description="Candidate traffic %."
+        ),
+        PrinterColumn(
+            name="Decision",
+            type="string",
+            json_path=".status.lastDecision.reason",
+            description="Reason of the last decision.",
+            priority=1,
+        ),
+    )
+
+    kind: Literal["ModelDeployment"] = Field(default="ModelDeployment", description="ModelDeployment.")
+    spec: ModelDeploymentSpec = Field(description="What the platform team declares.")
+    status: ModelDeploymentStatus | None = Field(default=None, description="Written by the operator.")

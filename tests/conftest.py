@@ -1,0 +1,5 @@
+"""Shared pytest set-up: each area of the project contributes its fixtures as a plugin module."""
+
+pytest_plugins = [
+    "tests.testbed.fixtures",
+]
