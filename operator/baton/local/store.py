@@ -1,0 +1,112 @@
+"""The embedded store of local mode: what a cluster keeps in etcd, kept in a state directory.
+
+Spec comes from the user's YAML (and from candidates added while running); status is written
+here by the loop only, as the operator writes status only. Every write is atomic (a temporary
+file renamed over the old one), so a `baton up` killed at any point restarts from the last
+complete status, and `baton status` in another terminal always reads a whole document.
+
+Layout of the state directory:
+    objects/<Kind>/<name>.json  one resource as last reconciled: spec and status (camelCase, as in the API)
+    candidates/<name>.yaml      ModelCandidates added by `baton candidate add` or found by a ModelSource
+    decisions.jsonl             every final decision, oldest first (the demo's table reads it)
+    up.json                     the running `baton up`: pid, endpoint, inputs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from baton.api import Decision, ModelCandidate, Resource
+
+DEFAULT_STATE_SUBDIR = "local"
+ResourceT = TypeVar("ResourceT", bound=Resource)
+
+
+def default_state_dir() -> Path:
+    cache = Path(os.environ.get("BATON_CACHE", Path.home() / ".cache" / "baton"))
+    return Path(os.environ.get("BATON_STATE_DIR", cache / DEFAULT_STATE_SUBDIR))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as partial:
+        partial.write(text)
+        partial.flush()
+        os.fsync(partial.fileno())
+    os.replace(partial.name, path)
+
+
+class LocalStore:
+    """Status, added candidates and the decision log of one local installation."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.state_dir / "candidates"
+
+    def _object_path(self, kind: str, name: str) -> Path:
+        return self.state_dir / "objects" / kind / f"{name}.json"
+
+    def read_status(self, kind: str, name: str) -> dict[str, Any] | None:
+        path = self._object_path(kind, name)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text()).get("status")
+
+    def write_object(self, resource: Resource) -> None:
+        """Record the resource as reconciled; only its status is ever read back into the loop."""
+        text = json.dumps(resource.to_wire(), indent=2, sort_keys=True)
+        write_atomically(self._object_path(resource.kind, resource.metadata.name), text + "\n")
+
+    def with_stored_status(self, resource: ResourceT) -> ResourceT:
+        """The resource with the status last written for it (a restart resumes from here)."""
+        stored = self.read_status(resource.kind, resource.metadata.name)
+        if stored is None:
+            return resource
+        return type(resource).model_validate(resource.to_wire() | {"status": stored})
+
+    def objects(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every recorded resource of a kind, sorted by name (what `baton status` shows)."""
+        folder = self.state_dir / "objects" / kind
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            yield json.loads(path.read_text())
+
+    def add_candidate(self, candidate: ModelCandidate) -> Path:
+        """Persist a candidate so it is part of the input from now on, also after a restart."""
+        path = self.candidates_dir / f"{candidate.metadata.name}.yaml"
+        spec_only = candidate.to_wire()
+        spec_only.pop("status", None)
+        write_atomically(path, yaml.safe_dump(spec_only, sort_keys=False))
+        return path
+
+    def record_decision(self, deployment: str, decision: Decision) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"deployment": deployment, "decision": decision.to_wire()}, sort_keys=True)
+        with (self.state_dir / "decisions.jsonl").open("a") as log:
+            log.write(line + "\n")
+
+    def decisions(self) -> list[tuple[str, Decision]]:
+        path = self.state_dir / "decisions.jsonl"
+        if not path.is_file():
+            return []
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [(record["deployment"], Decision.model_validate(record["decision"])) for record in records]
+
+    def write_running(self, info: dict[str, Any]) -> None:
+        write_atomically(self.state_dir / "up.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def read_running(self) -> dict[str, Any] | None:
+        path = self.state_dir / "up.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def clear_running(self) -> None:
+        (self.state_dir / "up.json").unlink(missing_ok=True)
