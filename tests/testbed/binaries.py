@@ -1,0 +1,43 @@
+"""Where the test bed's binaries live, so every launcher finds the ones `tests/testbed/build` made.
+
+The build puts pinned binaries under `$BATON_CACHE/bin` with stable symlinks; Prometheus comes from the
+Debian package. A missing binary is an error that says which command installs it, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+BUILD_SCRIPT = Path(__file__).resolve().parent / "build"
+
+
+class MissingBinaryError(RuntimeError):
+    """A test-bed binary is not installed; the message names the build command."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BATON_CACHE", Path.home() / ".cache" / "baton"))
+
+
+def bin_dir() -> Path:
+    return cache_dir() / "bin"
+
+
+def built(name: str) -> Path:
+    """A binary built from the pinned Go modules: kube-apiserver, etcd, kubectl or helm."""
+    path = bin_dir() / name
+    if not os.access(path, os.X_OK):
+        raise MissingBinaryError(
+            f"{path} is missing: run {BUILD_SCRIPT} (builds the pinned test-bed binaries)"
+        )
+    return path
+
+
+def system(name: str) -> Path:
+    """A binary from a Debian package (prometheus, promtool, openssl)."""
+    found = shutil.which(name)
+    if found is None:
+        raise MissingBinaryError(f"{name} is not on PATH: run {BUILD_SCRIPT} (installs it with apt-get)")
+    return Path(found)

@@ -1,0 +1,61 @@
+"""pytest fixtures for the real test bed: `kube` (one API server per session) and `prometheus` (a factory).
+
+A test that needs the cluster asks for `kube`; the first such test pays the start-up (seconds once the
+binaries are built), every later one reuses it. A missing binary or a server that does not start fails
+the test with the reason and the server's log, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.testbed.binaries import MissingBinaryError
+from tests.testbed.controlplane import ControlPlane
+from tests.testbed.processes import StartupError
+from tests.testbed.prometheus import Prometheus
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    """A running etcd + kube-apiserver with RBAC; KUBECONFIG points at it for the whole session."""
+    plane = ControlPlane()
+    try:
+        plane.start()
+    except (MissingBinaryError, StartupError) as error:
+        pytest.fail(f"test-bed control plane did not start: {error}", pytrace=False)
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+    try:
+        yield plane
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        failed = request.session.testsfailed > 0
+        if failed:
+            print(f"\ntest-bed control plane logs (kept in {plane.logs}):\n{plane.log_tails()}")
+        plane.stop(remove_workdir=not failed)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
+    """Starts Prometheus servers: `prometheus(targets=["127.0.0.1:8000"], rule_files=[...]) -> .url`."""
+    started: list[Prometheus] = []
+
+    def start(targets: Sequence[str], **options: object) -> Prometheus:
+        server = Prometheus(targets, workdir=tmp_path / f"prometheus-{len(started)}", **options)  # type: ignore[arg-type]
+        try:
+            server.start()
+        except (MissingBinaryError, StartupError) as error:
+            pytest.fail(f"prometheus did not start: {error}", pytrace=False)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(remove_workdir=False)
