@@ -1,0 +1,72 @@
+"""Prometheus provider: one PromQL query over HTTP, one scalar back.
+
+An empty result is "no data", never zero and never a pass (Kayenta passes a metric with no data;
+baton's sanity gate turns `value=None` into `Inconclusive`). A query that returns several series
+is refused rather than silently picking one: aggregate it in PromQL (`sum(...)`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+
+from baton.analysis.providers import Measurement
+
+
+class PrometheusProvider:
+    """Instant queries against a Prometheus server's HTTP API (`/api/v1/query`)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def is_online(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=self.timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, query: str) -> Measurement:
+        try:
+            response = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=self.timeout_s)
+        except httpx.HTTPError as error:
+            return Measurement(
+                query=query, value=None, error=f"Prometheus unreachable: {type(error).__name__}: {error}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            return Measurement(
+                query=query, value=None, error=f"Prometheus answered HTTP {response.status_code}, not JSON"
+            )
+        if response.status_code != 200 or body.get("status") != "success":
+            detail = body.get("error", "") if isinstance(body, dict) else ""
+            return Measurement(
+                query=query, value=None, error=f"Prometheus answered HTTP {response.status_code}: {detail}"
+            )
+        return _measurement(query, body.get("data", {}))
+
+
+def _measurement(query: str, data: dict) -> Measurement:
+    result_type, result = data.get("resultType"), data.get("result")
+    if result_type == "scalar":
+        return Measurement(query=query, value=_number(result[1]))
+    if result_type != "vector":
+        return Measurement(
+            query=query, value=None, error=f"expected an instant vector or scalar, got {result_type}"
+        )
+    if not result:
+        return Measurement(query=query, value=None)
+    if len(result) > 1:
+        return Measurement(
+            query=query,
+            value=None,
+            error=f"query returned {len(result)} series; aggregate it to one (e.g. sum(...))",
+        )
+    return Measurement(query=query, value=_number(result[0]["value"][1]))
+
+
+def _number(text: str) -> float | None:
+    value = float(text)
+    return None if math.isnan(value) else value

@@ -1,0 +1,98 @@
+"""Sanity gates: refuse to judge a candidate on evidence that is missing or broken.
+
+Other tools have reported success when every measurement errored, after a failed job, on a metric
+with no data, and on a benchmark run that got 100 % HTTP 404s. Here each of those ends
+`Inconclusive`, which never promotes: a gate only passes when there is enough valid data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from baton.analysis.outcome import GateOutcome
+from baton.analysis.providers import Measurement
+from baton.api.decision import Evidence, Gate, Verdict
+
+SANITY_TEST_NAME = "sanity"
+
+
+@dataclass(frozen=True)
+class SanityLimits:
+    """Minimum valid samples per arm and the largest share of evaluation attempts allowed to fail."""
+
+    min_valid_samples: int = 30
+    max_error_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.min_valid_samples < 1:
+            raise ValueError(f"min_valid_samples must be >= 1, got {self.min_valid_samples}")
+        if not 0 <= self.max_error_rate < 1:
+            raise ValueError(f"max_error_rate must be in [0, 1), got {self.max_error_rate}")
+
+
+def check_evaluation(
+    metric: str,
+    *,
+    n_champion: int,
+    n_candidate: int,
+    n_errors: int,
+    n_attempted: int,
+    limits: SanityLimits,
+    alpha: float,
+) -> GateOutcome:
+    """Pass (`Promote`) only if enough samples are valid and few evaluation attempts failed."""
+    error_rate = n_errors / n_attempted if n_attempted else 1.0
+    evidence = Evidence(
+        test=SANITY_TEST_NAME,
+        metric=metric,
+        n_champion=n_champion,
+        n_candidate=n_candidate,
+        n_errors=n_errors,
+        alpha=alpha,
+        threshold=limits.max_error_rate,
+    )
+
+    def outcome(verdict: Verdict, reason: str, message: str) -> GateOutcome:
+        return GateOutcome(verdict, Gate.SANITY, reason, message, (evidence,))
+
+    if n_attempted == 0:
+        return outcome(Verdict.INCONCLUSIVE, "NothingEvaluated", f"{metric}: no evaluation was attempted")
+    if error_rate > limits.max_error_rate:
+        return outcome(
+            Verdict.INCONCLUSIVE,
+            "EvaluationErrors",
+            f"{metric}: {n_errors} of {n_attempted} evaluation attempts failed "
+            f"({error_rate:.1%} > {limits.max_error_rate:.1%} allowed)",
+        )
+    if min(n_champion, n_candidate) < limits.min_valid_samples:
+        return outcome(
+            Verdict.INCONCLUSIVE,
+            "TooFewSamples",
+            f"{metric}: {min(n_champion, n_candidate)} valid samples, "
+            f"{limits.min_valid_samples} needed per arm",
+        )
+    return outcome(
+        Verdict.PROMOTE, "SanityPassed", f"{metric}: {n_candidate} valid samples, {error_rate:.1%} errors"
+    )
+
+
+def evaluation_failed(metric: str, message: str) -> GateOutcome:
+    """The evaluation itself failed (a job crashed, a provider was offline): never a pass."""
+    return GateOutcome(Verdict.INCONCLUSIVE, Gate.SANITY, "EvaluationFailed", f"{metric}: {message}")
+
+
+def check_measurement(metric: str, measurement: Measurement) -> GateOutcome | None:
+    """`Inconclusive` if a measurement failed or returned no data (never a pass), else None."""
+    if measurement.error is not None:
+        return GateOutcome(
+            Verdict.INCONCLUSIVE, Gate.SANITY, "MeasurementFailed", f"{metric}: {measurement.error}"
+        )
+    if measurement.value is None or math.isnan(measurement.value):
+        return GateOutcome(
+            Verdict.INCONCLUSIVE,
+            Gate.SANITY,
+            "NoData",
+            f"{metric}: query returned no data: {measurement.query}",
+        )
+    return None
