@@ -1,0 +1,676 @@
+"""The rollout state machine: one pure step from (deployment, candidates, observations) to (status, actions).
+
+Why a pure function: the operator can crash anywhere, and two shells (kopf, `baton up`) must
+behave the same. Everything the machine remembers lives in the deployment's `status`, so a
+restarted shell that calls `reconcile` again from status alone reaches the same result, and
+every action is a desired state the shell can apply again without harm.
+
+Phases of a deployment (`status.phase`):
+
+    Pending --champion ready--> Serving --candidate offered--> Benchmarking
+    Benchmarking --offline Promote--> Canary(step 0..n-1) --all steps passed--> Promoting --> Promoted
+    Benchmarking --offline Reject / artifact refused--> Rejected
+    Benchmarking --offline Inconclusive--> Inconclusive
+    Canary --online Reject, revision failed, candidate withdrawn--> RollingBack --> RolledBack
+    Canary --online Inconclusive at the end of a step--> RollingBack --> Inconclusive
+    Pending --champion refused--> Failed
+
+Promoted, Rejected, Inconclusive and RolledBack are resting phases: the champion serves and the
+next offer starts a new rollout. One offer is evaluated at a time; others queue in the order
+they were created (their ModelCandidate status says so). A change of `spec.model` after the
+first champion is an offer like any candidate while the champion is the one spec.model declared:
+GitOps can replace a model, but only through the same gates. Once a ModelCandidate became
+champion, `spec.model` (the initial champion) is no longer consulted. A candidate's outcome is
+final for its version (versions are immutable).
+
+The machine makes at most one transition per call; when it made one it asks to be called
+again right away (`requeue_after == 0`). Decisions are appended to `status.history` in the same
+status write that clears the candidate, so a promotion can never be counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from baton.api.candidate import ModelCandidate
+from baton.api.common import Artifact, Condition, ConditionStatus
+from baton.api.decision import Decision, Gate, Verdict
+from baton.api.deployment import (
+    CanaryStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    Phase,
+    ReplacementMode,
+    RevisionStatus,
+)
+from baton.rollout.model import (
+    Action,
+    DeployRevision,
+    EmitEvent,
+    Observations,
+    ObserveCanary,
+    ReconcileResult,
+    RemoveRevision,
+    RevisionState,
+    RunBenchmark,
+    SetWeights,
+    UpdateCandidateStatus,
+)
+
+APPROVAL_ANNOTATION = "baton.dev/approved"
+HISTORY_LIMIT = 20
+ACTIVE_PHASES = frozenset({Phase.BENCHMARKING, Phase.CANARY, Phase.PROMOTING, Phase.ROLLING_BACK})
+FINAL_CANDIDATE_PHASES = frozenset(
+    {Phase.PROMOTED, Phase.REJECTED, Phase.INCONCLUSIVE, Phase.ROLLED_BACK, Phase.FAILED}
+)
+REASON_ARTIFACT_REFUSED = "ArtifactRefused"
+REASON_REVISION_FAILED = "RevisionFailed"
+REASON_WITHDRAWN = "CandidateWithdrawn"
+REASON_STEPS_PASSED = "CanaryStepsPassed"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_REVISION_NAME = 63
+_T = TypeVar("_T")
+
+
+def revision_name(deployment: str, version: str) -> str:
+    """The data-plane name of a version of a deployment: `<deployment>-<version>`, a DNS label."""
+    name = f"{deployment}-{version}"
+    if len(name) <= _MAX_REVISION_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_REVISION_NAME - 9].rstrip('-')}-{digest}"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like `30s`, `5m`, `1h30m`, `500ms` (the API's DURATION_PATTERN)."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m, 500ms)")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, the form every time in status takes."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def candidate_phase(decision: Decision) -> Phase:
+    """The phase a ModelCandidate ends in, given the final decision about its version."""
+    if decision.verdict == Verdict.PROMOTE:
+        return Phase.PROMOTED
+    if decision.verdict == Verdict.INCONCLUSIVE:
+        return Phase.INCONCLUSIVE
+    if decision.reason == REASON_ARTIFACT_REFUSED:
+        return Phase.FAILED
+    if decision.gate == Gate.ONLINE or decision.reason in (REASON_REVISION_FAILED, REASON_WITHDRAWN):
+        return Phase.ROLLED_BACK
+    return Phase.REJECTED
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A version offered to the deployment: by a ModelCandidate, or by a change of `spec.model`."""
+
+    version: str
+    artifact: Artifact
+    candidate: str | None
+
+
+@dataclass(frozen=True)
+class _Step:
+    status: ModelDeploymentStatus
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    deployment: ModelDeployment
+    candidates: tuple[ModelCandidate, ...]
+    observations: Observations
+    now: datetime
+
+    @property
+    def name(self) -> str:
+        return self.deployment.metadata.name
+
+    @property
+    def stamp(self) -> str:
+        return format_time(self.now)
+
+
+def reconcile(
+    deployment: ModelDeployment,
+    candidates: Sequence[ModelCandidate],
+    observations: Observations,
+    now: datetime,
+) -> ReconcileResult:
+    """One step of the rollout of `deployment`.
+
+    `candidates` are the ModelCandidates in the deployment's namespace (others are ignored);
+    `observations` what the shell saw of the data plane and the gates; `now` an aware datetime.
+    Persist `status` first, then carry out `actions` in order; an unchanged world gives an
+    unchanged status and no actions except the idempotent requests (RunBenchmark, ObserveCanary,
+    SetWeights while waiting for them to apply).
+    """
+    own = tuple(
+        sorted(
+            (candidate for candidate in candidates if candidate.spec.deployment == deployment.metadata.name),
+            key=lambda candidate: (
+                str(candidate.metadata.model_extra.get("creationTimestamp", "")),
+                candidate.metadata.name,
+            ),
+        )
+    )
+    context = _Context(deployment, own, observations, now)
+    before = deployment.status or ModelDeploymentStatus()
+    step = _advance(context, before.model_copy(deep=True))
+    status = _with_conditions(context, before, step.status)
+    actions = step.actions + _converge(context, status, step.actions) + _candidate_updates(context, status)
+    return ReconcileResult(status=status, actions=actions, requeue_after=step.requeue_after)
+
+
+# --- transitions --------------------------------------------------------------------------------
+
+
+def _advance(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    spec_model = context.deployment.spec.model
+    champion = status.champion
+    not_serving_yet = status.phase in (Phase.PENDING, Phase.FAILED) and status.candidate is None
+    if champion is None or (not_serving_yet and champion.version != spec_model.version):
+        return _declare_champion(context, status)
+    match status.phase:
+        case Phase.PENDING | Phase.FAILED if status.candidate is None:
+            return _await_champion(context, status)
+        case Phase.BENCHMARKING:
+            return _benchmarking(context, status)
+        case Phase.CANARY:
+            return _canary(context, status)
+        case Phase.PROMOTING:
+            return _promoting(context, status)
+        case Phase.ROLLING_BACK:
+            return _rolling_back(context, status)
+        case _:
+            return _idle(context, status)
+
+
+def _declare_champion(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    model = context.deployment.spec.model
+    previous = status.champion
+    champion = RevisionStatus(
+        revision=revision_name(context.name, model.version),
+        version=model.version,
+        artifact=model.artifact,
+        since=context.stamp,
+    )
+    status.champion, status.candidate, status.canary, status.canary_weight = champion, None, None, 0
+    status.phase = Phase.PENDING
+    actions: list[Action] = [DeployRevision(champion), SetWeights({champion.revision: 100})]
+    if previous is not None and previous.revision != champion.revision:
+        actions.append(RemoveRevision(previous.revision))
+    actions.append(EmitEvent("Normal", "ChampionDeclared", f"serving {model.version} from spec.model"))
+    return _Step(status, tuple(actions), 0)
+
+
+def _await_champion(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    champion = _required(status.champion)
+    health = context.observations.health(champion.revision)
+    if health.state == RevisionState.READY:
+        status.phase = Phase.SERVING
+        return _Step(
+            status, (EmitEvent("Normal", "ChampionReady", f"{champion.version} serves all traffic"),), 0
+        )
+    if health.state == RevisionState.FAILED and status.phase != Phase.FAILED:
+        status.phase = Phase.FAILED
+        return _Step(
+            status, (EmitEvent("Warning", "ChampionFailed", f"{champion.version}: {health.message}"),), 0
+        )
+    return _Step(status)
+
+
+def _idle(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    champion = _required(status.champion)
+    if context.observations.health(champion.revision).state != RevisionState.READY:
+        return _Step(status)
+    offer = next((offer for offer in _offers(context, status) if _eligible(context, offer)), None)
+    if offer is None:
+        return _Step(status)
+    candidate = RevisionStatus(
+        revision=revision_name(context.name, offer.version),
+        version=offer.version,
+        candidate=offer.candidate,
+        artifact=offer.artifact,
+        since=context.stamp,
+    )
+    status.candidate, status.canary, status.canary_weight = candidate, None, 0
+    status.phase = Phase.BENCHMARKING
+    source = f"ModelCandidate {offer.candidate}" if offer.candidate else "spec.model"
+    return _Step(
+        status,
+        (
+            DeployRevision(candidate),
+            _weights(context, status),
+            EmitEvent(
+                "Normal",
+                "RolloutStarted",
+                f"evaluating {offer.version} ({source}) against {champion.version}",
+            ),
+        ),
+        0,
+    )
+
+
+def _benchmarking(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    champion, candidate = _required(status.champion), _required(status.candidate)
+    if not _still_offered(context, status, candidate):
+        return _finish(context, status, _withdrawn(context, candidate), Phase.ROLLED_BACK)
+    health = context.observations.health(candidate.revision)
+    if health.state == RevisionState.FAILED:
+        refused = Decision(
+            verdict=Verdict.REJECT,
+            gate=Gate.SANITY,
+            candidate=candidate.version,
+            reason=REASON_ARTIFACT_REFUSED,
+            message=health.message or "the data plane refused the revision",
+            time=context.stamp,
+        )
+        return _finish(context, status, refused, Phase.REJECTED)
+    ready = RevisionState.READY
+    if health.state != ready or context.observations.health(champion.revision).state != ready:
+        return _Step(status)
+    benchmarks = tuple(reference.name for reference in context.deployment.spec.analysis.benchmarks)
+    if not benchmarks:
+        return _start_canary(context, status, None)
+    offline = context.observations.offline
+    if offline is None or offline.candidate != candidate.revision or offline.benchmarks != benchmarks:
+        return _Step(status, (RunBenchmark(champion.revision, candidate.revision, benchmarks),))
+    decision = offline.outcome.to_decision(candidate=candidate.version, time=context.stamp)
+    match decision.verdict:
+        case Verdict.PROMOTE:
+            return _start_canary(context, status, decision)
+        case Verdict.REJECT:
+            return _finish(context, status, decision, Phase.REJECTED)
+        case Verdict.INCONCLUSIVE:
+            return _finish(context, status, decision, Phase.INCONCLUSIVE)
+        case _:
+            return _Step(status, (RunBenchmark(champion.revision, candidate.revision, benchmarks),))
+
+
+def _start_canary(context: _Context, status: ModelDeploymentStatus, decision: Decision | None) -> _Step:
+    steps = context.deployment.spec.rollout.steps
+    status.phase = Phase.CANARY
+    status.canary = CanaryStatus(step=0, steps=len(steps), step_started_at=context.stamp)
+    status.canary_weight = steps[0].weight
+    if decision is not None:
+        status.last_decision = decision
+    why = f"{decision.reason}: {decision.message}" if decision else "no benchmarks configured"
+    event = EmitEvent(
+        "Normal", "CanaryStarted", f"{_required(status.candidate).version}: {why}; {steps[0].weight}%"
+    )
+    return _Step(status, (_weights(context, status), event), 0)
+
+
+def _canary(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    champion, candidate = _required(status.champion), _required(status.candidate)
+    steps = context.deployment.spec.rollout.steps
+    if not _still_offered(context, status, candidate):
+        return _roll_back(context, status, _withdrawn(context, candidate))
+    health = context.observations.health(candidate.revision)
+    if health.state == RevisionState.FAILED:
+        failed = Decision(
+            verdict=Verdict.REJECT,
+            gate=Gate.SANITY,
+            candidate=candidate.version,
+            reason=REASON_REVISION_FAILED,
+            message=health.message or "the candidate revision stopped serving",
+            time=context.stamp,
+        )
+        return _roll_back(context, status, failed)
+    canary = status.canary or CanaryStatus(step=0, steps=len(steps), step_started_at=context.stamp)
+    step = min(canary.step, len(steps) - 1)
+    if (step, len(steps), steps[step].weight) != (canary.step, canary.steps, status.canary_weight):
+        # The strategy changed under a running canary: keep the step, take its new weight.
+        status.canary = CanaryStatus(step=step, steps=len(steps), step_started_at=canary.step_started_at)
+        status.canary_weight = steps[step].weight
+        message = f"{candidate.version}: step {step + 1}/{len(steps)} now at {steps[step].weight}%"
+        return _Step(
+            status, (_weights(context, status), EmitEvent("Normal", "CanaryStepsChanged", message)), 0
+        )
+    pause = parse_duration(steps[step].pause)
+    remaining = max(0.0, pause - (context.now - parse_time(canary.step_started_at)).total_seconds())
+    observe = ObserveCanary(champion.revision, candidate.revision, step, canary.step_started_at)
+    online = context.observations.online
+    if online is None or online.candidate != candidate.revision or online.step != step:
+        return _Step(status, (observe,), remaining or None)
+    decision = online.outcome.to_decision(candidate=candidate.version, time=context.stamp)
+    if decision.verdict == Verdict.REJECT:
+        return _roll_back(context, status, decision)
+    if remaining > 0 or online.candidate_requests < steps[step].min_requests:
+        return _Step(status, (observe,), remaining or None)
+    if decision.verdict == Verdict.INCONCLUSIVE:
+        return _roll_back(context, status, decision)
+    status.last_decision = decision
+    if step + 1 < len(steps):
+        status.canary = CanaryStatus(step=step + 1, steps=len(steps), step_started_at=context.stamp)
+        status.canary_weight = steps[step + 1].weight
+        message = (
+            f"{candidate.version}: step {step + 1}/{len(steps)} passed ({decision.reason}); "
+            f"now {steps[step + 1].weight}%"
+        )
+        return _Step(status, (_weights(context, status), EmitEvent("Normal", "CanaryStepPassed", message)), 0)
+    if decision.verdict != Verdict.PROMOTE:
+        status.last_decision = decision.model_copy(
+            update={
+                "verdict": Verdict.PROMOTE,
+                "reason": REASON_STEPS_PASSED,
+                "message": f"all {len(steps)} canary steps passed without a violation ({decision.reason})",
+            }
+        )
+    status.phase, status.canary_weight = Phase.PROMOTING, 100
+    message = f"{candidate.version}: {status.last_decision.reason}; moving all traffic"
+    return _Step(status, (_weights(context, status), EmitEvent("Normal", "Promoting", message)), 0)
+
+
+def _promoting(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    champion, candidate = _required(status.champion), _required(status.candidate)
+    if context.observations.health(candidate.revision).state == RevisionState.FAILED:
+        failed = Decision(
+            verdict=Verdict.REJECT,
+            gate=Gate.SANITY,
+            candidate=candidate.version,
+            reason=REASON_REVISION_FAILED,
+            message=context.observations.health(candidate.revision).message,
+            time=context.stamp,
+        )
+        return _roll_back(context, status, failed)
+    desired = _weights(context, status)
+    if not _applied(context, desired):
+        return _Step(status, (desired,))
+    decision = _required(status.last_decision)
+    status.history = [decision, *status.history][:HISTORY_LIMIT]
+    status.champion = candidate.model_copy(update={"since": context.stamp})
+    status.candidate, status.canary, status.canary_weight = None, None, 0
+    status.phase = Phase.PROMOTED
+    message = f"{candidate.version} replaced {champion.version}: {decision.reason}: {decision.message}"
+    return _Step(
+        status,
+        (
+            _weights(context, status),
+            RemoveRevision(champion.revision),
+            EmitEvent("Normal", "Promoted", message),
+        ),
+        0,
+    )
+
+
+def _roll_back(context: _Context, status: ModelDeploymentStatus, decision: Decision) -> _Step:
+    status.phase, status.canary, status.canary_weight = Phase.ROLLING_BACK, None, 0
+    status.last_decision = decision
+    message = f"{decision.candidate}: {decision.reason}: {decision.message}"
+    return _Step(status, (_weights(context, status), EmitEvent("Warning", "RollingBack", message)), 0)
+
+
+def _rolling_back(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    desired = _weights(context, status)
+    if not _applied(context, desired):
+        return _Step(status, (desired,))
+    decision = _required(status.last_decision)
+    final = Phase.INCONCLUSIVE if decision.verdict == Verdict.INCONCLUSIVE else Phase.ROLLED_BACK
+    return _finish(context, status, decision, final)
+
+
+def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision, phase: Phase) -> _Step:
+    """End a rollout without promotion: the champion keeps all traffic and the candidate is removed."""
+    candidate = _required(status.candidate)
+    status.history = [decision, *status.history][:HISTORY_LIMIT]
+    status.last_decision = decision
+    status.candidate, status.canary, status.canary_weight = None, None, 0
+    status.phase = phase
+    event_type = "Normal" if decision.reason == REASON_WITHDRAWN else "Warning"
+    message = f"{decision.candidate}: {decision.reason}: {decision.message}; champion unchanged"
+    return _Step(
+        status,
+        (
+            _weights(context, status),
+            RemoveRevision(candidate.revision),
+            EmitEvent(event_type, phase.value, message),
+        ),
+        0,
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _weights(context: _Context, status: ModelDeploymentStatus) -> SetWeights:
+    """The traffic split that `status` implies (the renderer derives the same from status)."""
+    champion = _required(status.champion)
+    if status.candidate is None:
+        return SetWeights({champion.revision: 100})
+    shadow = (
+        status.candidate.revision
+        if status.phase == Phase.BENCHMARKING and context.deployment.spec.rollout.shadow
+        else None
+    )
+    return SetWeights(
+        {champion.revision: 100 - status.canary_weight, status.candidate.revision: status.canary_weight},
+        shadow,
+    )
+
+
+def _converge(
+    context: _Context, status: ModelDeploymentStatus, taken: tuple[Action, ...]
+) -> tuple[Action, ...]:
+    """Repeat whatever data-plane action a crash may have lost: the data plane must match status."""
+    if status.champion is None:
+        return ()
+    wanted = {revision.revision: revision for revision in (status.champion, status.candidate) if revision}
+    running = set(context.observations.revisions)
+    deploying = {action.revision.revision for action in taken if isinstance(action, DeployRevision)}
+    removing = {action.revision for action in taken if isinstance(action, RemoveRevision)}
+    repairs: list[Action] = [
+        DeployRevision(wanted[name]) for name in sorted(set(wanted) - running - deploying)
+    ]
+    repairs += [RemoveRevision(name) for name in sorted(running - set(wanted) - removing)]
+    desired = _weights(context, status)
+    if not _applied(context, desired) and not any(isinstance(action, SetWeights) for action in taken):
+        repairs.append(desired)
+    return tuple(repairs)
+
+
+def _applied(context: _Context, desired: SetWeights) -> bool:
+    served = context.observations.served_weights
+    if served is None:
+        return True
+    return all(served.get(revision, 0) == weight for revision, weight in desired.weights.items())
+
+
+def _offers(context: _Context, status: ModelDeploymentStatus) -> list[Offer]:
+    """Undecided versions offered to the deployment, oldest first (spec.model first)."""
+    decided = {decision.candidate for decision in status.history}
+    champion = _required(status.champion).version
+    offers: list[Offer] = []
+    model = context.deployment.spec.model
+    if model.version != champion and _required(status.champion).candidate is None:
+        offers.append(Offer(model.version, model.artifact, None))
+    for candidate in context.candidates:
+        final = candidate.status is not None and candidate.status.phase in FINAL_CANDIDATE_PHASES
+        if not final:
+            offers.append(Offer(candidate.spec.version, candidate.spec.artifact, candidate.metadata.name))
+    seen: set[str] = set()
+    unique = []
+    for offer in offers:
+        if offer.version not in decided and offer.version != champion and offer.version not in seen:
+            seen.add(offer.version)
+            unique.append(offer)
+    return unique
+
+
+def _eligible(context: _Context, offer: Offer) -> bool:
+    return offer.candidate is None or _waiting_reason(context, _candidate(context, offer.candidate)) is None
+
+
+def _waiting_reason(context: _Context, candidate: ModelCandidate | None) -> str | None:
+    """Why a candidate may not start a rollout on its own, or None if it may."""
+    if candidate is None:
+        return "the candidate is gone"
+    replacement = context.deployment.spec.replacement
+    labels = candidate.metadata.labels
+    mismatched = {
+        key: value for key, value in replacement.candidate_selector.items() if labels.get(key) != value
+    }
+    if mismatched:
+        return f"does not match the deployment's candidateSelector {mismatched}"
+    approved = candidate.metadata.annotations.get(APPROVAL_ANNOTATION) == "true"
+    if replacement.mode == ReplacementMode.MANUAL and not approved:
+        return f'replacement is manual: waiting for annotation {APPROVAL_ANNOTATION}: "true"'
+    return None
+
+
+def _candidate(context: _Context, name: str) -> ModelCandidate | None:
+    return next((candidate for candidate in context.candidates if candidate.metadata.name == name), None)
+
+
+def _still_offered(context: _Context, status: ModelDeploymentStatus, candidate: RevisionStatus) -> bool:
+    if candidate.candidate is None:
+        return context.deployment.spec.model.version == candidate.version
+    found = _candidate(context, candidate.candidate)
+    return found is not None and found.spec.version == candidate.version
+
+
+def _withdrawn(context: _Context, candidate: RevisionStatus) -> Decision:
+    source = (
+        f"ModelCandidate {candidate.candidate} was deleted" if candidate.candidate else "spec.model changed"
+    )
+    return Decision(
+        verdict=Verdict.REJECT,
+        gate=Gate.MANUAL,
+        candidate=candidate.version,
+        reason=REASON_WITHDRAWN,
+        message=f"{source} during the rollout",
+        time=context.stamp,
+    )
+
+
+def _required(value: _T | None) -> _T:
+    if value is None:
+        raise ValueError("status is inconsistent with its phase (a field the phase needs is missing)")
+    return value
+
+
+# --- status that follows from the transition ----------------------------------------------------
+
+
+def _with_conditions(
+    context: _Context, before: ModelDeploymentStatus, status: ModelDeploymentStatus
+) -> ModelDeploymentStatus:
+    generation = context.deployment.metadata.generation
+    champion = status.champion
+    health = context.observations.health(champion.revision) if champion else None
+    wanted: list[tuple[str, ConditionStatus, str, str]] = []
+    if health is None or health.state == RevisionState.LOADING:
+        wanted.append(
+            ("Ready", ConditionStatus.FALSE, "ChampionLoading", "the champion revision is starting")
+        )
+    elif health.state == RevisionState.READY:
+        wanted.append(
+            ("Ready", ConditionStatus.TRUE, "ChampionServing", f"{_required(champion).version} serves")
+        )
+    elif health.state == RevisionState.UNSCHEDULABLE:
+        wanted.append(("Ready", ConditionStatus.FALSE, "Unschedulable", health.message or "the pool is full"))
+    else:
+        wanted.append(("Ready", ConditionStatus.FALSE, "ChampionFailed", health.message))
+    if status.phase in ACTIVE_PHASES:
+        wanted.append(
+            ("Progressing", ConditionStatus.TRUE, status.phase.value, _progress_message(context, status))
+        )
+    else:
+        wanted.append(("Progressing", ConditionStatus.FALSE, "NoRollout", ""))
+    if health is not None and health.state == RevisionState.FAILED:
+        wanted.append(("Degraded", ConditionStatus.TRUE, "ChampionFailed", health.message))
+    else:
+        wanted.append(("Degraded", ConditionStatus.FALSE, "AsExpected", ""))
+    previous = {condition.type: condition for condition in before.conditions}
+    conditions = []
+    for kind, truth, reason, message in wanted:
+        old = previous.get(kind)
+        since = old.last_transition_time if old is not None and old.status == truth else context.stamp
+        conditions.append(
+            Condition(
+                type=kind,
+                status=truth,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
+    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+
+
+def _progress_message(context: _Context, status: ModelDeploymentStatus) -> str:
+    candidate = _required(status.candidate)
+    match status.phase:
+        case Phase.BENCHMARKING:
+            health = context.observations.health(candidate.revision)
+            if health.state != RevisionState.READY:
+                return f"{candidate.version}: revision {health.state.value.lower()} {health.message}".rstrip()
+            return f"{candidate.version}: running the offline benchmarks"
+        case Phase.CANARY:
+            canary = _required(status.canary)
+            step = f"{canary.step + 1}/{canary.steps}"
+            return f"{candidate.version}: canary step {step} at {status.canary_weight}%"
+        case Phase.PROMOTING:
+            return f"{candidate.version}: moving all traffic to the candidate"
+        case _:
+            return f"{candidate.version}: moving all traffic back to the champion"
+
+
+def _candidate_updates(context: _Context, status: ModelDeploymentStatus) -> tuple[Action, ...]:
+    """Bring every ModelCandidate's status in line with the deployment's (level-triggered, so crash-safe)."""
+    decisions = {}
+    for decision in reversed(status.history):
+        decisions[decision.candidate] = decision
+    active = status.candidate
+    updates: list[Action] = []
+    for candidate in context.candidates:
+        version, current = candidate.spec.version, candidate.status
+        decision: Decision | None = None
+        if active is not None and active.candidate == candidate.metadata.name and active.version == version:
+            phase, message = status.phase, _progress_message(context, status)
+        elif version in decisions:
+            decision = decisions[version]
+            phase, message = candidate_phase(decision), f"{decision.reason}: {decision.message}"
+        elif (current is not None and current.phase in FINAL_CANDIDATE_PHASES) or (
+            status.champion is not None and version == status.champion.version
+        ):
+            continue
+        else:
+            phase, message = Phase.PENDING, _queue_message(context, status, candidate)
+        if current is None or (current.phase, current.message, current.decision) != (
+            phase,
+            message,
+            decision,
+        ):
+            updates.append(UpdateCandidateStatus(candidate.metadata.name, phase, message, decision))
+    return tuple(updates)
+
+
+def _queue_message(context: _Context, status: ModelDeploymentStatus, candidate: ModelCandidate) -> str:
+    reason = _waiting_reason(context, candidate)
+    if reason is not None:
+        return reason
+    if status.candidate is not None:
+        return f"queued behind {status.candidate.version}"
+    return "waiting for the champion to serve"

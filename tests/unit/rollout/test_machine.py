@@ -1,0 +1,459 @@
+"""Every transition of the rollout state machine, driven through its public `reconcile` only."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton.api import Phase, Verdict
+from baton.api.decision import Gate
+from baton.rollout import (
+    APPROVAL_ANNOTATION,
+    DeployRevision,
+    EmitEvent,
+    ObserveCanary,
+    RemoveRevision,
+    RunBenchmark,
+    SetWeights,
+    UpdateCandidateStatus,
+    parse_duration,
+    revision_name,
+)
+from baton.rollout.model import RevisionState
+from tests.unit.rollout.helpers import (
+    CANDIDATE,
+    CHAMPION,
+    NOW,
+    actions_of,
+    advance,
+    candidate,
+    deployment,
+    healthy,
+    in_phase,
+    later,
+    observe,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_new_deployment_declares_its_champion_from_spec() -> None:
+    _, result = advance(deployment(), [], observe({}))
+    status = result.status
+    assert (status.phase, status.champion.revision, status.champion.version) == (
+        Phase.PENDING,
+        CHAMPION,
+        "v1",
+    )
+    assert actions_of(result, DeployRevision)[0].revision.revision == CHAMPION
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100})]
+    assert result.requeue_after == 0
+    assert status.observed_generation == 1
+    ready = {condition.type: condition for condition in status.conditions}["Ready"]
+    assert (ready.status, ready.reason, ready.observed_generation) == ("False", "ChampionLoading", 1)
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "event", "ready", "degraded"),
+    [
+        (RevisionState.READY, Phase.SERVING, "ChampionReady", "True", "False"),
+        (RevisionState.FAILED, Phase.FAILED, "ChampionFailed", "False", "True"),
+        (RevisionState.LOADING, Phase.PENDING, None, "False", "False"),
+        (RevisionState.UNSCHEDULABLE, Phase.PENDING, None, "False", "False"),
+    ],
+)
+def test_pending_champion_follows_data_plane_health(state, phase, event, ready, degraded) -> None:
+    resource, _ = advance(deployment(), [], observe({}))
+    _, result = advance(resource, [], observe(healthy(CHAMPION, state=state, message="why")))
+    assert result.status.phase == phase
+    assert [action.reason for action in actions_of(result, EmitEvent)] == ([event] if event else [])
+    conditions = {condition.type: condition.status for condition in result.status.conditions}
+    assert (conditions["Ready"], conditions["Degraded"]) == (ready, degraded)
+
+
+def test_a_failed_champion_is_replaced_directly_when_spec_model_changes() -> None:
+    resource, _ = advance(deployment(), [], observe({}))
+    resource, _ = advance(resource, [], observe(healthy(CHAMPION, state=RevisionState.FAILED)))
+    assert resource.status.phase == Phase.FAILED
+    fixed = deployment(
+        resource.status,
+        model={
+            "version": "v1b",
+            "artifact": {"uri": "/m/v1b.gguf", "digest": "sha256:" + "b" * 64, "quantization": "Q8_0"},
+        },
+    )
+    _, result = advance(fixed, [], observe({}))
+    assert (result.status.phase, result.status.champion.version) == (Phase.PENDING, "v1b")
+    assert RemoveRevision(CHAMPION) in result.actions
+
+
+def test_serving_with_an_automatic_candidate_starts_benchmarking() -> None:
+    resource = in_phase(Phase.SERVING)
+    _, result = advance(resource, [candidate()], observe(healthy(CHAMPION)))
+    status = result.status
+    assert (status.phase, status.candidate.revision, status.candidate.candidate) == (
+        Phase.BENCHMARKING,
+        CANDIDATE,
+        "medical-v2",
+    )
+    assert actions_of(result, DeployRevision)[0].revision.revision == CANDIDATE
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100, CANDIDATE: 0})]
+    assert actions_of(result, UpdateCandidateStatus)[0].phase == Phase.BENCHMARKING
+    assert {c.type: c.status for c in status.conditions}["Progressing"] == "True"
+
+
+def test_shadow_strategy_mirrors_traffic_while_benchmarking() -> None:
+    resource = in_phase(Phase.SERVING, rollout={"shadow": True})
+    _, result = advance(resource, [candidate()], observe(healthy(CHAMPION)))
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100, CANDIDATE: 0}, shadow=CANDIDATE)]
+
+
+@pytest.mark.parametrize(
+    ("replacement", "labels", "annotations", "starts", "message_part"),
+    [
+        ({"mode": "manual"}, {}, {}, False, "waiting for annotation"),
+        ({"mode": "manual"}, {}, {APPROVAL_ANNOTATION: "true"}, True, ""),
+        ({"candidateSelector": {"team": "med"}}, {"team": "other"}, {}, False, "candidateSelector"),
+        ({"candidateSelector": {"team": "med"}}, {"team": "med"}, {}, True, ""),
+    ],
+)
+def test_replacement_policy_gates_the_start(replacement, labels, annotations, starts, message_part) -> None:
+    resource = in_phase(Phase.SERVING, replacement=replacement)
+    offered = candidate(labels=labels, annotations=annotations)
+    _, result = advance(resource, [offered], observe(healthy(CHAMPION)))
+    assert (result.status.phase == Phase.BENCHMARKING) is starts
+    update = actions_of(result, UpdateCandidateStatus)[0]
+    if not starts:
+        assert update.phase == Phase.PENDING and message_part in update.message
+        assert not actions_of(result, DeployRevision)
+
+
+def test_no_rollout_starts_while_the_champion_is_not_ready() -> None:
+    resource = in_phase(Phase.SERVING)
+    _, result = advance(resource, [candidate()], observe(healthy(CHAMPION, state=RevisionState.LOADING)))
+    assert result.status.phase == Phase.SERVING and result.status.candidate is None
+
+
+@pytest.mark.parametrize("state", [RevisionState.LOADING, RevisionState.UNSCHEDULABLE])
+def test_benchmarking_waits_for_the_candidate_revision(state) -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    observations = observe({**healthy(CHAMPION), **healthy(CANDIDATE, state=state)})
+    _, result = advance(resource, [candidate()], observations)
+    assert result.status == resource.status.model_copy(update={"conditions": result.status.conditions})
+    assert not actions_of(result, RunBenchmark) and result.requeue_after is None
+
+
+def test_a_refused_candidate_artifact_fails_the_candidate_never_the_champion() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    observations = observe(
+        {**healthy(CHAMPION), **healthy(CANDIDATE, state=RevisionState.FAILED, message="sha256 mismatch")}
+    )
+    _, result = advance(resource, [candidate()], observations)
+    status = result.status
+    assert (status.phase, status.champion.version, status.candidate) == (Phase.REJECTED, "v1", None)
+    assert status.history[0].reason == "ArtifactRefused" and "sha256 mismatch" in status.history[0].message
+    assert RemoveRevision(CANDIDATE) in result.actions
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100})]
+    update = actions_of(result, UpdateCandidateStatus)[0]
+    assert (update.phase, update.decision.reason) == (Phase.FAILED, "ArtifactRefused")
+    assert actions_of(result, EmitEvent)[0].type == "Warning"
+
+
+def test_benchmarking_asks_for_a_benchmark_until_a_result_arrives() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    for offline in (None, Verdict.CONTINUE):
+        _, result = advance(resource, [candidate()], observe(offline=offline))
+        assert actions_of(result, RunBenchmark) == [RunBenchmark(CHAMPION, CANDIDATE, ("medical-qa",))]
+        assert result.status.phase == Phase.BENCHMARKING
+
+
+@pytest.mark.parametrize(
+    ("verdict", "phase", "candidate_phase", "weights"),
+    [
+        (Verdict.PROMOTE, Phase.CANARY, Phase.CANARY, {CHAMPION: 90, CANDIDATE: 10}),
+        (Verdict.REJECT, Phase.REJECTED, Phase.REJECTED, {CHAMPION: 100}),
+        (Verdict.INCONCLUSIVE, Phase.INCONCLUSIVE, Phase.INCONCLUSIVE, {CHAMPION: 100}),
+    ],
+)
+def test_offline_verdicts(verdict, phase, candidate_phase, weights) -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    _, result = advance(resource, [candidate()], observe(offline=verdict))
+    assert result.status.phase == phase
+    assert result.status.last_decision.verdict == verdict and result.status.last_decision.gate == Gate.OFFLINE
+    assert actions_of(result, SetWeights) == [SetWeights(weights)]
+    assert actions_of(result, UpdateCandidateStatus)[0].phase == candidate_phase
+    assert result.status.champion.version == "v1"
+    if phase != Phase.CANARY:
+        assert result.status.history[0].verdict == verdict and RemoveRevision(CANDIDATE) in result.actions
+
+
+def test_a_changed_benchmark_list_makes_an_earlier_result_stale() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    changed = deployment(
+        resource.status, analysis={"benchmarks": [{"name": "medical-qa"}, {"name": "med-json"}]}
+    )
+    _, result = advance(changed, [candidate()], observe(offline=Verdict.PROMOTE))
+    assert result.status.phase == Phase.BENCHMARKING
+    assert actions_of(result, RunBenchmark) == [RunBenchmark(CHAMPION, CANDIDATE, ("medical-qa", "med-json"))]
+
+
+def test_without_benchmarks_the_canary_starts_after_the_revision_is_ready() -> None:
+    resource = in_phase(Phase.BENCHMARKING, analysis={"benchmarks": []})
+    _, result = advance(resource, [candidate()], observe())
+    assert (result.status.phase, result.status.canary_weight) == (Phase.CANARY, 10)
+    assert not actions_of(result, RunBenchmark)
+
+
+def test_canary_waits_for_its_pause_and_asks_for_live_samples() -> None:
+    resource = in_phase(Phase.CANARY)
+    _, result = advance(resource, [candidate()], observe(), later(10))
+    assert actions_of(result, ObserveCanary) == [
+        ObserveCanary(CHAMPION, CANDIDATE, 0, resource.status.canary.step_started_at)
+    ]
+    assert result.requeue_after == pytest.approx(20)
+    _, result = advance(resource, [candidate()], observe(online=Verdict.CONTINUE), later(10))
+    assert result.status.canary.step == 0 and result.requeue_after == pytest.approx(20)
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "requests", "verdict", "phase", "step", "weight"),
+    [
+        (31, 100, Verdict.CONTINUE, Phase.CANARY, 1, 50),
+        (31, 100, Verdict.PROMOTE, Phase.CANARY, 1, 50),
+        (31, 2, Verdict.CONTINUE, Phase.CANARY, 0, 10),  # too few candidate requests
+        (5, 100, Verdict.REJECT, Phase.ROLLING_BACK, None, 0),  # a violation stops the canary at once
+        (5, 100, Verdict.INCONCLUSIVE, Phase.CANARY, 0, 10),  # mid-step: keep collecting
+        (31, 100, Verdict.INCONCLUSIVE, Phase.ROLLING_BACK, None, 0),  # end of step: not enough evidence
+    ],
+)
+def test_canary_step_outcomes(elapsed, requests, verdict, phase, step, weight) -> None:
+    resource = in_phase(Phase.CANARY)
+    _, result = advance(resource, [candidate()], observe(online=verdict, requests=requests), later(elapsed))
+    status = result.status
+    assert (status.phase, status.canary.step if status.canary else None, status.canary_weight) == (
+        phase,
+        step,
+        weight,
+    )
+    if phase == Phase.ROLLING_BACK:
+        assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100, CANDIDATE: 0})]
+        assert status.last_decision.verdict == verdict and status.champion.version == "v1"
+
+
+def test_an_online_result_for_another_step_is_ignored() -> None:
+    resource = in_phase(Phase.CANARY)
+    _, result = advance(resource, [candidate()], observe(online=Verdict.REJECT, step=1), later(5))
+    assert result.status.phase == Phase.CANARY
+
+
+def _through_the_steps(resource, offered):
+    for step in range(3):
+        resource, result = advance(
+            resource, offered, observe(online=Verdict.CONTINUE, step=step), later(31 * (step + 1))
+        )
+    return resource, result
+
+
+def test_passing_the_last_step_promotes_once_the_weights_are_served() -> None:
+    offered = [candidate()]
+    resource, result = _through_the_steps(in_phase(Phase.CANARY), offered)
+    assert (result.status.phase, result.status.canary_weight) == (Phase.PROMOTING, 100)
+    assert result.status.last_decision.verdict == Verdict.PROMOTE
+    assert result.status.last_decision.reason == "CanaryStepsPassed"
+    assert result.status.champion.version == "v1"
+
+    _, waiting = advance(resource, offered, observe(served={CHAMPION: 50, CANDIDATE: 50}), later(200))
+    assert waiting.status.phase == Phase.PROMOTING
+    assert actions_of(waiting, SetWeights) == [SetWeights({CHAMPION: 0, CANDIDATE: 100})]
+
+    resource, done = advance(resource, offered, observe(served={CHAMPION: 0, CANDIDATE: 100}), later(200))
+    status = done.status
+    assert (status.phase, status.champion.version, status.candidate, status.canary_weight) == (
+        Phase.PROMOTED,
+        "v2",
+        None,
+        0,
+    )
+    assert [decision.verdict for decision in status.history] == [Verdict.PROMOTE]
+    assert RemoveRevision(CHAMPION) in done.actions
+    assert actions_of(done, UpdateCandidateStatus)[0].phase == Phase.PROMOTED
+    assert [event.reason for event in actions_of(done, EmitEvent)] == ["Promoted"]
+
+    _, again = advance(resource, offered, observe(healthy(CANDIDATE)), later(201))
+    assert again.status.history == status.history and again.status.phase == Phase.PROMOTED
+
+
+def test_rolling_back_completes_when_the_champion_has_all_traffic() -> None:
+    resource = in_phase(Phase.CANARY)
+    offered = [candidate()]
+    resource, _ = advance(resource, offered, observe(online=Verdict.REJECT), later(5))
+    _, waiting = advance(resource, offered, observe(served={CHAMPION: 90, CANDIDATE: 10}), later(6))
+    assert waiting.status.phase == Phase.ROLLING_BACK
+    _, done = advance(resource, offered, observe(served={CHAMPION: 100, CANDIDATE: 0}), later(6))
+    assert (done.status.phase, done.status.champion.version, done.status.candidate) == (
+        Phase.ROLLED_BACK,
+        "v1",
+        None,
+    )
+    assert done.status.history[0].verdict == Verdict.REJECT and RemoveRevision(CANDIDATE) in done.actions
+    assert actions_of(done, UpdateCandidateStatus)[0].phase == Phase.ROLLED_BACK
+
+
+def test_a_candidate_revision_that_fails_during_the_canary_is_rolled_back() -> None:
+    resource = in_phase(Phase.CANARY)
+    observations = observe(
+        {**healthy(CHAMPION), **healthy(CANDIDATE, state=RevisionState.FAILED, message="crash")}
+    )
+    _, result = advance(resource, [candidate()], observations, later(5))
+    assert (result.status.phase, result.status.last_decision.reason) == (Phase.ROLLING_BACK, "RevisionFailed")
+
+
+def test_deleting_the_candidate_during_the_canary_rolls_back() -> None:
+    resource = in_phase(Phase.CANARY)
+    _, result = advance(resource, [], observe(), later(5))
+    assert (result.status.phase, result.status.last_decision.reason) == (
+        Phase.ROLLING_BACK,
+        "CandidateWithdrawn",
+    )
+
+
+def test_deleting_the_candidate_while_benchmarking_ends_the_rollout() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    _, result = advance(resource, [], observe())
+    assert (result.status.phase, result.status.candidate) == (Phase.ROLLED_BACK, None)
+    assert actions_of(result, EmitEvent)[0].type == "Normal"
+
+
+@pytest.mark.parametrize(
+    ("steps", "step_before", "step_after", "weight"),
+    [
+        ([{"weight": 20}, {"weight": 60}, {"weight": 100}], 1, 1, 60),  # same count, new weights
+        ([{"weight": 30}], 1, 0, 30),  # fewer steps than the current index: the last one
+        ([{"weight": 5}, {"weight": 25}, {"weight": 50}, {"weight": 75}], 1, 1, 25),
+    ],
+)
+def test_changing_the_steps_mid_canary_keeps_the_step_and_takes_its_new_weight(
+    steps, step_before, step_after, weight
+) -> None:
+    offered = [candidate()]
+    resource = in_phase(Phase.CANARY)
+    resource, _ = advance(resource, offered, observe(online=Verdict.CONTINUE), later(31))
+    assert resource.status.canary.step == step_before
+    changed = deployment(resource.status, rollout={"steps": steps})
+    changed.metadata.generation = 2
+    _, result = advance(changed, offered, observe(), later(32))
+    assert (result.status.canary.step, result.status.canary.steps, result.status.canary_weight) == (
+        step_after,
+        len(steps),
+        weight,
+    )
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100 - weight, CANDIDATE: weight})]
+    assert result.status.observed_generation == 2
+    assert all(condition.observed_generation == 2 for condition in result.status.conditions)
+
+
+def test_switching_to_manual_mid_rollout_lets_the_running_rollout_finish() -> None:
+    resource = in_phase(Phase.CANARY)
+    manual = deployment(resource.status, replacement={"mode": "manual"})
+    _, result = advance(manual, [candidate()], observe(online=Verdict.CONTINUE), later(31))
+    assert (result.status.phase, result.status.canary.step) == (Phase.CANARY, 1)
+
+
+def test_a_second_candidate_during_a_canary_queues_and_runs_against_the_new_champion() -> None:
+    first, second = candidate("v2"), candidate("v3", created="2026-11-29T05:30:00Z")
+    resource = in_phase(Phase.CANARY)
+    resource, result = advance(resource, [first, second], observe(), later(1))
+    queued = [
+        update for update in actions_of(result, UpdateCandidateStatus) if update.candidate == "medical-v3"
+    ]
+    assert queued[0].phase == Phase.PENDING and queued[0].message == "queued behind v2"
+    assert result.status.candidate.version == "v2"
+
+    resource, _ = _through_the_steps(resource, [first, second])
+    resource, result = advance(resource, [first, second], observe(), later(200))
+    assert (result.status.phase, result.status.champion.version) == (Phase.PROMOTED, "v2")
+    _, result = advance(resource, [first, second], observe(healthy(CANDIDATE)), later(201))
+    assert (result.status.phase, result.status.candidate.version) == (Phase.BENCHMARKING, "v3")
+    assert result.status.champion.revision == CANDIDATE
+
+
+def test_changing_spec_model_mid_rollout_is_queued_as_an_offer() -> None:
+    resource = in_phase(Phase.CANARY)
+    v9 = {
+        "version": "v9",
+        "artifact": {"uri": "/m/v9.gguf", "digest": "sha256:" + "c" * 64, "quantization": "Q4_K_M"},
+    }
+    changed = deployment(resource.status, model=v9)
+    resource, result = advance(changed, [candidate()], observe(online=Verdict.REJECT), later(5))
+    assert result.status.phase == Phase.ROLLING_BACK and result.status.candidate.version == "v2"
+    resource, _ = advance(resource, [candidate()], observe(), later(6))
+    assert resource.status.phase == Phase.ROLLED_BACK
+    _, result = advance(resource, [candidate()], observe(healthy(CHAMPION)), later(7))
+    assert (result.status.phase, result.status.candidate.version, result.status.candidate.candidate) == (
+        Phase.BENCHMARKING,
+        "v9",
+        None,
+    )
+
+
+def test_a_decided_version_is_never_offered_again() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    resource, _ = advance(resource, [candidate()], observe(offline=Verdict.REJECT))
+    _, result = advance(resource, [candidate()], observe(healthy(CHAMPION)))
+    assert (result.status.phase, result.status.candidate) == (Phase.REJECTED, None)
+
+
+def test_candidate_status_is_repaired_from_the_deployment_history() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    resource, _ = advance(resource, [candidate()], observe(offline=Verdict.REJECT))
+    stale = candidate(status={"phase": "Benchmarking", "message": "running"})
+    _, result = advance(resource, [stale], observe(healthy(CHAMPION)))
+    update = actions_of(result, UpdateCandidateStatus)
+    assert (
+        len(update) == 1
+        and update[0].phase == Phase.REJECTED
+        and update[0].decision.verdict == Verdict.REJECT
+    )
+
+
+def test_an_unchanged_world_gives_an_unchanged_status() -> None:
+    resource = in_phase(Phase.CANARY)
+    first = advance(resource, [candidate()], observe(), later(3))[1]
+    second = advance(resource, [candidate()], observe(), later(4))[1]
+    assert (
+        first.status
+        == second.status
+        == resource.status.model_copy(update={"conditions": first.status.conditions})
+    )
+    assert first.status.conditions == resource.status.conditions
+
+
+def test_condition_transition_time_changes_only_with_the_condition_status() -> None:
+    resource, _ = advance(deployment(), [], observe({}), NOW)
+    resource, _ = advance(resource, [], observe({}), later(60))
+    assert {c.last_transition_time for c in resource.status.conditions} == {"2026-11-29T06:00:00.000Z"}
+    resource, _ = advance(resource, [], observe(healthy(CHAMPION)), later(120))
+    times = {c.type: c.last_transition_time for c in resource.status.conditions}
+    assert times == {
+        "Ready": "2026-11-29T06:02:00.000Z",
+        "Progressing": "2026-11-29T06:00:00.000Z",
+        "Degraded": "2026-11-29T06:00:00.000Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("1.5s", 1.5)]
+)
+def test_parse_duration(text, seconds) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30", "5 m", "1d", "s30"])
+def test_parse_duration_refuses_garbage(text) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_revision_names_stay_dns_labels() -> None:
+    assert revision_name("medical", "v2") == "medical-v2"
+    long = revision_name("d" * 60, "v" * 60)
+    assert len(long) == 63 and long != revision_name("d" * 60, "v" * 59 + "w")
