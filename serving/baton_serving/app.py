@@ -1,0 +1,670 @@
+"""The Ray Serve applications of a model pool, and how a `PoolConfig` becomes a Serve config.
+
+A pool is several Serve applications, so each one can change without touching the others:
+
+- `baton` (route `/`): the OpenAI-compatible ingress. Its routing table (weights, shadow,
+  stickiness) is its `user_config`, so Serve applies weight changes through `reconfigure` on the
+  running replica: nothing restarts, no request fails.
+- one engine application per revision (`<deployment>.<revision>`, no HTTP route): the loaded model.
+  Adding a candidate adds an application; the champion's replicas are not rebuilt.
+
+`render_serve_config` gives the `serveConfigV2` body that the operator puts into a KubeRay
+`RayService`; `apply_serve_config` applies the same body to a local Ray Serve (laptop and tests),
+through the declarative path KubeRay uses, so both behave the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from baton_serving import metrics
+from baton_serving.artifacts import ArtifactError, fetch_verified
+from baton_serving.config import (
+    EngineKind,
+    PoolConfig,
+    RevisionRoute,
+    RevisionSpec,
+    RouteTable,
+    TracingConfig,
+    engine_app_name,
+    route_table,
+)
+from baton_serving.engines import EngineRequestError, GenerationRequest
+from baton_serving.openai_protocol import (
+    SSE_DONE,
+    ChatCompletionRequest,
+    CompletionRequest,
+    OpenAIError,
+    parse_request,
+    sse_event,
+)
+from baton_serving.resources import replica_actor_options
+from baton_serving.router import NoServableRevisionError, Router
+from baton_serving.tracing import RequestTracer
+
+logger = logging.getLogger("baton_serving")
+
+INGRESS_APP = "baton"
+INGRESS_DEPLOYMENT = "OpenAIIngress"
+ENGINE_DEPLOYMENT = "EngineServer"
+REVISION_HEADER = "X-Baton-Revision"
+INGRESS_NUM_CPUS = 0.25
+STATUS_PROBE_INTERVAL_S = 0.5
+STATUS_PROBE_TIMEOUT_S = 10.0
+
+
+class EngineUnavailableError(RuntimeError):
+    """The revision's engine refused its artifact (or is a kind the ingress cannot call)."""
+
+
+class IngressArgs(BaseModel):
+    """Builder arguments of the ingress application: only what needs a restart to change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str = Field(description="Pool name; a label on every metric.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
+    ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the ingress.")
+
+
+class EngineArgs(BaseModel):
+    """Builder arguments of one revision's engine application."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str = Field(description="Deployment the revision belongs to.")
+    revision: RevisionSpec = Field(description="The revision to load.")
+    artifact_cache_dir: str | None = Field(default=None, description="Download cache for artifacts.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine replicas
+
+
+class _StreamEnd:
+    pass
+
+
+@dataclass(frozen=True)
+class _StreamFailure:
+    error: BaseException
+
+
+@serve.deployment(name=ENGINE_DEPLOYMENT, health_check_period_s=10)
+class EngineServer:
+    """One revision's loaded model. A refused artifact leaves the replica up but never serving."""
+
+    def __init__(self, deployment: str, revision: dict[str, Any], artifact_cache_dir: str | None) -> None:
+        from baton_serving.engines.llamacpp import LlamaCppEngine
+
+        spec = RevisionSpec.model_validate(revision)
+        self._name = f"{deployment}/{spec.name}"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
+        self._engine: LlamaCppEngine | None = None
+        self._error: str | None = None
+        uri = spec.artifact.uri
+        try:
+            artifact = fetch_verified(
+                uri, spec.artifact.digest, Path(artifact_cache_dir) if artifact_cache_dir else None
+            )
+            self._engine = LlamaCppEngine(artifact.path, spec.context_length, spec.threads)
+        except ArtifactError as error:
+            self._error = str(error)
+        except ValueError as error:  # llama.cpp's "Failed to load model from file"
+            self._error = f"{uri}: llama.cpp could not load the model: {error}"
+        if self._error:
+            logger.error("revision %s refused: %s", self._name, self._error)
+
+    def status(self) -> dict[str, Any]:
+        context = serve.get_replica_context()
+        return {
+            "ready": self._engine is not None,
+            "error": self._error,
+            "pid": os.getpid(),
+            "replica_id": context.replica_id.unique_id,
+        }
+
+    def _loaded(self) -> Any:
+        if self._engine is None:
+            raise EngineUnavailableError(f"revision {self._name} is not serving: {self._error}")
+        return self._engine
+
+    async def generate(self, request: GenerationRequest) -> dict[str, Any]:
+        engine = self._loaded()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, engine.generate, request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        """Chunks in batches: whatever the decoding thread produced since the last send goes at once."""
+        engine = self._loaded()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def decode() -> None:
+            chunks = engine.stream(request)
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except BaseException as error:
+                loop.call_soon_threadsafe(queue.put_nowait, _StreamFailure(error))
+            finally:
+                chunks.close()
+                loop.call_soon_threadsafe(queue.put_nowait, _StreamEnd())
+
+        loop.run_in_executor(self._executor, decode)
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                batch = [item for item in items if isinstance(item, dict)]
+                if batch:
+                    yield batch
+                for item in items:
+                    if isinstance(item, _StreamFailure):
+                        raise item.error
+                    if isinstance(item, _StreamEnd):
+                        return
+        finally:
+            stop.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingress
+
+
+@dataclass
+class _LiveDeployment:
+    router: Router
+    revisions: dict[str, RevisionRoute]
+    handles: dict[str, DeploymentHandle]
+
+
+@dataclass
+class _Answer:
+    """What a finished request left for metrics, traces and the shadow comparison."""
+
+    text: str
+    usage: dict[str, int]
+    finish_reasons: list[str]
+
+
+fastapi_app = FastAPI(title="baton", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error_response(error: OpenAIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def _as_openai_error(error: BaseException) -> OpenAIError:
+    """Map an engine-side exception (Ray wraps it; the cause keeps its class) to an HTTP error."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, EngineRequestError):
+        return OpenAIError(400, str(cause))
+    if isinstance(cause, EngineUnavailableError):
+        return OpenAIError(503, str(cause), error_type="service_unavailable")
+    return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type="server_error")
+
+
+def _answer_text(result: dict[str, Any]) -> str:
+    choice = result["choices"][0]
+    return choice["message"].get("content") or "" if "message" in choice else choice.get("text", "")
+
+
+def _chunk_text(chunk: dict[str, Any]) -> str:
+    choice = chunk["choices"][0]
+    return (choice.get("delta") or {}).get("content") or "" if "delta" in choice else choice.get("text") or ""
+
+
+def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
+    from jsonschema import ValidationError, validate
+
+    try:
+        validate(json.loads(text), schema)
+    except (json.JSONDecodeError, ValidationError):
+        return False
+    return True
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=256, health_check_period_s=10)
+@serve.ingress(fastapi_app)
+class OpenAIIngress:
+    """OpenAI-compatible HTTP front of a pool: validates, routes, records, streams."""
+
+    def __init__(self, pool: str, tracing: dict[str, Any]) -> None:
+        self._pool = pool
+        self._tracer = RequestTracer(TracingConfig.model_validate(tracing), pool)
+        self._deployments: dict[str, _LiveDeployment] = {}
+        self._status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._probes: dict[tuple[str, str], asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        directory = os.environ.get(metrics.MULTIPROC_ENV)
+        if directory:
+            metrics.prepare_multiprocess_dir(Path(directory))
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve delivers a new routing table here; engine replicas are left alone."""
+        table = RouteTable.model_validate(user_config)
+        live: dict[str, _LiveDeployment] = {}
+        for deployment in table.deployments:
+            handles = {}
+            for revision in deployment.revisions:
+                key = (deployment.name, revision.name)
+                handles[revision.name] = self._handles_for(key, revision)
+            live[deployment.name] = _LiveDeployment(
+                router=Router(deployment.name, deployment.route),
+                revisions={revision.name: revision for revision in deployment.revisions},
+                handles=handles,
+            )
+        self._deployments = live
+        current = {(d, r) for d, deployment in live.items() for r in deployment.revisions}
+        for key in set(self._probes) - current:
+            self._probes.pop(key).cancel()
+            self._status.pop(key, None)
+        logger.info("routing table applied: %s", {d: dep.router.policy.weights for d, dep in live.items()})
+
+    def _handles_for(self, key: tuple[str, str], revision: RevisionRoute) -> DeploymentHandle:
+        handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name=engine_app_name(*key))
+        if key in self._probes:
+            return handle
+        if revision.engine != EngineKind.LLAMACPP:
+            self._status[key] = {
+                "ready": False,
+                "error": "vLLM revisions are served by Ray Serve LLM's own OpenAI application, "
+                "not routed by the baton ingress",
+            }
+            self._probes[key] = asyncio.create_task(asyncio.sleep(0))
+            return handle
+        self._status[key] = {"ready": False, "error": None}
+        self._probes[key] = asyncio.create_task(self._probe(key, handle))
+        return handle
+
+    async def _probe(self, key: tuple[str, str], handle: DeploymentHandle) -> None:
+        """Poll the engine until it has loaded (ready) or refused its artifact; only then route to it."""
+        ready_gauge = metrics.REVISION_READY.labels(self._pool, *key)
+        ready_gauge.set(0)
+        while True:
+            try:
+                status = await asyncio.wait_for(self._call(handle.status.remote()), STATUS_PROBE_TIMEOUT_S)
+            except Exception:  # not deployed yet, or a replica restarting: try again
+                await asyncio.sleep(STATUS_PROBE_INTERVAL_S)
+                continue
+            self._status[key] = status
+            if status["ready"] or status["error"]:
+                ready_gauge.set(1 if status["ready"] else 0)
+                return
+            await asyncio.sleep(STATUS_PROBE_INTERVAL_S)
+
+    @staticmethod
+    async def _call(response: Any) -> Any:
+        return await response
+
+    def _ready(self, deployment: str) -> set[str]:
+        return {name for (d, name), status in self._status.items() if d == deployment and status.get("ready")}
+
+    # --- HTTP routes -------------------------------------------------------------------------
+
+    @fastapi_app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @fastapi_app.get("/metrics")
+    async def prometheus_metrics(self) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @fastapi_app.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "baton"}
+                for name in self._deployments
+            ],
+        }
+
+    @fastapi_app.get("/v1/baton/revisions")
+    async def revisions(self) -> dict[str, Any]:
+        """Per revision: ready, or the reason it was refused (the operator reads this)."""
+        return {
+            name: {
+                revision: self._status.get((name, revision), {"ready": False, "error": None})
+                for revision in deployment.revisions
+            }
+            for name, deployment in self._deployments.items()
+        }
+
+    @fastapi_app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, "chat")
+
+    @fastapi_app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, "completion")
+
+    # --- request handling --------------------------------------------------------------------
+
+    def _route(self, model: str, headers: Mapping[str, str]) -> tuple[_LiveDeployment, str]:
+        live = self._deployments.get(model)
+        if live is None:
+            raise OpenAIError(
+                404, f"model {model!r} does not exist; available: {sorted(self._deployments)}", param="model"
+            )
+        ready = self._ready(model)
+        pinned = headers.get(REVISION_HEADER)
+        if pinned:
+            if pinned not in live.revisions:
+                raise OpenAIError(
+                    400, f"{REVISION_HEADER}: {model!r} has no revision {pinned!r}", param=REVISION_HEADER
+                )
+            if pinned not in ready:
+                reason = self._status.get((model, pinned), {}).get("error") or "still loading"
+                raise OpenAIError(
+                    503, f"revision {pinned!r} of {model!r} is not serving: {reason}", "service_unavailable"
+                )
+            return live, pinned
+        try:
+            return live, live.router.choose(ready, headers.get(live.router.policy.sticky_header))
+        except NoServableRevisionError as error:
+            raise OpenAIError(503, str(error), error_type="service_unavailable") from error
+
+    async def _serve(self, http: Request, kind: str) -> Response:
+        started = time.perf_counter()
+        endpoint = "chat_completions" if kind == "chat" else "completions"
+        labels = (self._pool, metrics.UNROUTED, metrics.UNROUTED)
+        try:
+            body = parse_request(
+                await http.body(), ChatCompletionRequest if kind == "chat" else CompletionRequest
+            )
+            live, revision = self._route(body.model, http.headers)
+            labels = (self._pool, body.model, revision)
+            generation = body.generation(live.revisions[revision].context_length)
+        except OpenAIError as error:
+            self._record_failure(labels, endpoint, error, started)
+            return _error_response(error)
+        parameters = {
+            "max_tokens": generation.max_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+        }
+        span = self._tracer.start_request_span(
+            "chat" if kind == "chat" else "text_completion", body.model, parameters
+        )
+        handle = live.handles[revision]
+        in_flight = metrics.IN_FLIGHT.labels(*labels)
+        in_flight.inc()
+        if not body.stream:
+            try:
+                result = await handle.generate.remote(generation)
+            except Exception as error:
+                in_flight.dec()
+                return self._fail(labels, endpoint, _as_openai_error(error), started, span)
+            in_flight.dec()
+            result["model"] = body.model
+            answer = _Answer(
+                _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
+            )
+            self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
+            return JSONResponse(result, headers={REVISION_HEADER: revision})
+        stream = handle.options(stream=True).stream.remote(generation)
+        try:
+            first = await stream.__anext__()
+        except Exception as error:
+            in_flight.dec()
+            return self._fail(labels, endpoint, _as_openai_error(error), started, span)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = self._stream_events(
+            first, stream, labels, endpoint, started, generation, span, live, body, include_usage
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers={REVISION_HEADER: revision})
+
+    async def _stream_events(
+        self,
+        first: list[dict[str, Any]],
+        stream: Any,
+        labels: tuple[str, str, str],
+        endpoint: str,
+        started: float,
+        generation: GenerationRequest,
+        span: Any,
+        live: _LiveDeployment,
+        body: Any,
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        first_token_at: float | None = None
+        pieces: list[str] = []
+        usage: dict[str, int] = {}
+        finish_reasons: list[str] = []
+        failed: OpenAIError | None = None
+        batch: list[dict[str, Any]] | None = first
+        try:
+            while batch is not None:
+                for chunk in batch:
+                    chunk["model"] = body.model
+                    if not chunk["choices"]:
+                        usage = chunk.get("usage") or {}
+                        if include_usage:
+                            yield sse_event(chunk)
+                        continue
+                    text = _chunk_text(chunk)
+                    if text and first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    pieces.append(text)
+                    if chunk["choices"][0].get("finish_reason"):
+                        finish_reasons.append(chunk["choices"][0]["finish_reason"])
+                    yield sse_event(chunk)
+                batch = await anext(stream, None)
+            yield SSE_DONE
+        except Exception as error:  # the engine failed mid-stream: the status line is already sent
+            failed = _as_openai_error(error)
+            yield sse_event(failed.body())
+        finally:
+            metrics.IN_FLIGHT.labels(*labels).dec()
+            if failed is not None:
+                self._fail(labels, endpoint, failed, started, span)
+            else:
+                answer = _Answer("".join(pieces), usage, finish_reasons)
+                self._finish(labels, endpoint, started, first_token_at, answer, generation, span, live, body)
+
+    def _record_failure(
+        self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float
+    ) -> None:
+        metrics.REQUESTS.labels(*labels, endpoint, str(error.status)).inc()
+        metrics.REQUEST_ERRORS.labels(*labels, endpoint, error.error_type).inc()
+        metrics.REQUEST_DURATION.labels(*labels, endpoint).observe(time.perf_counter() - started)
+
+    def _fail(
+        self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float, span: Any
+    ) -> JSONResponse:
+        self._record_failure(labels, endpoint, error, started)
+        self._tracer.record_error(span, error.error_type, error.message)
+        span.end()
+        return _error_response(error)
+
+    def _finish(
+        self,
+        labels: tuple[str, str, str],
+        endpoint: str,
+        started: float,
+        first_token_at: float | None,
+        answer: _Answer,
+        generation: GenerationRequest,
+        span: Any,
+        live: _LiveDeployment,
+        body: Any,
+    ) -> None:
+        finished = time.perf_counter()
+        self._record_answer(labels, endpoint, started, finished, first_token_at, answer, generation)
+        prompt = generation.messages if generation.kind == "chat" else generation.prompt
+        self._tracer.record_answer(span, labels[2], answer.usage, answer.finish_reasons, prompt, answer.text)
+        span.end()
+        shadow = live.router.shadow_for(labels[2], self._ready(labels[1]))
+        if shadow is not None:
+            task = asyncio.create_task(self._mirror(live, labels[1], shadow, generation, answer.text))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _record_answer(
+        self,
+        labels: tuple[str, str, str],
+        endpoint: str,
+        started: float,
+        finished: float,
+        first_token_at: float | None,
+        answer: _Answer,
+        generation: GenerationRequest,
+    ) -> None:
+        metrics.REQUESTS.labels(*labels, endpoint, "200").inc()
+        metrics.REQUEST_DURATION.labels(*labels, endpoint).observe(finished - started)
+        output_tokens = answer.usage.get("completion_tokens", 0)
+        metrics.PROMPT_TOKENS.labels(*labels).inc(answer.usage.get("prompt_tokens", 0))
+        metrics.OUTPUT_TOKENS.labels(*labels).inc(output_tokens)
+        if first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(*labels).observe(first_token_at - started)
+            if output_tokens > 1:
+                metrics.TIME_PER_OUTPUT_TOKEN.labels(*labels).observe(
+                    (finished - first_token_at) / (output_tokens - 1)
+                )
+        if generation.json_schema is not None:
+            valid = _structured_output_valid(answer.text, generation.json_schema)
+            metrics.STRUCTURED_OUTPUTS.labels(*labels, "true" if valid else "false").inc()
+
+    async def _mirror(
+        self,
+        live: _LiveDeployment,
+        deployment: str,
+        shadow: str,
+        generation: GenerationRequest,
+        primary_text: str,
+    ) -> None:
+        """Ask the shadow revision the same question; record and score its answer, return nothing."""
+        labels = (self._pool, deployment, shadow)
+        started = time.perf_counter()
+        try:
+            result = await live.handles[shadow].generate.remote(generation)
+        except Exception as error:
+            self._record_failure(labels, "shadow", _as_openai_error(error), started)
+            metrics.SHADOW_COMPARISONS.labels(*labels, "error").inc()
+            return
+        answer = _Answer(
+            _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
+        )
+        self._record_answer(labels, "shadow", started, time.perf_counter(), None, answer, generation)
+        outcome = "match" if answer.text == primary_text else "mismatch"
+        metrics.SHADOW_COMPARISONS.labels(*labels, outcome).inc()
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders and the Serve config
+
+
+def build_ingress_app(args: dict[str, Any]) -> serve.Application:
+    """`import_path` builder of the ingress application (`baton_serving.app:build_ingress_app`)."""
+    spec = IngressArgs.model_validate(args)
+    env = {metrics.MULTIPROC_ENV: str(metrics.default_multiprocess_dir(spec.pool))}
+    return OpenAIIngress.options(
+        num_replicas=spec.ingress_replicas,
+        user_config=RouteTable(deployments=[]).model_dump(mode="json"),
+        ray_actor_options={"num_cpus": INGRESS_NUM_CPUS, "runtime_env": {"env_vars": env}},
+    ).bind(spec.pool, spec.tracing.model_dump(mode="json"))
+
+
+def build_engine_app(args: dict[str, Any]) -> serve.Application:
+    """`import_path` builder of one revision's engine application (`baton_serving.app:build_engine_app`)."""
+    spec = EngineArgs.model_validate(args)
+    revision = spec.revision
+    if revision.engine == EngineKind.VLLM:
+        from ray.serve.llm import LLMConfig, build_llm_deployment
+
+        from baton_serving.engines.vllm import render_llm_config
+
+        return build_llm_deployment(LLMConfig(**render_llm_config(spec.deployment, revision)))
+    return EngineServer.options(
+        num_replicas=revision.num_replicas,
+        max_ongoing_requests=revision.max_ongoing_requests,
+        ray_actor_options=replica_actor_options(revision),
+    ).bind(spec.deployment, revision.model_dump(mode="json"), spec.artifact_cache_dir)
+
+
+def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
+    """The `serveConfigV2` body for a pool: the ingress application plus one engine app per revision.
+
+    Weights live only in the ingress deployment's `user_config`, never in builder `args`: Serve
+    hashes `args` into the code version, and a new code version would restart every replica.
+    """
+    ingress_args = IngressArgs(pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas)
+    applications: list[dict[str, Any]] = [
+        {
+            "name": INGRESS_APP,
+            "route_prefix": "/",
+            "import_path": "baton_serving.app:build_ingress_app",
+            "args": ingress_args.model_dump(mode="json"),
+            "deployments": [
+                {"name": INGRESS_DEPLOYMENT, "user_config": route_table(pool).model_dump(mode="json")}
+            ],
+        }
+    ]
+    for deployment in pool.deployments:
+        for revision in deployment.revisions:
+            engine_args = EngineArgs(
+                deployment=deployment.name, revision=revision, artifact_cache_dir=pool.artifact_cache_dir
+            )
+            applications.append(
+                {
+                    "name": engine_app_name(deployment.name, revision.name),
+                    "route_prefix": None,
+                    "import_path": "baton_serving.app:build_engine_app",
+                    "args": engine_args.model_dump(mode="json"),
+                }
+            )
+    return {"applications": applications}
+
+
+def apply_serve_config(serve_config: dict[str, Any]) -> None:
+    """Apply a rendered config to the running local Serve instance (what KubeRay does in a cluster).
+
+    Uses the controller's declarative deploy, the same call the Serve REST API makes: applications
+    missing from the config are removed, unchanged ones are left running.
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(serve_config))
+
+
+def wait_until_running(app_names: list[str], timeout_s: float = 300.0) -> None:
+    """Block until every named application is RUNNING; raise with Serve's message if one fails."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        applications = serve.status().applications
+        pending = {}
+        for name in app_names:
+            app = applications.get(name)
+            status = app.status if app else "NOT_STARTED"
+            if status == "DEPLOY_FAILED":
+                raise RuntimeError(f"Serve application {name!r} failed to deploy: {app.message}")
+            if status != "RUNNING":
+                pending[name] = status
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Serve applications not running after {timeout_s:.0f} s: {pending}")
+        time.sleep(0.5)

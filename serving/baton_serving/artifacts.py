@@ -1,0 +1,239 @@
+"""The one loading path for model artifacts: fetch a GGUF, prove it is the pinned one, then hand out a path.
+
+A real model from a hub mirror, a mounted volume or the project's own tiny models all come through
+here. Nothing is loaded into an engine before its SHA-256 matches the digest the revision was
+pinned to and the file is a structurally complete GGUF: a candidate with a wrong or corrupt
+artifact is refused with an error naming the URI and both digests, and never serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_GGUF_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+HASH_CHUNK_BYTES = 1 << 20
+
+# ggml tensor type id -> (elements per block, bytes per block), from ggml's type traits.
+GGML_BLOCK_LAYOUT: dict[int, tuple[int, int]] = {
+    0: (1, 4),  # F32
+    1: (1, 2),  # F16
+    2: (32, 18),  # Q4_0
+    3: (32, 20),  # Q4_1
+    6: (32, 22),  # Q5_0
+    7: (32, 24),  # Q5_1
+    8: (32, 34),  # Q8_0
+    9: (32, 36),  # Q8_1
+    10: (256, 84),  # Q2_K
+    11: (256, 110),  # Q3_K
+    12: (256, 144),  # Q4_K
+    13: (256, 176),  # Q5_K
+    14: (256, 210),  # Q6_K
+    15: (256, 292),  # Q8_K
+    24: (1, 1),  # I8
+    25: (1, 2),  # I16
+    26: (1, 4),  # I32
+    27: (1, 8),  # I64
+    28: (1, 8),  # F64
+    30: (1, 2),  # BF16
+    34: (256, 54),  # TQ1_0
+    35: (256, 66),  # TQ2_0
+}
+
+# GGUF metadata value type id -> struct format of a scalar (8 = string, 9 = array handled apart).
+_SCALAR_FORMATS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING_TYPE = 8
+_ARRAY_TYPE = 9
+
+
+class ArtifactError(Exception):
+    """An artifact cannot be used; the message names the URI and what is wrong."""
+
+
+class DigestMismatchError(ArtifactError):
+    """The bytes at the URI are not the ones the revision was pinned to."""
+
+
+class InvalidGGUFError(ArtifactError):
+    """The file is not a GGUF, or is cut short."""
+
+
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """A local file whose digest and GGUF structure were checked."""
+
+    path: Path
+    digest: str
+    size_bytes: int
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BATON_CACHE", Path.home() / ".cache" / "baton")) / "models"
+
+
+def fetch_verified(uri: str, digest: str, cache_dir: Path | None = None) -> VerifiedArtifact:
+    """Return a local, verified copy of the GGUF at `uri` (local path, `file://` or `http(s)://`).
+
+    `digest` is `sha256:<hex>`. Local files and mounted volumes are verified in place; HTTP
+    downloads land in `cache_dir/sha256/<hex>.gguf` only after they verified, so a cached file is
+    always whole.
+    """
+    algorithm, _, expected = digest.lower().partition(":")
+    if algorithm != "sha256" or len(expected) != 64:
+        raise ArtifactError(f"{uri}: digest {digest!r} is not of the form sha256:<64 hex digits>")
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        path = _download_into_cache(uri, expected, cache_dir or default_cache_dir())
+    elif parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+    elif parsed.scheme == "":
+        path = Path(uri)
+    else:
+        raise ArtifactError(
+            f"{uri}: unsupported scheme {parsed.scheme!r} (use a path, file:// or http(s)://)"
+        )
+    if not path.is_file():
+        raise ArtifactError(f"{uri}: no such file {path}")
+    with path.open("rb") as stream:
+        actual = _sha256_of(stream)
+    _require_digest(uri, expected, actual)
+    check_gguf_structure(path, uri)
+    return VerifiedArtifact(path=path, digest=f"sha256:{actual}", size_bytes=path.stat().st_size)
+
+
+def _download_into_cache(uri: str, expected: str, cache_dir: Path) -> Path:
+    target = cache_dir / "sha256" / f"{expected}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", delete=False) as partial:
+        try:
+            with httpx.stream("GET", uri, follow_redirects=True, timeout=httpx.Timeout(30.0)) as response:
+                if response.status_code != 200:
+                    raise ArtifactError(f"{uri}: download failed with HTTP {response.status_code}")
+                for chunk in response.iter_bytes(HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+                    partial.write(chunk)
+            partial.flush()
+            _require_digest(uri, expected, digest.hexdigest())
+            check_gguf_structure(Path(partial.name), uri)
+        except BaseException:
+            Path(partial.name).unlink(missing_ok=True)
+            raise
+    os.replace(partial.name, target)
+    return target
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _require_digest(uri: str, expected: str, actual: str) -> None:
+    if actual != expected:
+        raise DigestMismatchError(f"{uri}: digest mismatch: expected sha256:{expected}, got sha256:{actual}")
+
+
+def check_gguf_structure(path: Path, uri: str) -> None:
+    """Refuse a file that is not a GGUF, or whose tensor data ends past the end of the file."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        try:
+            data_end = _gguf_data_end(stream)
+        except (struct.error, UnicodeDecodeError, ValueError) as error:
+            raise InvalidGGUFError(f"{uri}: not a readable GGUF file ({error})") from error
+    if data_end is not None and data_end > size:
+        raise InvalidGGUFError(f"{uri}: truncated GGUF: tensor data needs {data_end} bytes, file has {size}")
+
+
+def _gguf_data_end(stream: BinaryIO) -> int | None:
+    """Byte offset where the last tensor ends, or None when a tensor type has an unknown layout."""
+    magic = stream.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"magic bytes are {magic!r}, not {GGUF_MAGIC!r}")
+    (version,) = _unpack(stream, "<I")
+    if version not in SUPPORTED_GGUF_VERSIONS:
+        raise ValueError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
+    tensor_count, metadata_count = _unpack(stream, "<QQ")
+    alignment = DEFAULT_ALIGNMENT
+    for _ in range(metadata_count):
+        key = _read_string(stream)
+        (value_type,) = _unpack(stream, "<I")
+        value = _read_value(stream, value_type)
+        if key == "general.alignment":
+            alignment = int(value)
+    tensor_ends: list[int | None] = []
+    for _ in range(tensor_count):
+        _read_string(stream)
+        (dimension_count,) = _unpack(stream, "<I")
+        dimensions = _unpack(stream, "<" + "Q" * dimension_count)
+        tensor_type, offset = _unpack(stream, "<IQ")
+        tensor_ends.append(_tensor_end(offset, dimensions, tensor_type))
+    data_start = -(-stream.tell() // alignment) * alignment
+    if any(end is None for end in tensor_ends):
+        return None
+    return data_start + max((end for end in tensor_ends if end is not None), default=0)
+
+
+def _tensor_end(offset: int, dimensions: tuple[int, ...], tensor_type: int) -> int | None:
+    layout = GGML_BLOCK_LAYOUT.get(tensor_type)
+    if layout is None:
+        return None
+    elements_per_block, bytes_per_block = layout
+    element_count = 1
+    for dimension in dimensions:
+        element_count *= dimension
+    return offset + element_count // elements_per_block * bytes_per_block
+
+
+def _unpack(stream: BinaryIO, fmt: str) -> tuple:
+    size = struct.calcsize(fmt)
+    raw = stream.read(size)
+    if len(raw) != size:
+        raise ValueError("file ends inside the GGUF header")
+    return struct.unpack(fmt, raw)
+
+
+def _read_string(stream: BinaryIO) -> str:
+    (length,) = _unpack(stream, "<Q")
+    raw = stream.read(length)
+    if len(raw) != length:
+        raise ValueError("file ends inside the GGUF header")
+    return raw.decode("utf-8")
+
+
+def _read_value(stream: BinaryIO, value_type: int) -> object:
+    if value_type == _STRING_TYPE:
+        return _read_string(stream)
+    if value_type == _ARRAY_TYPE:
+        item_type, item_count = _unpack(stream, "<IQ")
+        return [_read_value(stream, item_type) for _ in range(item_count)]
+    scalar_format = _SCALAR_FORMATS.get(value_type)
+    if scalar_format is None:
+        raise ValueError(f"unknown GGUF metadata value type {value_type}")
+    return _unpack(stream, scalar_format)[0]

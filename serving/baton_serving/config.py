@@ -1,0 +1,249 @@
+"""The serve configuration of one model pool: the contract between the control plane and the data plane.
+
+The operator renders a `PoolConfig` into a KubeRay `RayService`'s `serveConfigV2` (see
+`baton_serving.app.render_serve_config`); the laptop shell applies the same rendering to a local
+Ray Serve. Every field is described because these types are part of the user documentation.
+
+A pool holds many deployments (one per domain endpoint, e.g. `medical`); a deployment holds
+revisions (one model artifact each, e.g. the champion and a candidate) and the traffic weights
+between them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SERVE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+DEFAULT_STICKY_HEADER = "X-Baton-Session"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineKind(StrEnum):
+    """Which inference engine runs a revision."""
+
+    LLAMACPP = "llamacpp"
+    VLLM = "vllm"
+
+
+class Quantization(StrEnum):
+    """Weight format of the artifact. GGUF types for llama.cpp, the others for vLLM."""
+
+    F16 = "F16"
+    BF16 = "BF16"
+    Q8_0 = "Q8_0"
+    Q4_K_M = "Q4_K_M"
+    TQ2_0 = "TQ2_0"
+    TQ1_0 = "TQ1_0"
+    AWQ = "AWQ"
+    GPTQ = "GPTQ"
+    FP8 = "FP8"
+    NONE = "NONE"
+
+
+class ArtifactRef(_Strict):
+    """Where a model's weights live, pinned by content digest."""
+
+    uri: str = Field(
+        description="Location of the weights: an absolute local path, `file://` (a mounted volume) "
+        "or `http(s)://` URL of a GGUF file; for vLLM a model directory or hub-mirror id.",
+        min_length=1,
+    )
+    digest: str = Field(
+        description="Expected content digest of the artifact file, as `sha256:<64 lowercase hex>`. "
+        "A mismatch refuses the revision; it never serves.",
+        pattern=DIGEST_PATTERN,
+    )
+    size_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Size of the artifact in bytes, used to derive replica memory when `resources` "
+        "leaves it unset.",
+    )
+
+
+class ReplicaResources(_Strict):
+    """Ray resources of one engine replica; unset values are derived from the artifact size."""
+
+    num_cpus: float | None = Field(default=None, ge=0, description="Logical CPUs reserved per replica.")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs reserved per replica (vLLM pools).")
+    memory_bytes: int | None = Field(
+        default=None, ge=1, description="Memory reserved per replica in bytes (Ray `memory` resource)."
+    )
+
+
+class RevisionSpec(_Strict):
+    """One servable model version of a deployment: an artifact plus how to run it."""
+
+    name: str = Field(
+        description="Revision name, unique within its deployment (e.g. `v2` or a candidate name). "
+        "Lowercase DNS label.",
+        pattern=SERVE_NAME_PATTERN,
+    )
+    artifact: ArtifactRef = Field(description="The weights, pinned by digest.")
+    engine: EngineKind = Field(default=EngineKind.LLAMACPP, description="Inference engine.")
+    quantization: Quantization = Field(default=Quantization.Q4_K_M, description="Weight format.")
+    context_length: int = Field(
+        default=2048, ge=16, description="Context window in tokens (prompt plus completion)."
+    )
+    threads: int = Field(
+        default=1, ge=1, description="CPU threads llama.cpp uses for decoding in one replica."
+    )
+    num_replicas: int = Field(default=1, ge=1, description="Engine replicas of this revision.")
+    max_ongoing_requests: int = Field(
+        default=16, ge=1, description="Requests one replica accepts before Serve queues them."
+    )
+    resources: ReplicaResources = Field(
+        default_factory=ReplicaResources, description="Per-replica resources (derived when unset)."
+    )
+
+
+class RoutePolicy(_Strict):
+    """How a deployment's traffic is split across its revisions. Changes apply without restarts."""
+
+    weights: dict[str, float] = Field(
+        description="Traffic weight per revision name (any non-negative numbers; normalised). "
+        "Revisions left out get no traffic but stay reachable with `X-Baton-Revision`.",
+    )
+    shadow: str | None = Field(
+        default=None,
+        description="Revision that receives a copy of every request; its answer is recorded and "
+        "scored against the primary answer, never returned.",
+    )
+    sticky_header: str = Field(
+        default=DEFAULT_STICKY_HEADER,
+        description="Request header whose value pins a client session to one revision while the "
+        "weights stay the same.",
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _weights_are_usable(self) -> RoutePolicy:
+        negative = sorted(name for name, weight in self.weights.items() if weight < 0)
+        if negative:
+            raise ValueError(f"weights: negative weight for revision(s) {negative}")
+        if sum(self.weights.values()) <= 0:
+            raise ValueError("weights: at least one revision needs a positive weight")
+        return self
+
+
+class DeploymentSpec(_Strict):
+    """One domain endpoint: the OpenAI `model` name clients use, and the revisions behind it."""
+
+    name: str = Field(
+        description="Deployment name; clients send it as the OpenAI `model` (e.g. `medical`).",
+        pattern=SERVE_NAME_PATTERN,
+    )
+    revisions: list[RevisionSpec] = Field(
+        description="All revisions that run for this endpoint.", min_length=1
+    )
+    route: RoutePolicy = Field(description="Traffic split, stickiness and shadowing.")
+
+    @model_validator(mode="after")
+    def _route_names_known_revisions(self) -> DeploymentSpec:
+        names = [revision.name for revision in self.revisions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"revisions: duplicate revision name(s) {duplicates}")
+        unknown = sorted(set(self.route.weights) - set(names))
+        if unknown:
+            raise ValueError(f"route.weights: unknown revision(s) {unknown}; known: {names}")
+        if self.route.shadow is not None and self.route.shadow not in names:
+            raise ValueError(f"route.shadow: unknown revision {self.route.shadow!r}; known: {names}")
+        return self
+
+    def revision(self, name: str) -> RevisionSpec:
+        return next(revision for revision in self.revisions if revision.name == name)
+
+
+class TracingConfig(_Strict):
+    """OpenTelemetry traces of inference requests (GenAI semantic conventions)."""
+
+    enabled: bool = Field(default=False, description="Record one span per inference request.")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint (e.g. `http://otel-collector:4318/v1/traces`); "
+        "needs the `opentelemetry-exporter-otlp-proto-http` package.",
+    )
+    jsonl_path: str | None = Field(
+        default=None, description="Append finished spans as JSON lines to this file (local debugging)."
+    )
+    record_content: bool = Field(
+        default=False,
+        description="Also record prompts and completions on spans. Off by default: they may hold "
+        "personal or confidential data.",
+    )
+
+
+class PoolConfig(_Strict):
+    """Everything one Ray Serve pool runs: its domain deployments and observability settings."""
+
+    pool: str = Field(description="Pool name; a label on every metric.", pattern=SERVE_NAME_PATTERN)
+    deployments: list[DeploymentSpec] = Field(description="Domain endpoints served by this pool.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
+    artifact_cache_dir: str | None = Field(
+        default=None,
+        description="Where downloaded artifacts are cached (default `$BATON_CACHE/models`, "
+        "`~/.cache/baton/models`).",
+    )
+    ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the OpenAI ingress.")
+
+    @model_validator(mode="after")
+    def _unique_deployments(self) -> PoolConfig:
+        names = [deployment.name for deployment in self.deployments]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"deployments: duplicate deployment name(s) {duplicates}")
+        return self
+
+    def deployment(self, name: str) -> DeploymentSpec:
+        return next(deployment for deployment in self.deployments if deployment.name == name)
+
+
+def engine_app_name(deployment: str, revision: str) -> str:
+    """The Serve application that runs one revision's engine (names are DNS labels: a dot is unambiguous)."""
+    return f"{deployment}.{revision}"
+
+
+class RevisionRoute(_Strict):
+    """What the ingress needs to know about one revision to route and validate requests."""
+
+    name: str = Field(description="Revision name.", pattern=SERVE_NAME_PATTERN)
+    engine: EngineKind = Field(description="Inference engine of the revision.")
+    context_length: int = Field(ge=16, description="Context window in tokens.")
+
+
+class DeploymentRoute(_Strict):
+    """Routing state of one deployment, delivered to the ingress as part of its `user_config`."""
+
+    name: str = Field(description="Deployment name (the OpenAI `model`).", pattern=SERVE_NAME_PATTERN)
+    revisions: list[RevisionRoute] = Field(description="Revisions running for this deployment.")
+    route: RoutePolicy = Field(description="Traffic split, stickiness and shadowing.")
+
+
+class RouteTable(_Strict):
+    """The ingress `user_config`: every routing decision input that may change without a restart."""
+
+    deployments: list[DeploymentRoute] = Field(description="One entry per deployment of the pool.")
+
+
+def route_table(pool: PoolConfig) -> RouteTable:
+    """The part of a pool config that Ray Serve delivers to the running ingress via `reconfigure`."""
+    return RouteTable(
+        deployments=[
+            DeploymentRoute(
+                name=deployment.name,
+                revisions=[
+                    RevisionRoute(name=r.name, engine=r.engine, context_length=r.context_length)
+                    for r in deployment.revisions
+                ],
+                route=deployment.route,
+            )
+            for deployment in pool.deployments
+        ]
+    )

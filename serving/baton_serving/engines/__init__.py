@@ -1,0 +1,43 @@
+"""The small protocol every inference engine implements, so the ingress never cares which one runs.
+
+An engine takes a `GenerationRequest` and returns OpenAI-shaped dicts (a whole response, or stream
+chunks ending with a usage-only chunk). llama.cpp implements it in-process (`llamacpp.py`); vLLM
+pools run Ray Serve LLM's own server, configured by `vllm.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+class EngineRequestError(ValueError):
+    """The request cannot be served by this engine (e.g. a schema it cannot compile): a client error."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate; `messages` for chat, `prompt` for plain completions."""
+
+    kind: Literal["chat", "completion"]
+    max_tokens: int
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    prompt: str = ""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+
+
+class Engine(Protocol):
+    """A loaded model that answers generation requests, one at a time."""
+
+    def generate(self, request: GenerationRequest) -> dict[str, Any]:
+        """The whole OpenAI-shaped response, with `usage`."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[dict[str, Any]]:
+        """OpenAI-shaped stream chunks, then one chunk with empty `choices` and the `usage`."""
+        ...

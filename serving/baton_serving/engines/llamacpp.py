@@ -1,0 +1,107 @@
+"""llama.cpp engine: serves one GGUF (F16, Q8_0, Q4_K_M, ternary TQ2_0/TQ1_0, ...) in-process on CPU.
+
+Built on llama-cpp-python's high-level `Llama`. JSON-schema response formats become GBNF grammars,
+so structured output is constrained while it is generated, not checked afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
+
+from baton_serving.engines import EngineRequestError, GenerationRequest
+
+
+@lru_cache(maxsize=64)
+def _grammar_for(schema_json: str) -> LlamaGrammar:
+    try:
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    except Exception as error:  # the converter raises many kinds for unsupported schemas
+        raise EngineRequestError(
+            f"response_format.json_schema.schema: cannot be turned into a grammar: {error}"
+        ) from error
+
+
+class _SampleCounter:
+    """A logits processor that counts sampling steps and sees the prompt length at the first step.
+
+    Streamed llama.cpp responses carry no usage; this is how the stream's usage is measured.
+    """
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.sampled = 0
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.sampled == 0:
+            self.prompt_tokens = len(input_ids)
+        self.sampled += 1
+        return scores
+
+
+class LlamaCppEngine:
+    """One loaded GGUF. Not thread-safe: the caller runs one request at a time."""
+
+    def __init__(self, model_path: Path, context_length: int, threads: int) -> None:
+        self.context_length = context_length
+        self._llama = Llama(
+            model_path=str(model_path),
+            n_ctx=context_length,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+
+    def generate(self, request: GenerationRequest) -> dict[str, Any]:
+        return self._run(request, stream=False)
+
+    def stream(self, request: GenerationRequest) -> Iterator[dict[str, Any]]:
+        counter = _SampleCounter()
+        finish_reason = None
+        last: dict[str, Any] = {}
+        chunks = self._run(request, stream=True, logits_processor=LogitsProcessorList([counter]))
+        try:
+            for chunk in chunks:
+                last = chunk
+                finish_reason = chunk["choices"][0].get("finish_reason") or finish_reason
+                yield chunk
+        except ValueError as error:  # raised at the first step for a prompt longer than the context
+            raise EngineRequestError(str(error)) from error
+        # The step that sampled the end-of-sequence token produced no output token.
+        completion_tokens = max(counter.sampled - (1 if finish_reason == "stop" else 0), 0)
+        yield {
+            "id": last.get("id", ""),
+            "object": last.get("object", ""),
+            "created": last.get("created", 0),
+            "choices": [],
+            "usage": {
+                "prompt_tokens": counter.prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": counter.prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _run(self, request: GenerationRequest, stream: bool, logits_processor: Any = None) -> Any:
+        options: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stop": request.stop,
+            "seed": request.seed,
+            "stream": stream,
+            "logits_processor": logits_processor,
+        }
+        if request.json_schema is not None:
+            options["grammar"] = _grammar_for(json.dumps(request.json_schema, sort_keys=True))
+        try:
+            if request.kind == "chat":
+                return self._llama.create_chat_completion(messages=request.messages, **options)
+            return self._llama.create_completion(prompt=request.prompt, **options)
+        except ValueError as error:  # llama-cpp-python's error for a prompt longer than the context
+            raise EngineRequestError(str(error)) from error

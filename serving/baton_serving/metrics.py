@@ -1,0 +1,112 @@
+"""Prometheus metrics of the data plane, labelled by pool, deployment and revision, never by prompt.
+
+The ingress records every request end to end (it is where a client's latency is seen, and it sees
+shadow answers too), so engine replicas record nothing. Ray Serve may run several ingress replicas,
+each in its own process: every metric is written in prometheus_client's multiprocess mode into one
+directory per pool on the node, and `/metrics` on any replica aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REVISION_LABELS = ("pool", "deployment", "revision")
+UNROUTED = "none"  # deployment/revision label of requests refused before routing
+
+LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+REQUESTS = Counter(
+    "baton_requests",
+    "Inference requests answered, by endpoint and HTTP status code.",
+    [*REVISION_LABELS, "endpoint", "code"],
+)
+REQUEST_ERRORS = Counter(
+    "baton_request_errors",
+    "Inference requests that failed, by OpenAI error type.",
+    [*REVISION_LABELS, "endpoint", "type"],
+)
+REQUEST_DURATION = Histogram(
+    "baton_request_duration_seconds",
+    "End-to-end latency of an inference request, as seen by the ingress.",
+    [*REVISION_LABELS, "endpoint"],
+    buckets=LATENCY_BUCKETS_SECONDS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "baton_time_to_first_token_seconds",
+    "Time from receiving a streaming request to its first output token.",
+    REVISION_LABELS,
+    buckets=LATENCY_BUCKETS_SECONDS,
+)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "baton_time_per_output_token_seconds",
+    "Mean time between output tokens after the first, per streaming request.",
+    REVISION_LABELS,
+    buckets=TOKEN_LATENCY_BUCKETS_SECONDS,
+)
+PROMPT_TOKENS = Counter("baton_prompt_tokens", "Prompt tokens processed.", REVISION_LABELS)
+OUTPUT_TOKENS = Counter("baton_output_tokens", "Output tokens generated.", REVISION_LABELS)
+IN_FLIGHT = Gauge(
+    "baton_requests_in_flight",
+    "Inference requests being answered right now.",
+    REVISION_LABELS,
+    multiprocess_mode="livesum",
+)
+STRUCTURED_OUTPUTS = Counter(
+    "baton_structured_outputs",
+    "Answers to JSON-schema response formats, by whether they parse and validate against the schema.",
+    [*REVISION_LABELS, "valid"],
+)
+SHADOW_COMPARISONS = Counter(
+    "baton_shadow_comparisons",
+    "Shadow answers compared with the answer returned to the client (revision is the shadow's).",
+    [*REVISION_LABELS, "outcome"],
+)
+REVISION_READY = Gauge(
+    "baton_revision_ready",
+    "1 when the revision's engine loaded a verified artifact, 0 while loading or after refusing it.",
+    REVISION_LABELS,
+    multiprocess_mode="mostrecent",
+)
+
+
+def default_multiprocess_dir(pool: str) -> Path:
+    return Path(tempfile.gettempdir()) / "baton-metrics" / pool
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """Create the directory and drop files of processes that are gone (an earlier run's replicas)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for file in directory.glob("*.db"):
+        match = re.search(r"_(\d+)\.db$", file.name)
+        if match and not _process_alive(int(match.group(1))):
+            file.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def exposition() -> bytes:
+    """The text exposition of every process of this pool on the node (or of this process alone)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    registry = CollectorRegistry()
+    if directory:
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY)
