@@ -24,6 +24,7 @@ def main() -> None:
     \b
     Local closed loop, no cluster:   baton up
     Generate the CRDs:               baton crds
+    Regenerate every derived file:   baton generate
     """
 
 
@@ -61,6 +62,45 @@ def crds(out_dir: Path, check: bool) -> None:
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
+
+
+def _generated_files() -> dict[Path, str]:
+    """Every file derived from code, by path: CRDs (also the chart's copy), dashboards, alert rules,
+    the Argo CD health-check patch and the CRD reference docs."""
+    from baton.api.crd import render_all as render_crds
+    from baton.observability import alerts, argocd, dashboards, reference
+
+    chart = REPO_ROOT / "charts" / "baton"
+    gitops = REPO_ROOT / "manifests" / "gitops" / "argocd"
+    crds = render_crds()
+    return {
+        **{REPO_ROOT / "manifests" / "crds" / name: text for name, text in crds.items()},
+        **{chart / "crds" / name: text for name, text in crds.items()},
+        **{chart / "files" / "dashboards" / name: text for name, text in dashboards.render_all().items()},
+        chart / "files" / "alerts.yaml": alerts.render(),
+        gitops / "argocd-cm-patch.yaml": argocd.argocd_cm_patch(gitops / "health.lua"),
+        **{REPO_ROOT / "docs" / "reference" / name: text for name, text in reference.render_all().items()},
+    }
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a generated file is missing or stale.")
+def generate(check: bool) -> None:
+    """Regenerate every file derived from code: CRDs, the Helm chart's CRDs, Grafana dashboards,
+    alerting rules, the Argo CD health check patch and the CRD reference docs."""
+    files = _generated_files()
+    if check:
+        stale = [str(path.relative_to(REPO_ROOT)) for path, text in files.items() if _read(path) != text]
+        if stale:
+            click.echo(f"stale generated files: {', '.join(stale)} (run `baton generate`)", err=True)
+            sys.exit(1)
+        click.echo(f"{len(files)} generated files up to date")
+        return
+    for path, text in files.items():
+        if _read(path) != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            click.echo(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

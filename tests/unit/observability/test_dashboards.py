@@ -1,0 +1,80 @@
+"""The generated Grafana dashboards: structure, the panels an SRE needs, and only metrics that exist."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from baton.observability import dashboards
+
+pytestmark = pytest.mark.unit
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def expressions(dashboard: dict[str, Any]) -> list[str]:
+    found = [target["expr"] for panel in panels(dashboard) for target in panel["targets"]]
+    found += [
+        annotation["expr"] for annotation in dashboard["annotations"].get("list", []) if "expr" in annotation
+    ]
+    found += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict[str, Any]]:
+    return {name: json.loads(text) for name, text in dashboards.render_all().items()}
+
+
+def test_two_dashboards_with_stable_uids(rendered: dict[str, dict[str, Any]]) -> None:
+    assert {doc["uid"] for doc in rendered.values()} == {"baton-overview", "baton-rollout"}
+    assert all("baton" in doc["tags"] for doc in rendered.values())
+
+
+def test_every_panel_queries_the_selected_prometheus(rendered: dict[str, dict[str, Any]]) -> None:
+    for doc in rendered.values():
+        for panel in panels(doc):
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+            ref_ids = [target["refId"] for target in panel["targets"]]
+            assert ref_ids and all(ref_ids) and len(set(ref_ids)) == len(ref_ids), panel["title"]
+            assert all(target["expr"].strip() for target in panel["targets"]), panel["title"]
+
+
+def test_panels_do_not_overlap(rendered: dict[str, dict[str, Any]]) -> None:
+    for doc in rendered.values():
+        cells: set[tuple[int, int]] = set()
+        for panel in doc["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, panel["title"]
+            mine = {
+                (x, y)
+                for x in range(grid["x"], grid["x"] + grid["w"])
+                for y in range(grid["y"], grid["y"] + grid["h"])
+            }
+            assert not cells & mine, f"{panel['title']} overlaps another panel"
+            cells |= mine
+
+
+def test_rollout_view_shows_weight_latency_errors_scores_and_decisions(
+    rendered: dict[str, dict[str, Any]],
+) -> None:
+    rollout = rendered["rollout.json"]
+    by_title = {panel["title"]: panel for panel in panels(rollout)}
+    assert "baton_rollout_canary_weight" in by_title["Candidate traffic weight"]["targets"][0]["expr"]
+    for title in (
+        "Time to first token by revision",
+        "Time per output token by revision",
+        "Error ratio by revision",
+    ):
+        assert all(
+            "by (le, revision)" in t["expr"] or "by (revision)" in t["expr"]
+            for t in by_title[title]["targets"]
+        )
+    assert "baton_benchmark_score" in by_title["Benchmark scores"]["targets"][0]["expr"]
+    (decisions,) = rollout["annotations"]["list"]
+    assert decisions["name"] == "Decisions" and "baton_rollout_decisions_total" in decisions["expr"]
+    assert [v["name"] for v in rollout["templating"]["list"]] == ["datasource", "deployment"]
