@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from baton.api import ModelCandidate, ModelSource, Quantization
@@ -70,10 +71,13 @@ def candidate_for_file(
         )
     chosen_version = version or named_version
     annotations = {"baton.dev/source": source} if source else {}
+    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return ModelCandidate.model_validate(
         {
             "metadata": {
                 "name": f"{deployment}-{chosen_version}"[:63],
+                # Candidates queue in creation order, as on a cluster.
+                "creationTimestamp": created,
                 "labels": {"baton.dev/domain": deployment, **(labels or {})},
                 "annotations": annotations,
             },

@@ -9,6 +9,7 @@ Layout of the state directory:
     objects/<Kind>/<name>.json  one resource as last reconciled: spec and status (camelCase, as in the API)
     candidates/<name>.yaml      ModelCandidates added by `baton candidate add` or found by a ModelSource
     decisions.jsonl             every final decision, oldest first (the demo's table reads it)
+    events.jsonl                every event (what a cluster records as Kubernetes Events)
     up.json                     the running `baton up`: pid, endpoint, inputs
 """
 
@@ -56,11 +57,13 @@ class LocalStore:
     def _object_path(self, kind: str, name: str) -> Path:
         return self.state_dir / "objects" / kind / f"{name}.json"
 
-    def read_status(self, kind: str, name: str) -> dict[str, Any] | None:
+    def read_object(self, kind: str, name: str) -> dict[str, Any] | None:
         path = self._object_path(kind, name)
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text()).get("status")
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def read_status(self, kind: str, name: str) -> dict[str, Any] | None:
+        stored = self.read_object(kind, name)
+        return stored.get("status") if stored else None
 
     def write_object(self, resource: Resource) -> None:
         """Record the resource as reconciled; only its status is ever read back into the loop."""
@@ -100,6 +103,16 @@ class LocalStore:
             return []
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [(record["deployment"], Decision.model_validate(record["decision"])) for record in records]
+
+    def record_event(self, deployment: str, type_: str, reason: str, message: str, time: str) -> None:
+        """What a cluster would show as a Kubernetes Event on the deployment."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(
+            {"deployment": deployment, "type": type_, "reason": reason, "message": message, "time": time},
+            sort_keys=True,
+        )
+        with (self.state_dir / "events.jsonl").open("a") as log:
+            log.write(line + "\n")
 
     def write_running(self, info: dict[str, Any]) -> None:
         write_atomically(self.state_dir / "up.json", json.dumps(info, indent=2, sort_keys=True) + "\n")

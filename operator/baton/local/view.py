@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from baton.api import Decision, Evidence, ModelCandidate, ModelDeployment
 
@@ -121,6 +122,20 @@ def decisions_table(decisions: Sequence[tuple[str, Decision]], title: str | None
             "\n".join(evidence_summary(e) for e in decision.evidence) or decision.message,
         )
     return table
+
+
+def status_view(
+    deployments: Sequence[ModelDeployment], candidates: Sequence[ModelCandidate], running: dict | None
+) -> Group:
+    """What `baton status` prints: where the endpoint is, then deployments, then candidates."""
+    if running:
+        header = Text(f"baton up (pid {running['pid']}) serving at {running['endpoint']}", style="bold")
+    else:
+        header = Text("baton up is not running; showing the last stored state", style="yellow")
+    parts: list[object] = [header, Text(), deployments_table(deployments)]
+    if candidates:
+        parts += [Text(), candidates_table(candidates)]
+    return Group(*parts)
 
 
 def render_text(renderable: object, width: int = 200) -> str:

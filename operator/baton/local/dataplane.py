@@ -1,0 +1,180 @@
+"""The local data plane: a real Ray Serve on 127.0.0.1, driven the way KubeRay drives it in a cluster.
+
+The rollout core renders a `PoolConfig`; this module applies it through `baton_serving`'s own
+declarative path (`render_serve_config` + `apply_serve_config`), reads revision health from the
+ingress (`/v1/baton/revisions`) and the ingress's Prometheus exposition (`/metrics`) — the same
+endpoints an operator and Prometheus read in a cluster.
+
+A revision that leaves the rendered config keeps its engine, with no weight, for a drain period:
+the ingress picks up new weights asynchronously, and a request routed by the old table must still
+find its engine. Only then is the engine removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from baton.rollout import RevisionHealth, RevisionState
+from baton_serving.config import DeploymentSpec, PoolConfig, RevisionSpec, RoutePolicy
+
+logger = logging.getLogger("baton.local")
+
+DRAIN_SECONDS = 15.0
+READY_TIMEOUT_SECONDS = 300.0
+
+
+class DataPlaneError(RuntimeError):
+    """Ray Serve could not be started or did not accept the configuration."""
+
+
+@dataclass(frozen=True)
+class Draining:
+    """A revision no longer rendered, kept without weight until `until` (monotonic seconds)."""
+
+    deployment: str
+    revision: RevisionSpec
+    until: float
+
+
+def with_draining(config: PoolConfig, draining: Mapping[tuple[str, str], Draining]) -> PoolConfig:
+    """`config` plus the draining revisions, each at weight 0 (reachable, never chosen)."""
+    if not draining:
+        return config
+    deployments: list[DeploymentSpec] = []
+    for deployment in config.deployments:
+        names = {revision.name for revision in deployment.revisions}
+        extra = [
+            drain.revision
+            for (name, revision), drain in sorted(draining.items())
+            if name == deployment.name and revision not in names
+        ]
+        if not extra:
+            deployments.append(deployment)
+            continue
+        weights = dict(deployment.route.weights) | {revision.name: 0.0 for revision in extra}
+        route = RoutePolicy(
+            weights=weights, shadow=deployment.route.shadow, sticky_header=deployment.route.sticky_header
+        )
+        deployments.append(
+            DeploymentSpec(name=deployment.name, revisions=[*deployment.revisions, *extra], route=route)
+        )
+    return config.model_copy(update={"deployments": deployments})
+
+
+def removed_revisions(before: PoolConfig | None, after: PoolConfig) -> list[tuple[str, RevisionSpec]]:
+    """Revisions of deployments still served that `after` no longer runs."""
+    if before is None:
+        return []
+    kept = {
+        (deployment.name, revision.name)
+        for deployment in after.deployments
+        for revision in deployment.revisions
+    }
+    served = {deployment.name for deployment in after.deployments}
+    return [
+        (deployment.name, revision)
+        for deployment in before.deployments
+        for revision in deployment.revisions
+        if deployment.name in served and (deployment.name, revision.name) not in kept
+    ]
+
+
+class LocalServe:
+    """Ray (local, in this process) and Serve's HTTP proxy on 127.0.0.1:`port`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._applied: PoolConfig | None = None
+        self._rendered: PoolConfig | None = None
+        self._draining: dict[tuple[str, str], Draining] = {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(10.0))
+
+    def start(self) -> None:
+        import ray
+        from ray import serve
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            address="local",
+            num_cpus=max(4, os.cpu_count() or 2),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            namespace="baton-local",
+        )
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+
+    def apply(self, config: PoolConfig) -> None:
+        """Serve `config`; revisions it drops drain first. Returns once Serve accepted the config."""
+        from baton_serving.app import apply_serve_config, render_serve_config
+
+        now = time.monotonic()
+        for deployment, revision in removed_revisions(self._rendered, config):
+            self._draining[(deployment, revision.name)] = Draining(deployment, revision, now + DRAIN_SECONDS)
+        self._draining = {key: drain for key, drain in self._draining.items() if drain.until > now}
+        self._rendered = config
+        effective = with_draining(config, self._draining)
+        if effective == self._applied:
+            return
+        apply_serve_config(render_serve_config(effective))
+        self._applied = effective
+
+    def refresh(self) -> None:
+        """Re-apply when a drain period ended (the engine of a drained revision is then removed)."""
+        if self._rendered is not None and any(
+            drain.until <= time.monotonic() for drain in self._draining.values()
+        ):
+            self.apply(self._rendered)
+
+    def wait_for_ingress(self, timeout_s: float = READY_TIMEOUT_SECONDS) -> None:
+        from baton_serving.app import INGRESS_APP, wait_until_running
+
+        wait_until_running([INGRESS_APP], timeout_s=timeout_s)
+
+    def revision_health(self) -> dict[str, dict[str, RevisionHealth]]:
+        """Per deployment and revision: Ready, Failed (with the refusal) or Loading."""
+        try:
+            response = self._client.get("/v1/baton/revisions")
+            response.raise_for_status()
+            reported = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            logger.debug("revision health unavailable: %s", error)
+            return {}
+        return {deployment: _health(revisions) for deployment, revisions in reported.items()}
+
+    def metrics_text(self) -> str | None:
+        try:
+            response = self._client.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        self._client.close()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _health(revisions: Mapping[str, Mapping]) -> dict[str, RevisionHealth]:
+    health = {}
+    for name, status in revisions.items():
+        if status.get("ready"):
+            health[name] = RevisionHealth(RevisionState.READY)
+        elif status.get("error"):
+            health[name] = RevisionHealth(RevisionState.FAILED, str(status["error"]))
+        else:
+            health[name] = RevisionHealth(RevisionState.LOADING)
+    return health

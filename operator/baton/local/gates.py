@@ -1,0 +1,144 @@
+"""From a deployment's `spec.analysis` and what was measured to one gate outcome, as pure functions.
+
+The analysis core provides the tests (paired offline comparison, mSPRT, thresholds, sanity) and
+the fail-closed combination (`decide`); this module only says which test each field of the spec
+asks for, so the local shell hands the rollout core the same kind of `GateOutcome` the operator
+does. Nothing here does I/O: the shell measures, these functions judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess
+from baton.analysis.outcome import GateOutcome
+from baton.analysis.providers import Measurement
+from baton.analysis.providers.benchmark import BenchmarkResult
+from baton.analysis.sanity import SanityLimits
+from baton.analysis.verdict import OfflinePolicy, decide, offline_gate, threshold_gate
+from baton.api.decision import Gate, Verdict
+from baton.api.deployment import AnalysisSpec, OnlineMetric
+from baton.api.deployment import MetricKind as SpecMetricKind
+
+# The effect each online test is tuned to detect fastest (the mSPRT mixture's standard deviation):
+# two points of error rate, 50 ms of latency, five points of schema validity.
+MIXTURE_SD = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.LATENCY: 0.05, SpecMetricKind.VALIDITY: 0.05}
+# Latency differs between versions for reasons that are not regressions (answer length, a busy
+# laptop): the candidate is judged worse only when shown slower by more than this share.
+LATENCY_MARGIN_SHARE = 0.2
+
+
+def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResult]) -> GateOutcome:
+    """Every benchmark of the spec through the paired offline gate; critical ones veto on their own.
+
+    A non-critical benchmark's evidence is reported but its verdict never decides.
+    """
+    limits = SanityLimits(min_valid_samples=analysis.min_samples, max_error_rate=analysis.max_error_rate)
+    critical: list[GateOutcome] = []
+    advisory: list[GateOutcome] = []
+    for reference in analysis.benchmarks:
+        policy = OfflinePolicy(
+            benchmark=reference.name, alpha=analysis.alpha, margin=analysis.margin or 0.0, limits=limits
+        )
+        outcome = offline_gate(results[reference.name].paired_scores(), policy)
+        (critical if reference.critical else advisory).append(outcome)
+    deciding = decide(critical or advisory)
+    extra = tuple(evidence for outcome in advisory for evidence in outcome.evidence) if critical else ()
+    return GateOutcome(
+        deciding.verdict, deciding.gate, deciding.reason, deciding.message, (deciding.evidence + extra)[:16]
+    )
+
+
+@dataclass(frozen=True)
+class ArmSamples:
+    """Live samples of one revision in the current canary window.
+
+    `requests`/`errors` count answered and failed requests; `latency` summarises end-to-end
+    seconds of the answered ones; `valid` counts schema-valid structured answers among `structured`.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    latency: ArmStats = field(default_factory=ArmStats)
+    structured: int = 0
+    valid: int = 0
+
+
+def online_outcome(
+    analysis: AnalysisSpec,
+    champion: ArmSamples,
+    candidate: ArmSamples,
+    external: Mapping[str, Measurement] | None = None,
+) -> GateOutcome:
+    """Each online metric of the spec judged on the window's samples; Continue while there is too little.
+
+    `external` holds readings of metrics answered by Prometheus (by metric name): those are
+    judged against their `maxValue` only, since Prometheus returns one number, not two arms.
+    """
+    outcomes = [
+        _metric_outcome(analysis, metric, champion, candidate, (external or {}).get(metric.name))
+        for metric in analysis.metrics
+    ]
+    if not outcomes:
+        return GateOutcome(
+            Verdict.CONTINUE,
+            Gate.ONLINE,
+            "NoOnlineMetrics",
+            "no online metric configured: steps pass on time and traffic alone",
+        )
+    return decide(outcomes)
+
+
+def _metric_outcome(
+    analysis: AnalysisSpec,
+    metric: OnlineMetric,
+    champion: ArmSamples,
+    candidate: ArmSamples,
+    reading: Measurement | None,
+) -> GateOutcome:
+    if reading is not None:
+        if metric.max_value is None:
+            return GateOutcome(
+                Verdict.CONTINUE,
+                Gate.ONLINE,
+                "NoBound",
+                f"{metric.name}: Prometheus metric without maxValue: reported, not judged",
+            )
+        return threshold_gate(metric.name, reading, max_value=metric.max_value, alpha=analysis.alpha)
+    kind = SpecMetricKind(metric.kind)
+    margin = 0.0
+    if kind == SpecMetricKind.ERROR_RATE:
+        arms = (
+            ArmStats.proportion(champion.requests, champion.errors),
+            ArmStats.proportion(candidate.requests, candidate.errors),
+        )
+        test_kind, higher_is_better = MetricKind.PROPORTION, False
+    elif kind == SpecMetricKind.LATENCY:
+        arms = (champion.latency, candidate.latency)
+        test_kind, higher_is_better = MetricKind.MEAN, False
+        margin = LATENCY_MARGIN_SHARE * champion.latency.mean if champion.latency.n else 0.0
+    else:
+        arms = (
+            ArmStats.proportion(champion.structured, champion.valid),
+            ArmStats.proportion(candidate.structured, candidate.valid),
+        )
+        test_kind, higher_is_better = MetricKind.PROPORTION, True
+    test = SequentialTest(
+        metric=metric.name,
+        kind=test_kind,
+        higher_is_better=higher_is_better,
+        mixture_sd=MIXTURE_SD[kind],
+        alpha=analysis.alpha,
+        margin=margin,
+        min_samples=analysis.min_samples,
+    )
+    sequential = assess(test, SequentialState(champion=arms[0], candidate=arms[1], looks=1))
+    if metric.max_value is None or arms[1].n < analysis.min_samples:
+        return sequential
+    bound = threshold_gate(
+        metric.name,
+        Measurement(query=f"{metric.name} of the candidate", value=arms[1].mean),
+        max_value=metric.max_value,
+    )
+    return decide([sequential, bound])
