@@ -1,0 +1,114 @@
+"""`python -m baton_models`: build the factory's models and benchmark manifests from the shell.
+
+python -m baton_models build               what tests and the demo need (idempotent, cached)
+python -m baton_models build --smoke       only the untrained smoke models (seconds)
+python -m baton_models build --all         every domain, version and quantization
+python -m baton_models build --domain medical --version v2 --quant Q4_K_M
+python -m baton_models benchmarks          write manifests/examples/benchmarks/<domain>.yaml
+python -m baton_models measure             the measurements table of docs/models.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from baton_models import catalog
+from baton_models.domains import DOMAINS
+from baton_models.gguf_export import QUANTIZATIONS
+from baton_models.recipes import VERSIONS
+
+# What the test suites and the demo load. Quantizing and scoring are cheap; training dominates.
+DEFAULT_PLAN: tuple[tuple[str, str, str], ...] = (
+    *((domain, "smoke", quant) for domain in DOMAINS for quant in ("F16", "Q8_0")),
+    *(
+        (domain, version, quant)
+        for domain in DOMAINS
+        for version in ("v1", "v2", "v3")
+        for quant in ("F16", "Q8_0", "Q4_K_M")
+    ),
+    ("software", "v2-ternary", "F16"),
+    ("software", "v2-ternary", "TQ2_0"),
+    ("software", "v2-ternary", "TQ1_0"),
+    ("software", "v2", "TQ2_0"),
+)
+SMOKE_PLAN = tuple(item for item in DEFAULT_PLAN if item[1] == "smoke")
+FULL_PLAN = tuple(
+    (domain, version, quant)
+    for domain in DOMAINS
+    for version in VERSIONS
+    if version != "v2-ternary" or domain == "software"
+    for quant in QUANTIZATIONS
+)
+
+
+def _plan(args: argparse.Namespace) -> tuple[tuple[str, str, str], ...]:
+    if args.smoke:
+        return SMOKE_PLAN
+    if args.all:
+        return FULL_PLAN
+    if args.domain or args.version or args.quant:
+        return tuple(
+            (domain, version, quant)
+            for domain in args.domain or DOMAINS
+            for version in args.version or ("v1", "v2", "v3")
+            for quant in args.quant or ("Q8_0",)
+        )
+    return DEFAULT_PLAN
+
+
+def build(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    for domain, version, quant in _plan(args):
+        step = time.monotonic()
+        artifact = catalog.ensure(domain, version, quant, score=not args.no_score)
+        scores = artifact.manifest["benchmarkScores"]
+        print(
+            f"{domain:>12} {version:<10} {quant:<6} {artifact.size_bytes / 1e6:6.2f} MB "
+            f"{time.monotonic() - step:6.1f}s  {artifact.path}  {json.dumps(scores)}",
+            flush=True,
+        )
+    print(f"built in {time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+def write_benchmarks(args: argparse.Namespace) -> int:
+    from baton_models.benchmarks import write_manifests
+
+    for path in write_manifests(Path(args.out)):
+        print(path)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> int:
+    from baton_models.measure import measurements_markdown
+
+    print(measurements_markdown())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m baton_models", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_parser = commands.add_parser("build", help="build (or reuse) model artifacts")
+    build_parser.add_argument("--domain", action="append", choices=DOMAINS, help="repeatable")
+    build_parser.add_argument("--version", action="append", choices=VERSIONS, help="repeatable")
+    build_parser.add_argument("--quant", action="append", choices=QUANTIZATIONS, help="repeatable")
+    build_parser.add_argument("--smoke", action="store_true", help="only the untrained smoke models")
+    build_parser.add_argument("--all", action="store_true", help="every domain, version and quantization")
+    build_parser.add_argument("--no-score", action="store_true", help="skip benchmark runs for new builds")
+    build_parser.set_defaults(handler=build)
+    bench_parser = commands.add_parser("benchmarks", help="write the Benchmark resources")
+    bench_parser.add_argument("--out", default="manifests/examples/benchmarks")
+    bench_parser.set_defaults(handler=write_benchmarks)
+    measure_parser = commands.add_parser("measure", help="print the measurements table")
+    measure_parser.set_defaults(handler=measure)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
