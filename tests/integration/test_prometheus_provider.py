@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from baton.analysis.providers import Measurement
-from baton.analysis.providers.prometheus import PrometheusProvider
+from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.verdict import threshold_gate
 from baton.api.decision import Verdict
 from tests.testbed.binaries import MissingBinaryError
@@ -83,6 +83,19 @@ def test_scalar_reading_of_a_real_series(provider: PrometheusProvider) -> None:
     assert reading.error is None
     assert reading.value == pytest.approx(0.05)
     assert provider.query("scalar(sum(baton_requests_total))").value == pytest.approx(1400)
+
+
+def test_a_deployment_metric_template_is_filled_per_revision(provider: PrometheusProvider) -> None:
+    template = (
+        'sum(baton_request_errors_total{deployment="{{deployment}}",revision="{{revision}}"})'
+        ' / sum(baton_requests_total{deployment="{{deployment}}",revision="{{revision}}"})'
+    )
+    assert render_query(template, deployment="medical", revision="v1") == error_rate("v1")
+    assert provider.query(render_query(template, deployment="medical", revision="v1")).value == pytest.approx(
+        0.005
+    )
+    with pytest.raises(ValueError, match="revision"):
+        render_query(template, deployment="medical", revision='v1"} or vector(1) #')
 
 
 def test_slo_gate_on_real_readings(provider: PrometheusProvider) -> None:

@@ -14,6 +14,14 @@ import httpx
 from baton.analysis.providers import Measurement
 
 
+def render_query(template: str, *, deployment: str, revision: str) -> str:
+    """Fill a ModelDeployment metric's `query` template (`{{deployment}}`, `{{revision}}`) for one arm."""
+    for name, value in (("deployment", deployment), ("revision", revision)):
+        if '"' in value or "\\" in value:
+            raise ValueError(f"{name} {value!r} cannot be placed in a PromQL label matcher")
+    return template.replace("{{deployment}}", deployment).replace("{{revision}}", revision)
+
+
 class PrometheusProvider:
     """Instant queries against a Prometheus server's HTTP API (`/api/v1/query`)."""
 
