@@ -398,9 +398,9 @@ def rollout_view() -> dict[str, Any]:
         .with_panel(
             _timeseries(
                 "Benchmark scores",
-                "Mean per-item score of each revision on each benchmark of the offline gate.",
+                "Mean per-item score of champion and candidate on each benchmark of the offline gate.",
                 "percentunit",
-                [_query(f"baton_benchmark_score{{{scope}}}", "{{revision}} / {{benchmark}}")],
+                [_query(f"baton_benchmark_score{{{scope}}}", "{{candidate}} {{arm}} / {{benchmark}}")],
                 width=24,
             )
         )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
-from baton.observability import dashboards
+from baton.observability import alerts, catalog, dashboards
 
 pytestmark = pytest.mark.unit
+
+METRIC = re.compile(r"\bbaton_[a-z0-9_]+")
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,3 +81,17 @@ def test_rollout_view_shows_weight_latency_errors_scores_and_decisions(
     (decisions,) = rollout["annotations"]["list"]
     assert decisions["name"] == "Decisions" and "baton_rollout_decisions_total" in decisions["expr"]
     assert [v["name"] for v in rollout["templating"]["list"]] == ["datasource", "deployment"]
+
+
+def referenced_metrics(rendered: dict[str, dict[str, Any]]) -> set[str]:
+    found = {name for doc in rendered.values() for expr in expressions(doc) for name in METRIC.findall(expr)}
+    rules = [rule["expr"] for group in alerts.rule_groups()["groups"] for rule in group["rules"]]
+    return found | {name for expr in rules for name in METRIC.findall(expr)}
+
+
+def test_dashboards_and_alerts_name_only_metrics_baton_defines(rendered: dict[str, dict[str, Any]]) -> None:
+    referenced = referenced_metrics(rendered)
+    assert {"baton_requests_total", "baton_rollout_canary_weight"} <= referenced
+    assert referenced <= catalog.sample_names(), (
+        f"not defined by baton: {sorted(referenced - catalog.sample_names())}"
+    )
