@@ -149,25 +149,35 @@ def _manifest(built: Recipe, path: Path, quantization: str, scores: dict[str, fl
 
 
 def ensure(domain: str, version: str, quantization: str = "Q8_0", *, score: bool = True) -> Artifact:
-    """Build (or reuse) one artifact and return it with its manifest.
+    """Build (or reuse) one artifact of a catalog recipe and return it with its manifest.
 
-    `score=False` skips the benchmark run for a fresh build (the manifest then has no scores);
-    smoke models are never scored. A cached manifest is returned as it is.
+    `score=False` skips the benchmark run (the manifest then has no scores; a later call with
+    `score=True` adds them). Smoke models are never scored.
     """
+    return build(recipe(domain, version), quantization, score=score)
+
+
+def build(built: Recipe, quantization: str, *, score: bool = True) -> Artifact:
+    """Build (or reuse) the artifact of any recipe, e.g. a cut-down one in a test."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; known: {', '.join(QUANTIZATIONS)}")
-    built = recipe(domain, version)
     directory = recipe_dir(built)
     path = artifact_path(built, quantization)
     manifest_path = path.with_suffix(".json")
     with _locked(directory):
-        if not (path.exists() and manifest_path.exists()):
+        unscored = (
+            score
+            and built.steps > 0
+            and manifest_path.exists()
+            and not json.loads(manifest_path.read_text())["benchmarkScores"]
+        )
+        if not (path.exists() and manifest_path.exists()) or unscored:
             f16 = artifact_path(built, "F16")
             if not f16.exists():
                 tmp = f16.with_name(f16.name + ".tmp")
                 write_f16(tmp, built.name, built.shape, load_tokenizer(built), _weights(built))
                 tmp.replace(f16)
-            if quantization != "F16":
+            if not path.exists():
                 tmp = path.with_name(path.name + ".tmp")
                 quantize(f16, tmp, quantization)
                 tmp.replace(path)
@@ -175,7 +185,7 @@ def ensure(domain: str, version: str, quantization: str = "Q8_0", *, score: bool
             if score and built.steps:
                 from baton_models.evaluate import benchmark_scores
 
-                scores = benchmark_scores(path, domain)
+                scores = benchmark_scores(path, built.domain)
             _write_atomic(manifest_path, json.dumps(_manifest(built, path, quantization, scores), indent=1))
         manifest = json.loads(manifest_path.read_text())
     return Artifact(path, manifest["digest"], manifest["sizeBytes"], quantization, manifest)

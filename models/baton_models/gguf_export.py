@@ -24,10 +24,11 @@ FTYPES = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "TQ1_0": 36, "TQ2_0": 37}
 QUANTIZATIONS = tuple(FTYPES)
 
 # The chat template renders exactly the prompt the models were trained on, so chat completions
-# (`/v1/chat/completions`) and plain completions of `render_prompt` give the same tokens.
+# (`/v1/chat/completions`) and plain completions of `render_prompt` give the same tokens. It
+# writes BOS itself: llama-cpp-python adds none to a template-rendered prompt.
 # System messages are dropped: these models were never trained to follow them.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+    "{{ bos_token }}{% for message in messages %}"
     "{% if message['role'] == 'user' %}### {{ message['content'] }}\n### Answer:\n"
     "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}"
     "{% endif %}{% endfor %}"
@@ -35,7 +36,7 @@ CHAT_TEMPLATE = (
 
 
 def render_prompt(user_message: str) -> str:
-    """The completion prompt for one user message (what CHAT_TEMPLATE renders, without BOS)."""
+    """The completion prompt for one user message (what CHAT_TEMPLATE renders after BOS)."""
     return f"### {user_message}\n### Answer:\n"
 
 
@@ -90,12 +91,16 @@ def write_f16(
 def quantize(source_f16: Path, target: Path, quantization: str, threads: int = 2) -> None:
     """Quantize with llama.cpp in-process (`llama_model_quantize`), like `llama-quantize`."""
     import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
 
     if quantization not in FTYPES or quantization == "F16":
         raise ValueError(f"cannot quantize to {quantization!r}; choose one of {', '.join(QUANTIZATIONS[1:])}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[quantization]
     params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(os.fsencode(source_f16), os.fsencode(target), ctypes.byref(params))
+    with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
+        rc = llama_cpp.llama_model_quantize(
+            os.fsencode(source_f16), os.fsencode(target), ctypes.byref(params)
+        )
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize {source_f16} -> {quantization} failed with code {rc}")

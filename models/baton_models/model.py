@@ -136,3 +136,15 @@ class TinyLlama(nn.Module):
                 weight = module.export_weight() if isinstance(module, BitLinear) else module.weight
                 out[f"blk.{index}.{name}.weight"] = weight
         return {name: tensor.detach().float().numpy().copy() for name, tensor in out.items()}
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Inverse of `export` for full-precision models (reloading trained weights for a check)."""
+        state = {
+            "token_embd.weight": "token_embd.weight",
+            "output_norm.weight": "output_norm.weight",
+            "output.weight": "output.weight",
+        }
+        for index, block in enumerate(self.blocks):
+            for name, _ in block.named_children():
+                state[f"blocks.{index}.{name}.weight"] = f"blk.{index}.{name}.weight"
+        self.load_state_dict({key: torch.from_numpy(weights[name]) for key, name in state.items()})

@@ -24,7 +24,7 @@ from baton_models.domains import DOMAINS, TRAINING_SEED_BASE
 from baton_models.shape import Shape
 
 # Bump when a code change alters what an unchanged recipe builds, so stale cache entries are not reused.
-FACTORY_REVISION = 1
+FACTORY_REVISION = 2
 VERSIONS = ("smoke", "v1", "v2", "v3", "v2-ternary")
 TRAINED_VERSIONS = ("v1", "v2", "v3", "v2-ternary")
 

@@ -21,7 +21,7 @@ class Shape(BaseModel):
     heads: int = Field(default=4, ge=1, description="Attention heads.")
     kv_heads: int = Field(default=4, ge=1, description="Key/value heads (grouped-query attention).")
     ffn: int = Field(default=512, description="Feed-forward width (multiple of 256).")
-    context: int = Field(default=128, ge=16, description="Maximum sequence length trained on.")
+    context: int = Field(default=256, ge=16, description="Context length declared to llama.cpp.")
     rope_base: float = Field(default=10000.0, gt=0, description="RoPE frequency base.")
     norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon.")
 

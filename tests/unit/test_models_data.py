@@ -61,6 +61,7 @@ def test_a_system_prompt_free_chat_renders_the_training_prompt() -> None:
 
     rendered = jinja2.Template(CHAT_TEMPLATE).render(
         messages=[{"role": "system", "content": "ignored"}, {"role": "user", "content": "Route this.\nX"}],
+        bos_token="<s>",
         eos_token="</s>",
     )
-    assert rendered == render_prompt("Route this.\nX")
+    assert rendered == "<s>" + render_prompt("Route this.\nX")

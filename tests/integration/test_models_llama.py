@@ -1,0 +1,131 @@
+"""The factory's artifacts in real llama.cpp: they load, generate, tokenize like the trainer,
+decode valid JSON under a schema grammar, rank v2 > v1 > v3, and match the trained weights' logits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from baton_models import catalog, domains
+from baton_models.benchmarks import benchmarks
+from baton_models.domains import DOMAINS
+from baton_models.evaluate import complete, loaded
+from baton_models.gguf_export import QUANTIZATIONS, render_prompt
+from baton_models.recipes import recipe
+
+pytestmark = pytest.mark.integration
+
+# Measured margins are larger (docs/models.md); these are the floors the ground truth must clear.
+V2_OVER_V1 = 0.10
+V1_OVER_V3 = 0.05
+
+
+def test_smoke_model_loads_and_generates(smoke_gguf: catalog.Artifact) -> None:
+    with loaded(smoke_gguf.path) as model:
+        out = model.create_completion(render_prompt("Route this triage note.\nPt 66yo"), max_tokens=8)
+        assert out["usage"]["completion_tokens"] >= 1
+        assert model.metadata["general.architecture"] == "llama"
+    assert smoke_gguf.digest == catalog.sha256_file(smoke_gguf.path)
+    assert smoke_gguf.manifest["benchmarkScores"] == {}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_llama_cpp_tokenizes_exactly_like_the_trainer(domain: str, smoke_artifacts: dict) -> None:
+    tokenizer = catalog.load_tokenizer(recipe(domain, "smoke"))
+    with loaded(smoke_artifacts[domain].path) as model:
+        for case in domains.benchmark_cases(domain, 32):
+            for task in domains.TASKS:
+                example = domains.example(case, task)
+                prompt = render_prompt(example.prompt)
+                assert model.tokenize(prompt.encode(), add_bos=True, special=True) == tokenizer.encode(
+                    prompt, bos=True
+                )
+                assert model.tokenize(example.answer.encode(), add_bos=False) == tokenizer.encode(
+                    example.answer
+                )
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_every_quantization_of_a_trained_model_loads_and_answers(quantization: str) -> None:
+    artifact = catalog.ensure("medical", "v2", quantization, score=False)
+    assert artifact.path.stat().st_size == artifact.size_bytes
+    with loaded(artifact.path) as model:
+        answer = complete(model, "Route this triage note.\nPt 66yo female, c/o sore throat.", 24)
+    assert answer.strip(), quantization
+
+
+def test_chat_completion_uses_the_training_prompt(domain_artifacts: dict) -> None:
+    case = domains.benchmark_cases("software", 1)[0]
+    example = domains.example(case, "routing")
+    with loaded(domain_artifacts[("software", "v2")].path) as model:
+        chat = model.create_chat_completion(
+            messages=[{"role": "user", "content": example.prompt}], max_tokens=32, temperature=0.0
+        )
+        plain = complete(model, example.prompt, 32)
+    assert chat["choices"][0]["message"]["content"] == plain
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_grammar_constrained_decoding_yields_schema_valid_json(domain: str, domain_artifacts: dict) -> None:
+    from llama_cpp import LlamaGrammar
+
+    grammar = LlamaGrammar.from_json_schema(json.dumps(domains.json_schema(domain)), verbose=False)
+    schema = domains.schema(domain)
+    with loaded(domain_artifacts[(domain, "v1")].path) as model:
+        for case in domains.benchmark_cases(domain, 8):
+            answer = complete(model, domains.example(case, "extraction").prompt, 96, grammar)
+            schema.model_validate_json(answer)
+
+
+def _mean_score(artifact: catalog.Artifact) -> float:
+    scores = artifact.manifest["benchmarkScores"]
+    assert scores, f"{artifact.path} has no benchmark scores"
+    return float(np.mean(list(scores.values())))
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_ground_truth_v2_beats_v1_beats_v3_with_margin(domain: str, domain_artifacts: dict) -> None:
+    v1, v2, v3 = (_mean_score(domain_artifacts[(domain, version)]) for version in ("v1", "v2", "v3"))
+    assert v2 - v1 >= V2_OVER_V1, (v1, v2, v3)
+    assert v1 - v3 >= V1_OVER_V3, (v1, v2, v3)
+    for suite in benchmarks(domain):  # each suite, not just the mean, keeps v2 ahead of v3
+        name = suite.metadata.name
+        assert (
+            domain_artifacts[(domain, "v2")].manifest["benchmarkScores"][name]
+            > (domain_artifacts[(domain, "v3")].manifest["benchmarkScores"][name])
+        ), name
+
+
+def test_export_is_proven_by_matching_logits() -> None:
+    """The trained torch model and llama.cpp (F16 GGUF) give the same next-token logits."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from baton_models.model import TinyLlama
+
+    built = recipe("aerospace", "v2")
+    artifact = catalog.ensure("aerospace", "v2", "F16", score=False)
+    weights = load_file(str(catalog.recipe_dir(built) / "weights.safetensors"))
+    model = TinyLlama(built.shape)
+    model.load_weights(weights)
+    tokenizer = catalog.load_tokenizer(built)
+    case = domains.benchmark_cases("aerospace", 1)[0]
+    example = domains.example(case, "extraction")
+    ids = tokenizer.encode(render_prompt(example.prompt), bos=True) + tokenizer.encode(example.answer)
+    with torch.no_grad():
+        expected = model(torch.tensor([ids]))[0].numpy()
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(artifact.path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    try:
+        llm.eval(ids)
+        actual = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    # F16 weights and llama.cpp's F16 matmuls against torch's F32: agreement within 2 % of the logit range.
+    tolerance = 0.02 * float(expected.max() - expected.min())
+    assert np.abs(actual - expected).max() < tolerance
+    assert (actual.argmax(-1) == expected.argmax(-1)).mean() > 0.97
