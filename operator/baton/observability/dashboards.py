@@ -272,6 +272,19 @@ def _phase_timeline(selector: str, *, width: int) -> statetimeline.Panel:
     )
 
 
+def _quantiles_by_revision(title: str, metric: str) -> timeseries.Panel:
+    scope = 'deployment="$deployment"'
+    return _timeseries(
+        title,
+        "p50 and p95 per revision.",
+        "s",
+        [
+            _query(_quantile(metric, q, scope, "revision"), f"{{{{revision}}}} p{round(q * 100)}")
+            for q in (0.5, 0.95)
+        ],
+    )
+
+
 def rollout_view() -> dict[str, Any]:
     """One deployment's rollout: weight over time, per-revision latency and errors, scores, decisions."""
     scope = 'deployment="$deployment"'
@@ -317,38 +330,10 @@ def rollout_view() -> dict[str, Any]:
         .with_panel(_phase_timeline(scope, width=24))
         .with_row(dashboard.Row("Champion versus candidate"))
         .with_panel(
-            _timeseries(
-                "Time to first token by revision",
-                "p50 and p95 per revision.",
-                "s",
-                [
-                    _query(
-                        _quantile("baton_time_to_first_token_seconds", 0.5, scope, "revision"),
-                        "{{revision}} p50",
-                    ),
-                    _query(
-                        _quantile("baton_time_to_first_token_seconds", 0.95, scope, "revision"),
-                        "{{revision}} p95",
-                    ),
-                ],
-            )
+            _quantiles_by_revision("Time to first token by revision", "baton_time_to_first_token_seconds")
         )
         .with_panel(
-            _timeseries(
-                "Time per output token by revision",
-                "p50 and p95 per revision.",
-                "s",
-                [
-                    _query(
-                        _quantile("baton_time_per_output_token_seconds", 0.5, scope, "revision"),
-                        "{{revision}} p50",
-                    ),
-                    _query(
-                        _quantile("baton_time_per_output_token_seconds", 0.95, scope, "revision"),
-                        "{{revision}} p95",
-                    ),
-                ],
-            )
+            _quantiles_by_revision("Time per output token by revision", "baton_time_per_output_token_seconds")
         )
         .with_panel(
             _timeseries(

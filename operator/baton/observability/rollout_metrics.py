@@ -12,6 +12,8 @@ counter restarts at zero, which `rate` and `increase` handle).
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from baton.api.candidate import ModelCandidate
@@ -77,6 +79,7 @@ class RolloutMetrics:
                         value
                     )
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Expose `/metrics` on `address:port` from a background thread."""
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "0.0.0.0") -> WSGIServer:
+        """Expose `/metrics` on `address:port` from a background thread; `shutdown()` the result to stop."""
+        server, _ = start_http_server(port, addr=address, registry=self.registry)
+        return server
