@@ -219,7 +219,6 @@ def _declare_champion(context: _Context, status: ModelDeploymentStatus) -> _Step
     actions: list[Action] = [DeployRevision(champion), SetWeights({champion.revision: 100})]
     if previous is not None and previous.revision != champion.revision:
         actions.append(RemoveRevision(previous.revision))
-    actions.append(EmitEvent("Normal", "ChampionDeclared", f"serving {model.version} from spec.model"))
     return _Step(status, tuple(actions), 0)
 
 

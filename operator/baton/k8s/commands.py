@@ -1,0 +1,74 @@
+"""The cluster-side subcommands of `baton`: `baton operator` and `baton pool-runner`."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.command("operator")
+@click.option("--namespace", default=None, help="Watch one namespace (default: all namespaces).")
+@click.option(
+    "--lease-namespace", default="default", show_default=True, help="Namespace of the leader-election Lease."
+)
+@click.option("--no-leader-election", is_flag=True, help="Act without holding the Lease (one replica only).")
+@click.option(
+    "--endpoint-template",
+    default="http://{pool}-serve-svc.{namespace}.svc:8000",
+    show_default=True,
+    help="Base URL of a pool's Serve endpoint ({pool}, {namespace}); used for benchmarks and canary metrics.",
+)
+@click.option(
+    "--prometheus-url", default=None, help="Prometheus for live metrics with `provider: prometheus`."
+)
+@click.option("--watch-kserve", is_flag=True, help="Also watch KServe InferenceServices (runtime: kserve).")
+@click.option("--workers", default=4, show_default=True, help="Concurrent reconciles.")
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve the operator's Prometheus metrics on this port."
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
+def operator_command(
+    namespace: str | None,
+    lease_namespace: str,
+    no_leader_election: bool,
+    endpoint_template: str,
+    prometheus_url: str | None,
+    watch_kserve: bool,
+    workers: int,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
+    """Run the Kubernetes operator: rollouts, canaries, promotions and rollbacks of ModelDeployments."""
+    from prometheus_client import start_http_server
+
+    from baton.k8s.controller import Settings
+    from baton.k8s.operator import run_operator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=metrics_host)
+    settings = Settings(endpoint_template=endpoint_template, prometheus_url=prometheus_url, workers=workers)
+    run_operator(
+        settings,
+        namespace=namespace,
+        lease_namespace=lease_namespace,
+        watch_kserve=watch_kserve,
+        elect=not no_leader_election,
+    )
+
+
+@click.command("pool-runner")
+@click.option("--namespace", default="default", show_default=True, help="Namespace of the RayService.")
+@click.option("--name", required=True, help="RayService (= ModelPool) name.")
+@click.option("--http-port", default=8000, show_default=True, help="Loopback port of the Serve HTTP proxy.")
+@click.option("--num-cpus", default=2, show_default=True, help="CPUs the local Ray may use.")
+def pool_runner_command(namespace: str, name: str, http_port: int, num_cpus: int) -> None:
+    """Play KubeRay for one RayService on a local Ray Serve (tests, laptops; in a cluster KubeRay does it)."""
+    from baton.k8s.pool_runner import run_pool_runner
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_pool_runner(namespace, name, http_port=http_port, num_cpus=num_cpus)
+
+
+COMMANDS = (operator_command, pool_runner_command)

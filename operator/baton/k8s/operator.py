@@ -1,0 +1,98 @@
+"""`baton operator`: kopf wiring for the controller, and the process entry point with leader election.
+
+Only `on.event` handlers are used for the baton kinds: they keep no handler state on the
+objects, so the operator's writes to a ModelDeployment are its status alone (the write budget
+the scale benchmark measures). The one `on.delete` handler is on ModelPool: its finalizer lets
+the operator delete the pool's RayService before the pool disappears (owner references do the
+same where a garbage collector runs; the test bed has none). kopf's own Events and progress
+annotations are switched off; the controller posts its own Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from baton.api.common import GROUP, VERSION
+from baton.k8s.controller import Controller, Settings
+from baton.k8s.kube import (
+    INFERENCE_SERVICES,
+    KSERVE_GROUP,
+    KSERVE_VERSION,
+    RAY_GROUP,
+    RAY_SERVICES,
+    RAY_VERSION,
+    Kube,
+    load_config,
+)
+from baton.k8s.leader import LeaseElector
+from baton.k8s.rayservice import ray_service_name
+
+log = logging.getLogger("baton.operator")
+BATON_PLURALS = ("modelpools", "modeldeployments", "modelcandidates", "modelsources", "benchmarks")
+
+
+def build_registry(controller: Controller, *, watch_kserve: bool) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    def record(plural: str):
+        def handler(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+            controller.observed(plural, event.get("type"), dict(body))
+
+        return handler
+
+    for plural in BATON_PLURALS:
+        kopf.on.event(GROUP, VERSION, plural, registry=registry)(record(plural))
+    kopf.on.event(RAY_GROUP, RAY_VERSION, RAY_SERVICES, registry=registry)(record("rayservices"))
+    if watch_kserve:
+        kopf.on.event(KSERVE_GROUP, KSERVE_VERSION, INFERENCE_SERVICES, registry=registry)(
+            record("inferenceservices")
+        )
+
+    @kopf.on.delete(GROUP, VERSION, "modelpools", registry=registry)
+    def delete_ray_service(name: str, namespace: str, **_: Any) -> None:
+        controller.kube.delete(RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace, ray_service_name(name))
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="baton.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="baton.dev")
+        settings.watching.server_timeout = 300
+        asyncio.get_running_loop().create_task(controller.run())
+
+    return registry
+
+
+def run_operator(
+    settings: Settings,
+    *,
+    namespace: str | None,
+    lease_namespace: str,
+    watch_kserve: bool,
+    elect: bool = True,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+) -> None:
+    """Block until leader (unless `elect` is off), then reconcile until stopped."""
+    load_config()
+    kube = Kube()
+    if elect:
+        LeaseElector(kube, lease_namespace).acquire()
+    controller = Controller(kube, settings)
+    registry = build_registry(controller, watch_kserve=watch_kserve)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=namespace is None,
+            namespaces=[namespace] if namespace else (),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            memo=controller,
+        )
+    )

@@ -1,0 +1,179 @@
+"""Rendering a pool's serve configuration from its resources: the control plane's half of the serve contract.
+
+A pure function of the ModelPool and the statuses of the ModelDeployments that name it: the
+champion and candidate revisions in each status, and the traffic split they imply, become one
+`baton_serving.config.PoolConfig`. Because the serve config follows from status alone, a shell
+that crashed between writing status and rendering renders the same config when it comes back.
+
+Dense packing: revisions are placed in a fixed order (every champion before any candidate,
+deployments by name) until the pool's usable memory is spent. A deployment whose
+champion does not fit is left out entirely; a candidate that does not fit is left out while its
+champion keeps serving. Both are reported in `RenderedPool.unschedulable` so the shells can
+raise the pool's `Unschedulable` condition and hold the rollout until memory frees up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from baton.api.common import Artifact
+from baton.api.deployment import ModelDeployment, Phase, RevisionStatus, Runtime
+from baton.api.pool import ModelPool
+from baton_serving.config import (
+    ArtifactRef,
+    DeploymentSpec,
+    EngineKind,
+    PoolConfig,
+    Quantization,
+    RevisionSpec,
+    RoutePolicy,
+)
+
+# What an engine replica needs beyond its weights (KV cache, runtime, Ray worker), and what is
+# assumed for an artifact whose size is not declared.
+REPLICA_OVERHEAD_BYTES = 96 * 2**20
+WEIGHTS_MEMORY_FACTOR = 1.2
+UNKNOWN_ARTIFACT_BYTES = 2 * 2**30
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_QUANTITY_FACTORS = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
+# The data plane names only the formats it has engines for; others (e.g. Q6_K) pass as NONE and the
+# engine reads the format from the GGUF header.
+_SERVING_QUANTIZATIONS = {quantization.value: quantization for quantization in Quantization}
+_ENGINES = {Runtime.LLAMACPP: EngineKind.LLAMACPP, Runtime.VLLM: EngineKind.VLLM}
+
+
+@dataclass(frozen=True)
+class RenderedPool:
+    """A pool's serve config and its memory accounting."""
+
+    config: PoolConfig
+    memory_requested_bytes: int
+    memory_capacity_bytes: int
+    unschedulable: tuple[str, ...]  # revision names left out because they do not fit
+
+
+def parse_quantity(text: str) -> int:
+    """Bytes in a Kubernetes quantity such as `8Gi` or `512M`."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"not a quantity: {text!r} (expected e.g. 8Gi, 512Mi)")
+    number, suffix = match.groups()
+    return int(float(number) * _QUANTITY_FACTORS[suffix])
+
+
+def revision_memory_bytes(artifact: Artifact, replicas: int) -> int:
+    """Memory one revision needs across its replicas."""
+    weights = artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES
+    return replicas * (int(weights * WEIGHTS_MEMORY_FACTOR) + REPLICA_OVERHEAD_BYTES)
+
+
+def pool_capacity_bytes(pool: ModelPool) -> int:
+    spec = pool.spec
+    total = spec.workers * parse_quantity(spec.worker_resources.memory)
+    return total * (100 - spec.memory_headroom_percent) // 100
+
+
+def render_pool(pool: ModelPool, deployments: Sequence[ModelDeployment]) -> RenderedPool:
+    """The serve config of `pool` from the deployments naming it (`runtime: kserve` ones are skipped)."""
+    members = sorted(
+        (
+            deployment
+            for deployment in deployments
+            if deployment.spec.pool == pool.metadata.name
+            and deployment.spec.runtime != Runtime.KSERVE
+            and deployment.status is not None
+            and deployment.status.champion is not None
+        ),
+        key=lambda deployment: deployment.metadata.name,
+    )
+    capacity = pool_capacity_bytes(pool)
+    requested = 0
+    unschedulable: list[str] = []
+    placed_champions: list[ModelDeployment] = []
+    for deployment in members:
+        need = _need(deployment, _champion(deployment))
+        if requested + need > capacity:
+            unschedulable.append(_champion(deployment).revision)
+            continue
+        requested += need
+        placed_champions.append(deployment)
+    placed_candidates: set[str] = set()
+    for deployment in placed_champions:
+        candidate = deployment.status.candidate if deployment.status else None
+        if candidate is None:
+            continue
+        need = _need(deployment, candidate)
+        if requested + need > capacity:
+            unschedulable.append(candidate.revision)
+            continue
+        requested += need
+        placed_candidates.add(deployment.metadata.name)
+    config = PoolConfig(
+        pool=pool.metadata.name,
+        deployments=[
+            _deployment_spec(deployment, with_candidate=deployment.metadata.name in placed_candidates)
+            for deployment in placed_champions
+        ],
+    )
+    return RenderedPool(config, requested, capacity, tuple(unschedulable))
+
+
+def _champion(deployment: ModelDeployment) -> RevisionStatus:
+    assert deployment.status is not None and deployment.status.champion is not None
+    return deployment.status.champion
+
+
+def _need(deployment: ModelDeployment, revision: RevisionStatus) -> int:
+    return revision_memory_bytes(revision.artifact, deployment.spec.engine.replicas)
+
+
+def _deployment_spec(deployment: ModelDeployment, *, with_candidate: bool) -> DeploymentSpec:
+    status = deployment.status
+    assert status is not None
+    champion = _champion(deployment)
+    revisions = [_revision_spec(deployment, champion)]
+    weights = {champion.revision: float(100)}
+    shadow = None
+    if with_candidate and status.candidate is not None:
+        candidate = status.candidate
+        revisions.append(_revision_spec(deployment, candidate))
+        weights = {
+            champion.revision: float(100 - status.canary_weight),
+            candidate.revision: float(status.canary_weight),
+        }
+        if status.phase == Phase.BENCHMARKING and deployment.spec.rollout.shadow:
+            shadow = candidate.revision
+    return DeploymentSpec(
+        name=deployment.metadata.name,
+        revisions=revisions,
+        route=RoutePolicy(
+            weights=weights, shadow=shadow, sticky_header=deployment.spec.rollout.sticky_session_header
+        ),
+    )
+
+
+def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> RevisionSpec:
+    engine = deployment.spec.engine
+    artifact = revision.artifact
+    return RevisionSpec(
+        name=revision.revision,
+        artifact=ArtifactRef(uri=artifact.uri, digest=artifact.digest, size_bytes=artifact.size_bytes),
+        engine=_ENGINES[Runtime(deployment.spec.runtime)],
+        quantization=_SERVING_QUANTIZATIONS.get(str(artifact.quantization), Quantization.NONE),
+        context_length=engine.context_length,
+        threads=engine.threads or 1,
+        num_replicas=engine.replicas,
+    )

@@ -1,0 +1,121 @@
+"""The pool's serve config follows from the statuses of its deployments, with memory accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton.api import ModelPool, Phase
+from baton.rollout.render import REPLICA_OVERHEAD_BYTES, parse_quantity, render_pool, revision_memory_bytes
+from baton_serving.config import EngineKind, Quantization
+from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, DIGEST, deployment, in_phase
+
+pytestmark = pytest.mark.unit
+
+MiB = 2**20
+
+
+def pool(memory: str = "8Gi", workers: int = 1, headroom: int = 20) -> ModelPool:
+    return ModelPool.model_validate(
+        {
+            "apiVersion": "baton.dev/v1alpha1",
+            "kind": "ModelPool",
+            "metadata": {"name": "cpu-small"},
+            "spec": {
+                "workers": workers,
+                "workerResources": {"memory": memory},
+                "memoryHeadroomPercent": headroom,
+            },
+        }
+    )
+
+
+def named(resource, name: str, **spec):
+    """A copy of a driven deployment under another name (its revisions renamed alike)."""
+    status = resource.status.model_copy(deep=True)
+    for revision in (status.champion, status.candidate):
+        if revision is not None:
+            revision.revision = revision.revision.replace("medical", name)
+    copy = deployment(status, **spec)
+    copy.metadata.name = name
+    return copy
+
+
+def sized(resource, size: int):
+    status = resource.status.model_copy(deep=True)
+    for revision in (status.champion, status.candidate):
+        if revision is not None:
+            revision.artifact.size_bytes = size
+    return resource.model_copy(update={"status": status})
+
+
+def test_champion_and_canary_weights_come_from_status() -> None:
+    canary = in_phase(Phase.CANARY)
+    rendered = render_pool(pool(), [canary])
+    (spec,) = rendered.config.deployments
+    assert spec.name == "medical"
+    assert [revision.name for revision in spec.revisions] == [CHAMPION, CANDIDATE]
+    assert spec.route.weights == {CHAMPION: 90.0, CANDIDATE: 10.0}
+    assert spec.route.sticky_header == "X-Baton-Session"
+    revision = spec.revision(CHAMPION)
+    assert (revision.engine, revision.quantization, revision.artifact.digest) == (
+        EngineKind.LLAMACPP,
+        Quantization.Q8_0,
+        DIGEST,
+    )
+
+
+def test_a_serving_deployment_has_only_its_champion() -> None:
+    rendered = render_pool(pool(), [in_phase(Phase.SERVING)])
+    (spec,) = rendered.config.deployments
+    assert spec.route.weights == {CHAMPION: 100.0} and len(spec.revisions) == 1
+
+
+def test_shadow_is_rendered_only_while_benchmarking() -> None:
+    benchmarking = in_phase(Phase.BENCHMARKING, rollout={"shadow": True})
+    assert render_pool(pool(), [benchmarking]).config.deployments[0].route.shadow == CANDIDATE
+    canary = in_phase(Phase.CANARY, rollout={"shadow": True})
+    assert render_pool(pool(), [canary]).config.deployments[0].route.shadow is None
+
+
+def test_other_pools_kserve_and_undeclared_deployments_are_left_out() -> None:
+    serving = in_phase(Phase.SERVING)
+    members = [
+        serving,
+        named(serving, "elsewhere", pool="gpu"),
+        named(serving, "kserved", runtime="kserve"),
+        deployment(),  # no status yet: nothing to serve
+    ]
+    rendered = render_pool(pool(), members)
+    assert [spec.name for spec in rendered.config.deployments] == ["medical"]
+
+
+def test_packing_leaves_out_what_does_not_fit_champions_first() -> None:
+    size = 300 * MiB
+    need = revision_memory_bytes(sized(in_phase(Phase.SERVING), size).status.champion.artifact, 1)
+    assert need == int(size * 1.2) + REPLICA_OVERHEAD_BYTES
+    canary = sized(in_phase(Phase.CANARY), size)
+    members = [canary, *(named(canary, name) for name in ("aerospace", "construction", "software"))]
+    # room for exactly four revisions: all four champions fit, no candidate does
+    capacity_memory = f"{(4 * need + need // 2) // MiB}Mi"
+    rendered = render_pool(pool(capacity_memory, headroom=0), members)
+    assert len(rendered.config.deployments) == 4
+    assert all(len(spec.revisions) == 1 for spec in rendered.config.deployments)
+    assert set(rendered.unschedulable) == {
+        f"{name}-v2" for name in ("aerospace", "construction", "medical", "software")
+    }
+    assert rendered.memory_requested_bytes == 4 * need <= rendered.memory_capacity_bytes
+
+    rendered = render_pool(pool(f"{(2 * need) // MiB + 1}Mi", headroom=0), members)
+    assert [spec.name for spec in rendered.config.deployments] == ["aerospace", "construction"]
+    assert {"medical-v1", "software-v1"} <= set(rendered.unschedulable)
+
+
+def test_capacity_counts_workers_and_headroom() -> None:
+    assert render_pool(pool("10Gi", workers=3, headroom=20), []).memory_capacity_bytes == 24 * 2**30
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("8Gi", 8 * 2**30), ("512Mi", 512 * MiB), ("1G", 10**9), ("100", 100)]
+)
+def test_parse_quantity(text, value) -> None:
+    assert parse_quantity(text) == value

@@ -1,0 +1,176 @@
+"""Pure parts of the Kubernetes shell: RayService rendering/reading, KubeRay-shaped status, sources, gates."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from baton.api import ModelPool, ModelSource, Phase, Verdict
+from baton.k8s.gates import Counts, online_outcome
+from baton.k8s.pool_runner import ray_service_status
+from baton.k8s.rayservice import observe_revisions, ray_service
+from baton.k8s.sources import DigestCache, candidate_manifest, discover, version_and_quantization
+from baton.rollout import ObserveCanary
+from baton.rollout.model import RevisionState
+from baton.rollout.render import render_pool
+from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, deployment, in_phase
+
+pytestmark = pytest.mark.unit
+
+POOL = {
+    "apiVersion": "baton.dev/v1alpha1",
+    "kind": "ModelPool",
+    "metadata": {"name": "cpu-small", "namespace": "ns", "uid": "pool-uid", "generation": 1},
+    "spec": {"workers": 2, "workerResources": {"cpu": "2", "memory": "4Gi"}},
+}
+
+
+def rendered_ray_service(resource) -> dict:
+    return ray_service(POOL, render_pool(ModelPool.model_validate(POOL), [resource]))
+
+
+def with_status(body: dict, apps: dict[str, str], observed: int | None = 1) -> dict:
+    body = {**body, "metadata": {**body["metadata"], "generation": 1}}
+    statuses = {name: {"status": state, "message": f"{name} says {state}"} for name, state in apps.items()}
+    body["status"] = {"activeServiceStatus": {"applicationStatuses": statuses}}
+    if observed is not None:
+        body["status"]["observedGeneration"] = observed
+    return body
+
+
+def test_ray_service_is_owned_by_the_pool_and_carries_every_revision() -> None:
+    body = rendered_ray_service(in_phase(Phase.CANARY))
+    assert body["metadata"]["ownerReferences"][0] | {} == {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelPool",
+        "name": "cpu-small",
+        "uid": "pool-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    config = yaml.safe_load(body["spec"]["serveConfigV2"])
+    names = [application["name"] for application in config["applications"]]
+    assert names == ["baton", f"medical.{CHAMPION}", f"medical.{CANDIDATE}"]
+    assert body["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
+
+
+def test_only_the_ingress_user_config_changes_with_the_weights() -> None:
+    canary = in_phase(Phase.CANARY)
+    first = yaml.safe_load(rendered_ray_service(canary)["spec"]["serveConfigV2"])
+    status = canary.status.model_copy(update={"canary_weight": 50})
+    second = yaml.safe_load(
+        rendered_ray_service(canary.model_copy(update={"status": status}))["spec"]["serveConfigV2"]
+    )
+    assert first["applications"][1:] == second["applications"][1:]
+    assert first["applications"][0]["args"] == second["applications"][0]["args"]
+    assert first["applications"][0]["deployments"] != second["applications"][0]["deployments"]
+
+
+def test_revision_health_and_served_weights_come_from_kuberay_status() -> None:
+    body = rendered_ray_service(in_phase(Phase.CANARY))
+    running = with_status(
+        body, {"baton": "RUNNING", f"medical.{CHAMPION}": "RUNNING", f"medical.{CANDIDATE}": "DEPLOY_FAILED"}
+    )
+    health, served = observe_revisions("medical", running)
+    assert health[CHAMPION].state == RevisionState.READY
+    assert health[CANDIDATE].state == RevisionState.FAILED and "DEPLOY_FAILED" in health[CANDIDATE].message
+    assert served == {CHAMPION: 90, CANDIDATE: 10}
+
+    health, served = observe_revisions("medical", with_status(body, {}, observed=None))
+    assert {h.state for h in health.values()} == {RevisionState.LOADING} and served == {}
+    health, _ = observe_revisions("medical", body, unschedulable=(CANDIDATE, "software-v1"))
+    assert health[CANDIDATE].state == RevisionState.UNSCHEDULABLE and "software-v1" not in health
+    assert observe_revisions("other", running) == ({}, {})
+
+
+def test_pool_runner_reports_a_generation_only_once_it_settled() -> None:
+    wanted = ["baton", "medical.medical-v1"]
+    deploying = ray_service_status(
+        4, {"baton": {"status": "RUNNING"}, "medical.medical-v1": {"status": "DEPLOYING"}}, wanted
+    )
+    assert "observedGeneration" not in deploying and deploying["serviceStatus"] == ""
+    running = ray_service_status(4, {name: {"status": "RUNNING"} for name in wanted}, wanted)
+    assert (running["observedGeneration"], running["serviceStatus"], running["numServeEndpoints"]) == (
+        4,
+        "Running",
+        1,
+    )
+    early = ray_service_status(4, {name: {"status": "RUNNING"} for name in wanted}, wanted, grace_over=False)
+    assert "observedGeneration" not in early
+    failed = ray_service_status(
+        4, {"baton": {"status": "RUNNING"}, "medical.medical-v1": {"status": "DEPLOY_FAILED"}}, wanted
+    )
+    assert failed["observedGeneration"] == 4 and failed["serviceStatus"] == ""
+
+
+@pytest.mark.parametrize(
+    ("filename", "default", "expected"),
+    [
+        ("v3.Q4_K_M.gguf", None, ("v3", "Q4_K_M")),
+        ("medical-v2.q8_0.gguf", None, ("medical-v2", "Q8_0")),
+        ("V4_Final.gguf", "TQ2_0", ("v4-final", "TQ2_0")),
+        ("v5.gguf", None, ("v5", None)),
+    ],
+)
+def test_release_names(filename, default, expected) -> None:
+    assert version_and_quantization(filename, default) == expected
+
+
+def test_directory_discovery_pins_digests(tmp_path: Path) -> None:
+    (tmp_path / "v2.Q8_0.gguf").write_bytes(b"GGUF-two")
+    (tmp_path / "v3.gguf").write_bytes(b"GGUF-three")  # no quantization known: skipped
+    source = ModelSource.model_validate(
+        {
+            "apiVersion": "baton.dev/v1alpha1",
+            "kind": "ModelSource",
+            "metadata": {"name": "drops", "namespace": "ns"},
+            "spec": {"deployment": "medical", "directory": {"path": str(tmp_path)}},
+        }
+    )
+    (release,) = discover(source, DigestCache())
+    assert (release.version, release.quantization, release.size_bytes) == ("v2", "Q8_0", 8)
+    assert release.digest == "sha256:" + hashlib.sha256(b"GGUF-two").hexdigest()
+    manifest = candidate_manifest(
+        {"metadata": {"name": "drops", "namespace": "ns", "uid": "u"}, "spec": {"deployment": "medical"}},
+        release,
+    )
+    assert manifest["metadata"]["name"] == "medical-v2"
+    assert manifest["spec"]["artifact"] == {
+        "uri": release.uri,
+        "digest": release.digest,
+        "quantization": "Q8_0",
+        "sizeBytes": 8,
+    }
+
+
+def _canary_outcome(metrics: list[dict], before: Counts, after: Counts):
+    resource = deployment(analysis={"metrics": metrics})
+    action = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z")
+    return online_outcome(resource, action, before, after)
+
+
+def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_began() -> None:
+    metric = [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}]
+    before = Counts(requests={CANDIDATE: 100}, errors={CANDIDATE: 0})
+    outcome, requests = _canary_outcome(
+        metric, before, Counts(requests={CANDIDATE: 120}, errors={CANDIDATE: 5})
+    )
+    assert (outcome.verdict, requests) == (Verdict.REJECT, 20)
+    outcome, _ = _canary_outcome(metric, before, Counts(requests={CANDIDATE: 120}, errors={CANDIDATE: 0}))
+    assert outcome.verdict == Verdict.PROMOTE
+
+
+def test_online_gate_fails_closed_without_data_or_without_prometheus() -> None:
+    nothing = Counts()
+    outcome, requests = _canary_outcome(
+        [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}], nothing, nothing
+    )
+    assert (outcome.verdict, requests) == (Verdict.INCONCLUSIVE, 0)
+    prometheus = [{"name": "ttft", "kind": "latency", "provider": "prometheus", "query": "x", "maxValue": 1}]
+    outcome, _ = _canary_outcome(prometheus, nothing, nothing)
+    assert outcome.verdict == Verdict.INCONCLUSIVE
+    outcome, _ = _canary_outcome([], nothing, nothing)
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoLiveMetrics")
