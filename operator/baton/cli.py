@@ -103,5 +103,15 @@ def generate(check: bool) -> None:
             click.echo(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
+def _add_cluster_commands() -> None:
+    from baton.k8s.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_cluster_commands()
+
+
 if __name__ == "__main__":
     main()
