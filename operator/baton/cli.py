@@ -103,6 +103,16 @@ def generate(check: bool) -> None:
             click.echo(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
+def _add_local_mode_commands() -> None:
+    from baton.local.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_local_mode_commands()
+
+
 def _add_cluster_commands() -> None:
     from baton.k8s.commands import COMMANDS
 

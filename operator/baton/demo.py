@@ -1,0 +1,344 @@
+"""The demo: the whole closed loop on one machine, with models whose quality is known in advance.
+
+`baton demo` (the README's `make demo`) builds or reuses the tiny domain models, serves the four
+domains through `baton up`'s runtime, sends synthetic client traffic, offers each domain a
+better `v2` by dropping its GGUF into the domain's release directory (it must be promoted) and
+then a regressed `v3` (it must be rejected), and ends with every decision and its evidence.
+It exits non-zero when a decision contradicts the ground truth or a client request failed,
+which is what the end-to-end test asserts.
+
+The shipped examples (`manifests/examples/`) are cluster manifests whose artifacts live on a
+volume; here they are rendered against the locally built models (real paths, real digests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from baton.api import Verdict
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+DOMAINS = ("medical", "construction", "aerospace", "software")
+QUANTIZATION = "Q8_0"
+# What each offered version must end in, known from how it was trained (baton_models.recipes).
+GROUND_TRUTH = {"v2": Verdict.PROMOTE, "v3": Verdict.REJECT}
+FINAL_PHASES = frozenset({"Promoted", "Rejected", "Inconclusive", "RolledBack", "Failed"})
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    state_dir: Path
+    port: int = 8000
+    fast: bool = False
+    domains: tuple[str, ...] | None = None
+    timeout_s: float = 1200.0
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    domain: str
+    version: str
+    path: Path
+    digest: str
+    size_bytes: int
+
+
+def build_models(
+    domains: Sequence[str], versions: Sequence[str], console: Console
+) -> dict[tuple[str, str], BuiltModel]:
+    """Build (or reuse from the cache) every model, with a progress bar: minutes cold, seconds warm."""
+    from baton_models import catalog
+
+    built: dict[tuple[str, str], BuiltModel] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("models", total=len(domains) * len(versions))
+        for domain in domains:
+            for version in versions:
+                progress.update(task, description=f"model {domain}-{version}.{QUANTIZATION}")
+                artifact = catalog.ensure(domain, version, QUANTIZATION)
+                built[(domain, version)] = BuiltModel(
+                    domain, version, artifact.path, artifact.digest, artifact.size_bytes
+                )
+                progress.advance(task)
+        progress.update(task, description="models ready")
+    return built
+
+
+def _example_documents() -> list[dict[str, Any]]:
+    documents = []
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        documents.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
+    return documents
+
+
+def _artifact(model: BuiltModel) -> dict[str, Any]:
+    return {
+        "uri": model.path.resolve().as_uri(),
+        "digest": f"sha256:{model.digest.removeprefix('sha256:')}",
+        "quantization": QUANTIZATION,
+        "sizeBytes": model.size_bytes,
+    }
+
+
+def _local_analysis(analysis: dict[str, Any]) -> dict[str, Any]:
+    """Prometheus metrics become in-process ones (no Prometheus on a laptop)."""
+    metrics = []
+    for metric in analysis.get("metrics", []):
+        if metric.get("provider") == "prometheus":
+            metric = {key: value for key, value in metric.items() if key not in ("provider", "query")}
+        metrics.append(metric)
+    return analysis | {"metrics": metrics}
+
+
+def render_resources(
+    target: Path,
+    models: dict[tuple[str, str], BuiltModel],
+    domains: Iterable[str],
+    *,
+    releases: Path | None,
+    include_candidates: bool,
+    fast: bool,
+    benchmark_items: int | None = None,
+) -> Path:
+    """Write the example resources with the built models' paths and digests into `target`.
+
+    `releases` adds a ModelSource per domain polling `releases/<domain>/`; `fast` shortens the
+    canary (one step at 50 % for a few seconds) for the end-to-end test.
+    """
+    from baton_models.benchmarks import benchmarks
+
+    wanted = set(domains)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    rendered: dict[str, list[dict[str, Any]]] = {"pool": []}
+    for document in _example_documents():
+        kind, spec = document["kind"], document.get("spec", {})
+        if kind == "ModelPool":
+            rendered["pool"].append(document)
+        elif kind == "ModelDeployment" and spec["domain"] in wanted:
+            spec["model"]["artifact"] = _artifact(models[(spec["domain"], spec["model"]["version"])])
+            spec["analysis"] = _local_analysis(spec.get("analysis", {}))
+            if fast:
+                spec["rollout"] = spec.get("rollout", {}) | {
+                    "steps": [{"weight": 50, "pause": "4s", "minRequests": 4}]
+                }
+            rendered.setdefault(spec["domain"], []).append(document)
+        elif kind == "ModelCandidate" and include_candidates:
+            domain, version = spec["deployment"], spec["version"]
+            if domain in wanted and (domain, version) in models:
+                spec["artifact"] = _artifact(models[(domain, version)])
+                rendered.setdefault(domain, []).append(document)
+    for domain in sorted(wanted):
+        for suite in benchmarks(domain, benchmark_items) if benchmark_items else benchmarks(domain):
+            rendered.setdefault(domain, []).append(suite.to_wire())
+        if releases is not None:
+            folder = releases / domain
+            folder.mkdir(parents=True, exist_ok=True)
+            rendered[domain].append(
+                {
+                    "apiVersion": "baton.dev/v1alpha1",
+                    "kind": "ModelSource",
+                    "metadata": {"name": f"{domain}-releases"},
+                    "spec": {
+                        "deployment": domain,
+                        "directory": {"path": str(folder.resolve()), "pattern": "*.gguf"},
+                        "pollInterval": "1s",
+                        "quantization": QUANTIZATION,
+                    },
+                }
+            )
+    for name, documents in rendered.items():
+        header = "# Rendered by baton from manifests/examples with locally built models: edit freely.\n"
+        (target / f"{name}.yaml").write_text(
+            header + yaml.safe_dump_all(documents, sort_keys=False, width=120)
+        )
+    return target
+
+
+def render_example_resources(target: Path, console: Console) -> Path:
+    """What `baton up` serves when given no path: the examples, v1 champions and v2 candidates."""
+    models = build_models(DOMAINS, ("v1", "v2"), console)
+    return render_resources(
+        target, models, DOMAINS, releases=target.parent / "releases", include_candidates=True, fast=False
+    )
+
+
+def offer(release_dir: Path, model: BuiltModel) -> Path:
+    """Drop a release into a ModelSource directory the way a pipeline would: copy hidden, then rename."""
+    release_dir.mkdir(parents=True, exist_ok=True)
+    final = release_dir / model.path.name
+    partial = release_dir / f".{model.path.name}.partial"
+    shutil.copyfile(model.path, partial)
+    os.replace(partial, final)
+    return final
+
+
+def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
+    for candidate in runtime.candidates.values():
+        if candidate.spec.deployment == deployment and candidate.spec.version == version and candidate.status:
+            return str(candidate.status.phase)
+    return None
+
+
+def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
+    with console.status(what):
+        while not done():
+            if time.monotonic() > deadline:
+                console.log(f"[red]timed out waiting for: {what}[/red]")
+                return False
+            time.sleep(0.5)
+    return True
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the scripted demo; 0 when every decision matched the ground truth and no request failed."""
+    from baton.local.runtime import LocalRuntime, RuntimeOptions
+    from baton.local.store import LocalStore
+    from baton.local.traffic import TrafficGenerator, prompts_for
+    from baton.local.view import decisions_table, deployments_table
+
+    console = Console()
+    started = time.monotonic()
+    deadline = started + options.timeout_s
+    domains = tuple(options.domains or DOMAINS)
+    console.rule("baton demo: four domain models, replaced only when measurably better")
+    models = build_models(domains, ("v1", "v2", "v3"), console)
+    built_s = time.monotonic() - started
+    if options.state_dir.exists():
+        shutil.rmtree(options.state_dir)
+    store = LocalStore(options.state_dir)
+    releases = options.state_dir / "releases"
+    resources = render_resources(
+        options.state_dir / "resources",
+        models,
+        domains,
+        releases=releases,
+        include_candidates=False,
+        fast=options.fast,
+        benchmark_items=40 if options.fast else None,
+    )
+    console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
+    runtime = LocalRuntime.prepare(
+        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
+        store,
+        console,
+    )
+    traffic = None
+    try:
+        runtime.start()
+        serving = _wait(
+            console,
+            "champions v1 loading",
+            lambda: (
+                all(str(d.status.phase) == "Serving" for d in runtime.deployments.values() if d.status)
+                and all(d.status for d in runtime.deployments.values())
+            ),
+            deadline,
+        )
+        console.print(deployments_table(runtime.deployments.values()))
+        _print_how_to_call(console, runtime.endpoint, domains[0])
+        prompts = prompts_for(domains, per_domain=25)
+        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=2, pause_seconds=0.05).start()
+        ok = serving
+        for version in ("v2", "v3"):
+            if not ok:
+                break
+            for domain in domains:
+                offer(releases / domain, models[(domain, version)])
+            console.log(f"offered {version} to {', '.join(domains)} (dropped into {releases}/<domain>/)")
+            ok = _wait(
+                console,
+                f"{version}: benchmark, canary and decision",
+                lambda v=version: all((_phase_of(runtime, d, v) or "") in FINAL_PHASES for d in domains),
+                deadline,
+            )
+            console.print(deployments_table(runtime.deployments.values()))
+        report = traffic.stop()
+        traffic = None
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        runtime.stop()
+    decisions = store.decisions()
+    console.print(decisions_table(decisions, title="every decision and its evidence"))
+    mismatches = ground_truth_mismatches(decisions, domains)
+    console.log(f"client traffic: {report.summary()}")
+    for failure in report.failures[:10]:
+        console.log(f"[red]failed request: {failure}[/red]")
+    elapsed = time.monotonic() - started
+    console.log(f"demo took {elapsed:.0f} s ({built_s:.0f} s building or loading models)")
+    _write_report(options.state_dir / "demo-report.json", decisions, mismatches, report, elapsed, built_s)
+    if mismatches or report.failures or not ok:
+        for mismatch in mismatches:
+            console.log(f"[red]{mismatch}[/red]")
+        console.rule("[red]demo FAILED[/red]")
+        return 1
+    console.rule(
+        "[green]demo passed: every decision matches the ground truth, no client request failed[/green]"
+    )
+    return 0
+
+
+def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Iterable[str]) -> list[str]:
+    """Each domain must have exactly one final decision per offered version, with the known verdict."""
+    problems = []
+    for domain in domains:
+        for version, expected in GROUND_TRUTH.items():
+            found = [d for name, d in decisions if name == domain and d.candidate == version]
+            if len(found) != 1:
+                problems.append(f"{domain} {version}: {len(found)} final decisions, expected 1")
+            elif found[0].verdict != expected:
+                problems.append(
+                    f"{domain} {version}: {found[0].verdict} ({found[0].reason}), expected {expected}: "
+                    f"{found[0].message}"
+                )
+    return problems
+
+
+def _write_report(
+    path: Path,
+    decisions: Sequence[tuple[str, Any]],
+    mismatches: list[str],
+    report: Any,
+    elapsed: float,
+    built: float,
+) -> None:
+    """What the end-to-end test and the docs' timings read: decisions, traffic and durations."""
+    body = {
+        "decisions": [{"deployment": name, **decision.to_wire()} for name, decision in decisions],
+        "mismatches": mismatches,
+        "traffic": {
+            "total": report.total,
+            "failures": report.failures,
+            "answered": [
+                {"deployment": deployment, "revision": revision, "count": count}
+                for (deployment, revision), count in sorted(report.answered.items())
+            ],
+        },
+        "elapsedSeconds": round(elapsed, 1),
+        "modelsSeconds": round(built, 1),
+    }
+    path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _print_how_to_call(console: Console, endpoint: str, domain: str) -> None:
+    console.print(
+        f"[bold]While the demo runs, call it like any OpenAI endpoint:[/bold]\n"
+        f"  curl -s {endpoint}/chat/completions -H 'Content-Type: application/json' "
+        f'-d \'{{"model": "{domain}", "messages": [{{"role": "user", "content": "..."}}]}}\' -i\n'
+        f"  baton status -w --state-dir <state dir>   (another terminal)\n"
+        f"  see docs/quickstart.md for the openai client and a JSON-schema structured-output request"
+    )

@@ -1,0 +1,178 @@
+"""The local-mode subcommands of `baton`: up, status, candidate add, demo.
+
+Thin: each parses its options, calls library code and turns a known failure (bad YAML, a file
+that cannot become a candidate) into a message on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from baton.local.store import LocalStore, default_state_dir
+
+STATE_DIR_OPTION = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where local mode keeps status and added candidates [default: $BATON_CACHE/local].",
+)
+
+
+def _store(state_dir: Path | None) -> LocalStore:
+    return LocalStore(state_dir or default_state_dir())
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@STATE_DIR_OPTION
+@click.option(
+    "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
+)
+@click.option(
+    "--prometheus-url", default=None, help="Query this Prometheus instead of the in-process metrics."
+)
+@click.option("--fresh", is_flag=True, help="Forget stored status and added candidates before starting.")
+def up(
+    paths: tuple[Path, ...], state_dir: Path | None, port: int, prometheus_url: str | None, fresh: bool
+) -> None:
+    """Run the closed loop on this machine: serve every deployment and roll out new candidates.
+
+    PATHS are YAML files or directories of baton resources (the same a cluster takes). Without
+    PATHS, the shipped examples are rendered against the locally built demo models. Stop with
+    Ctrl-C; the next `baton up` resumes from the stored state.
+    """
+    from baton.local.loader import ResourceLoadError
+    from baton.local.runtime import LocalRuntime, RuntimeOptions
+
+    store = _store(state_dir)
+    try:
+        runtime = LocalRuntime.prepare(
+            RuntimeOptions(paths=list(paths), port=port, prometheus_url=prometheus_url, fresh=fresh), store
+        )
+    except ResourceLoadError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    runtime.run_until_interrupted()
+
+
+@click.command()
+@STATE_DIR_OPTION
+@click.option("-w", "--watch", is_flag=True, help="Keep the table on screen and refresh it every second.")
+def status(state_dir: Path | None, watch: bool) -> None:
+    """Deployments with champion, candidate, phase, weight and the last decision with its evidence."""
+    from rich.console import Console
+    from rich.live import Live
+
+    store = _store(state_dir)
+    console = Console()
+    if not watch:
+        console.print(_status_view(store))
+        return
+    try:
+        with Live(_status_view(store), console=console, refresh_per_second=2, screen=False) as live:
+            while True:
+                time.sleep(1)
+                live.update(_status_view(store))
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_view(store: LocalStore) -> object:
+    from baton.api import ModelCandidate, ModelDeployment
+    from baton.local.view import status_view
+
+    running = store.read_running()
+    if running and not _alive(running.get("pid")):
+        running = None
+    return status_view(
+        [ModelDeployment.model_validate(o) for o in store.objects("ModelDeployment")],
+        [ModelCandidate.model_validate(o) for o in store.objects("ModelCandidate")],
+        running,
+    )
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@click.group()
+def candidate() -> None:
+    """Offer new model versions to a deployment."""
+
+
+@candidate.command("add")
+@click.argument("deployment")
+@click.argument("gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--version", default=None, help="Version name [default: from the file name, e.g. medical-v2.gguf -> v2]."
+)
+@click.option(
+    "--quantization", default=None, help="Weight format [default: from the file name, e.g. .Q8_0.gguf]."
+)
+@STATE_DIR_OPTION
+def candidate_add(
+    deployment: str, gguf: Path, version: str | None, quantization: str | None, state_dir: Path | None
+) -> None:
+    """Offer GGUF as a new version of DEPLOYMENT; a running `baton up` evaluates it on its own."""
+    from baton.api import Quantization
+    from baton.local.discovery import DiscoveryError, candidate_for_file
+
+    store = _store(state_dir)
+    if store.read_object("ModelDeployment", deployment) is None:
+        click.echo(
+            f"no deployment {deployment!r} in {store.state_dir} (start it with `baton up` first)", err=True
+        )
+        sys.exit(1)
+    try:
+        offered = candidate_for_file(
+            deployment,
+            gguf,
+            version=version,
+            quantization=Quantization(quantization) if quantization else None,
+        )
+    except (DiscoveryError, ValueError) as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    path = store.add_candidate(offered)
+    click.echo(
+        f"modelcandidate/{offered.metadata.name} created ({offered.spec.artifact.digest[:19]}…, {path}); "
+        "watch it with `baton status -w`"
+    )
+
+
+@click.command()
+@STATE_DIR_OPTION
+@click.option(
+    "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
+)
+@click.option(
+    "--fast", is_flag=True, help="Shorter canary pauses and less traffic (the end-to-end test's mode)."
+)
+@click.option("--domains", default=None, help="Comma-separated subset of the four demo domains.")
+def demo(state_dir: Path | None, port: int, fast: bool, domains: str | None) -> None:
+    """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
+    from baton.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        state_dir=state_dir or default_state_dir().with_name("demo"),
+        port=port,
+        fast=fast or os.environ.get("BATON_DEMO_FAST") == "1",
+        domains=tuple(domains.split(",")) if domains else None,
+    )
+    sys.exit(run_demo(options))
+
+
+COMMANDS = (up, status, candidate, demo)

@@ -1,0 +1,80 @@
+"""The local-mode commands refuse bad input with file and field, before anything starts."""
+
+import hashlib
+
+import pytest
+from click.testing import CliRunner
+
+from baton.cli import main
+
+pytestmark = pytest.mark.unit
+
+POOL = """\
+apiVersion: baton.dev/v1alpha1
+kind: ModelPool
+metadata:
+  name: cpu-small
+"""
+
+
+def deployment(uri: str, digest: str) -> str:
+    return f"""\
+apiVersion: baton.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: medical
+spec:
+  domain: medical
+  pool: cpu-small
+  model:
+    version: v1
+    artifact:
+      uri: {uri}
+      digest: {digest}
+      quantization: Q8_0
+"""
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_up_refuses_an_unknown_field_with_file_line_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(POOL + "spec:\n  acelerator: cpu\n")
+    result = run("up", str(path), "--state-dir", str(tmp_path / "state"))
+    assert result.exit_code == 1
+    assert f"{path}:6: ModelPool/cpu-small: spec.acelerator: Extra inputs are not permitted" in result.output
+    assert "nothing was started" in result.output
+    assert not (tmp_path / "state" / "up.json").exists()
+
+
+def test_up_refuses_a_champion_whose_bytes_do_not_match_the_digest(tmp_path):
+    model = tmp_path / "medical-v1.Q8_0.gguf"
+    model.write_bytes(b"GGUF not really")
+    wrong = "sha256:" + hashlib.sha256(b"other bytes").hexdigest()
+    path = tmp_path / "medical.yaml"
+    path.write_text(POOL + "---\n" + deployment(model.as_uri(), wrong))
+    result = run("up", str(path), "--state-dir", str(tmp_path / "state"))
+    assert result.exit_code == 1
+    assert (
+        f"{path}:17: ModelDeployment/medical: spec.model.artifact: {model.as_uri()}: digest mismatch"
+        in result.output
+    )
+
+
+def test_status_without_state_says_nothing_runs(tmp_path):
+    result = run("status", "--state-dir", str(tmp_path))
+    assert result.exit_code == 0
+    assert "baton up is not running" in result.output
+    assert "NAME" in result.output
+
+
+def test_candidate_add_needs_a_known_deployment(tmp_path):
+    model = tmp_path / "medical-v2.Q8_0.gguf"
+    model.write_bytes(b"GGUF")
+    result = CliRunner().invoke(
+        main, ["candidate", "add", "medical", str(model), "--state-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "no deployment 'medical'" in result.output
