@@ -13,8 +13,6 @@ A pool is several Serve applications, so each one can change without touching th
 through the declarative path KubeRay uses, so both behave the same way.
 """
 
-from __future__ import annotations
-
 import asyncio
 import json
 import logging

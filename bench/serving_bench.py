@@ -1,0 +1,241 @@
+"""baton's OpenAI endpoint against llama-cpp-python's own OpenAI server, same GGUF, same prompts.
+
+What it answers: how much does the Ray Serve data plane (proxy -> ingress -> engine replica) cost
+on top of llama.cpp itself? It prints p50/p99 time to first token and output tokens/s at 1 and 8
+concurrent streaming clients for both servers, and the ratios baton / llama_cpp.server, from one run.
+Goals: p50 TTFT ratio <= 1.10, throughput ratio >= 0.90.
+
+    python bench/serving_bench.py                       # the factory's medical v2 Q4_K_M
+    python bench/serving_bench.py --gguf /path/model.gguf --max-tokens 64
+
+The two servers run one after the other (never at the same time: they would share 2 cores), each
+with the same thread count and context size. Traffic goes to 127.0.0.1 only and is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+PROMPTS = [
+    "Summarise the triage note: 54 year old, chest pain radiating to the left arm since this morning.",
+    "Extract the material from: 12 m3 of C30/37 concrete for the ground floor slab.",
+    "Maintenance log: replaced the left main gear brake assembly after wear pin limit.",
+    "Bug report: the export button crashes the app since version 2.3 when the list is empty.",
+    "Triage: 8 year old with fever of 39.5 C for two days and a rash on the chest.",
+    "Spec line: 240 linear metres of 100 mm PVC drainage pipe with fittings.",
+    "Log: hydraulic pump B pressure fluctuating in cruise, pump replaced, leak check good.",
+    "Bug: login page times out for users with more than 50 saved sessions.",
+]
+
+
+@dataclass
+class Sample:
+    ttft_s: float
+    tokens: int
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    samples: list[Sample]
+    wall_s: float
+
+    def ttft_quantile(self, q: float) -> float:
+        values = sorted(sample.ttft_s for sample in self.samples)
+        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(sample.tokens for sample in self.samples) / self.wall_s
+
+
+async def one_request(
+    client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int
+) -> Sample:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter()
+    if first is None:
+        raise RuntimeError(f"{url}: a streamed answer had no content")
+    return Sample(ttft_s=first - started, tokens=tokens)
+
+
+async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> LevelResult:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for index in range(requests):
+        queue.put_nowait(PROMPTS[index % len(PROMPTS)])
+    samples: list[Sample] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            prompt = queue.get_nowait()
+            samples.append(await one_request(client, url, model, prompt, max_tokens))
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        await one_request(client, url, model, PROMPTS[0], max_tokens)  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return LevelResult(concurrency, samples, wall)
+
+
+def measure(url: str, model: str, levels: dict[int, int], max_tokens: int) -> dict[int, LevelResult]:
+    return {c: asyncio.run(run_level(url, model, c, n, max_tokens)) for c, n in levels.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+def bench_llama_cpp_server(gguf: Path, context: int, threads: int, levels: dict[int, int], max_tokens: int):
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(context), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        "--model_alias", "bench", "--verbose", "false",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
+        return measure(f"http://127.0.0.1:{port}", "bench", levels, max_tokens)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def bench_baton(gguf: Path, digest: str, context: int, threads: int, levels: dict[int, int], max_tokens: int):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import serve
+
+    from baton_serving.app import INGRESS_APP, apply_serve_config, render_serve_config, wait_until_running
+    from baton_serving.config import PoolConfig
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        revision = {
+            "name": "bench",
+            "artifact": {"uri": str(gguf), "digest": digest, "size_bytes": gguf.stat().st_size},
+            "context_length": context,
+            "threads": threads,
+            "resources": {"num_cpus": 1},
+        }
+        pool = PoolConfig.model_validate(
+            {
+                "pool": "bench",
+                "deployments": [
+                    {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
+                ],
+            }
+        )
+        apply_serve_config(render_serve_config(pool))
+        wait_until_running([INGRESS_APP, "bench.bench"], 300)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while not httpx.get(f"{url}/v1/baton/revisions", timeout=30).json()["bench"]["bench"]["ready"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("baton engine not ready")
+            time.sleep(0.5)
+        return measure(url, "bench", levels, max_tokens)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def default_gguf() -> Path:
+    from baton_models import catalog
+
+    return catalog.ensure("medical", "v2", "Q4_K_M").path
+
+
+def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict:
+    rows = {}
+    print(f"{'':24}{'baton':>12}{'llama_cpp':>12}{'ratio':>10}")
+    for concurrency in baton:
+        b, ll = baton[concurrency], llama[concurrency]
+        metrics = {
+            "p50 TTFT ms": (b.ttft_quantile(0.5) * 1e3, ll.ttft_quantile(0.5) * 1e3),
+            "p99 TTFT ms": (b.ttft_quantile(0.99) * 1e3, ll.ttft_quantile(0.99) * 1e3),
+            "tokens/s": (b.tokens_per_s, ll.tokens_per_s),
+        }
+        for name, (ours, theirs) in metrics.items():
+            label = f"c={concurrency} {name}"
+            rows[label] = {
+                "baton": round(ours, 2),
+                "llama_cpp": round(theirs, 2),
+                "ratio": round(ours / theirs, 3),
+            }
+            print(f"{label:24}{ours:12.2f}{theirs:12.2f}{ours / theirs:10.3f}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gguf", type=Path, help="GGUF to serve (default: the factory's medical v2 Q4_K_M)")
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    gguf = args.gguf or default_gguf()
+    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    levels = {1: args.requests, 8: max(args.requests, 16)}
+    size_mb = gguf.stat().st_size / 1e6
+    print(f"model {gguf} ({size_mb:.1f} MB), {args.threads} threads, max_tokens {args.max_tokens}")
+    llama = bench_llama_cpp_server(gguf, args.context, args.threads, levels, args.max_tokens)
+    baton = bench_baton(gguf, digest, args.context, args.threads, levels, args.max_tokens)
+    rows = report(baton, llama)
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(gguf), "results": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

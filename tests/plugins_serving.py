@@ -1,0 +1,91 @@
+"""pytest fixtures for data-plane tests: one local Ray Serve per session, pools deployed for real.
+
+`local_serve` starts Ray (2 CPUs, no dashboard, loopback) and Serve's HTTP proxy on a free port
+once per session; Ray start-up is slow on a loaded 2-core machine, so every test shares it.
+`local_serve.deploy(pool)` applies the same rendered config KubeRay would get and waits until every
+revision has either loaded or been refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from baton_serving.app import (
+    ENGINE_DEPLOYMENT,
+    INGRESS_APP,
+    apply_serve_config,
+    render_serve_config,
+    wait_until_running,
+)
+from baton_serving.config import PoolConfig, engine_app_name
+
+DEPLOY_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LocalServe:
+    """A running local Ray Serve; `url` is the OpenAI base (without `/v1`)."""
+
+    url: str
+
+    def deploy(self, pool: PoolConfig, timeout_s: float = DEPLOY_TIMEOUT_S) -> dict[str, Any]:
+        """Apply `pool`; return `/v1/baton/revisions` once every revision is ready or refused."""
+        apply_serve_config(render_serve_config(pool))
+        names = [INGRESS_APP] + [
+            engine_app_name(d.name, r.name) for d in pool.deployments for r in d.revisions
+        ]
+        wait_until_running(names, timeout_s)
+        expected = {d.name: {r.name for r in d.revisions} for d in pool.deployments}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = httpx.get(f"{self.url}/v1/baton/revisions", timeout=30).json()
+            settled = {
+                deployment: {name for name, state in revisions.items() if state["ready"] or state["error"]}
+                for deployment, revisions in status.items()
+            }
+            if settled == expected:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"revisions not settled after {timeout_s:.0f} s: {status}")
+            time.sleep(0.5)
+
+    @staticmethod
+    def engine_status(deployment: str, revision: str) -> dict[str, Any]:
+        """The live status (pid, replica id) of one revision's engine replica, asked directly."""
+        from ray import serve
+
+        handle = serve.get_deployment_handle(
+            ENGINE_DEPLOYMENT, app_name=engine_app_name(deployment, revision)
+        )
+        return handle.status.remote().result(timeout_s=60)
+
+
+@pytest.fixture(scope="session")
+def local_serve() -> Iterator[LocalServe]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield LocalServe(url=f"http://127.0.0.1:{port}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,83 @@
+"""Artifacts are refused unless their digest matches and their GGUF structure is whole."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baton_serving.artifacts import (
+    GGML_BLOCK_LAYOUT,
+    ArtifactError,
+    DigestMismatchError,
+    InvalidGGUFError,
+    fetch_verified,
+)
+
+pytestmark = pytest.mark.unit
+
+gguf = pytest.importorskip("gguf")
+
+
+def write_gguf(path: Path) -> str:
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("test.answer", 42)
+    writer.add_array("test.list", ["a", "b"])
+    writer.add_tensor("weights", np.arange(1024, dtype=np.float32).reshape(4, 256))
+    writer.add_tensor("half", np.ones((2, 256), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_block_layouts_match_the_gguf_package():
+    for type_id, layout in GGML_BLOCK_LAYOUT.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)] == layout
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_a_whole_gguf_with_the_right_digest_is_accepted(tmp_path, as_uri):
+    model = tmp_path / "model.gguf"
+    digest = write_gguf(model)
+    uri = model.as_uri() if as_uri else str(model)
+    artifact = fetch_verified(uri, digest)
+    assert artifact.path == model
+    assert artifact.size_bytes == model.stat().st_size
+
+
+def test_a_wrong_digest_names_the_uri_and_both_digests(tmp_path):
+    model = tmp_path / "model.gguf"
+    actual = write_gguf(model)
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(DigestMismatchError) as error:
+        fetch_verified(str(model), wrong)
+    assert str(model) in str(error.value)
+    assert wrong in str(error.value) and actual in str(error.value)
+
+
+def test_a_truncated_gguf_is_refused_even_when_its_digest_was_pinned(tmp_path):
+    model = tmp_path / "model.gguf"
+    write_gguf(model)
+    model.write_bytes(model.read_bytes()[:-600])
+    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
+    with pytest.raises(InvalidGGUFError, match="truncated GGUF"):
+        fetch_verified(str(model), digest)
+
+
+def test_a_non_gguf_file_is_refused(tmp_path):
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"<html>mirror error page</html>")
+    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
+    with pytest.raises(InvalidGGUFError, match="not a readable GGUF"):
+        fetch_verified(str(model), digest)
+
+
+def test_missing_files_and_unknown_schemes_are_refused(tmp_path):
+    with pytest.raises(ArtifactError, match="no such file"):
+        fetch_verified(str(tmp_path / "absent.gguf"), "sha256:" + "0" * 64)
+    with pytest.raises(ArtifactError, match="unsupported scheme 's3'"):
+        fetch_verified("s3://bucket/model.gguf", "sha256:" + "0" * 64)
+    with pytest.raises(ArtifactError, match="not of the form"):
+        fetch_verified(str(tmp_path), "md5:abc")
