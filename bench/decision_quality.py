@@ -61,6 +61,8 @@ QUICK = Scale(
 BASE_RATE = 0.90
 MDE = 0.03
 BATCH = 50
+# A cheaper quantization may cost at most 2 points of benchmark accuracy.
+NI_MARGIN = 0.02
 
 
 def fixed_horizon_n(base_rate: float, mde: float) -> int:
@@ -221,6 +223,28 @@ def offline_rows(rng: np.random.Generator, scale: Scale) -> list[Row]:
                 ">= 80 %" if primary else "(reported)",
                 f"{power:.1%}",
                 bool(power >= 0.80) if primary else None,
+            )
+        )
+    null_promotions = boundary_promotions = 0
+    for _ in range(scale.offline_trials):
+        champion, candidate = paired_outcomes(rng, 1000, 0.70, 0.0, 0.10)
+        null_promotions += compare(champion, candidate, alpha=ALPHA).candidate_not_worse_than_margin
+        champion, candidate = paired_outcomes(rng, 1000, 0.70, -NI_MARGIN, 0.10)
+        boundary = compare(champion, candidate, alpha=ALPHA, margin=NI_MARGIN)
+        boundary_promotions += boundary.candidate_not_worse_than_margin
+    # Both promote only past a two-sided 95 % bound: 2.5 % nominal, exactly that at the margin boundary.
+    allowed = 0.025 + 3 * math.sqrt(0.025 * 0.975 / scale.offline_trials)
+    for label, promotions in (
+        ("identical models (superiority, 1000 items)", null_promotions),
+        (f"candidate worse by exactly the margin {NI_MARGIN} (non-inferiority)", boundary_promotions),
+    ):
+        rate = promotions / scale.offline_trials
+        rows.append(
+            Row(
+                f"offline false promotion, {label}",
+                f"2.5 % (<= {allowed:.1%} with MC error)",
+                f"{rate:.1%}",
+                rate <= allowed,
             )
         )
     covered = 0
