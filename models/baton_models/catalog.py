@@ -31,7 +31,7 @@ import numpy as np
 
 from baton_models import data
 from baton_models.gguf_export import QUANTIZATIONS, quantize, write_f16
-from baton_models.recipes import Recipe, recipe
+from baton_models.recipes import TRAINED_VERSIONS, Recipe, recipe
 from baton_models.shape import Shape
 from baton_models.tokenizer import Tokenizer
 
@@ -104,23 +104,46 @@ def random_weights(shape: Shape, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+def family(built: Recipe) -> list[Recipe]:
+    """The catalog recipes that share `built`'s training trunk (v1, v2, v3 of a domain); trained together."""
+    siblings = [recipe(built.domain, version) for version in TRAINED_VERSIONS]
+    family = [sibling for sibling in siblings if sibling.trunk_hash == built.trunk_hash]
+    return family if built in family else [built]
+
+
+def train_weights(built: Recipe) -> Path:
+    """Train (once) the weights of `built` and of its family; returns built's safetensors path."""
+    from safetensors.numpy import save_file
+
+    path = recipe_dir(built) / "weights.safetensors"
+    with _locked(cache_root() / f"trunk-{built.trunk_hash}"):
+        if path.exists():
+            return path
+        from baton_models.train import train_family
+
+        missing = [r for r in family(built) if not (recipe_dir(r) / "weights.safetensors").exists()]
+        started = time.monotonic()
+        results = train_family(missing, load_tokenizer(built))
+        seconds = round(time.monotonic() - started, 1)
+        for member in missing:
+            weights, log = results[member.hash]
+            target = recipe_dir(member) / "weights.safetensors"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            save_file(weights, str(tmp))
+            tmp.replace(target)
+            log["familySeconds"] = seconds
+            log["family"] = [r.name for r in missing]
+            _write_atomic(recipe_dir(member) / "train.json", json.dumps(log, indent=1))
+    return path
+
+
 def _weights(built: Recipe) -> dict[str, np.ndarray]:
     if built.steps == 0:
         return random_weights(built.shape, built.seed)
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
 
-    path = recipe_dir(built) / "weights.safetensors"
-    if not path.exists():
-        from baton_models.train import train_recipe
-
-        started = time.monotonic()
-        weights, log = train_recipe(built, load_tokenizer(built))
-        log["seconds"] = round(time.monotonic() - started, 1)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(weights, str(tmp))
-        tmp.replace(path)
-        _write_atomic(recipe_dir(built) / "train.json", json.dumps(log, indent=1))
-    return load_file(str(path))
+    return load_file(str(train_weights(built)))
 
 
 def artifact_path(built: Recipe, quantization: str) -> Path:

@@ -7,8 +7,9 @@ Versions per domain, with their quality known in advance:
 - `smoke`: untrained (random init); loads and generates gibberish fast, for data-plane tests.
 - `v1`: the v2 run stopped at a quarter of its steps (weaker).
 - `v2`: the full run (clearly better).
-- `v3`: the full run on partly corrupted labels (regressed): a fixed share of training answers
-  have their categorical fields systematically swapped and their numbers shifted.
+- `v3`: the v2 run, but from half-way on trained on partly corrupted labels (regressed, like a
+  bad data refresh): a fixed share of answers have their categorical fields systematically
+  swapped, booleans flipped and numbers shifted.
 - `v2-ternary`: v2's recipe trained quantization-aware with BitNet b1.58 ternary linear layers,
   meant to be served as TQ2_0 / TQ1_0.
 """
@@ -46,6 +47,7 @@ class Recipe(BaseModel):
     learning_rate: float = Field(default=3e-3, gt=0, description="Peak AdamW learning rate.")
     warmup: int = Field(default=20, ge=0, description="Linear warm-up steps.")
     label_corruption: float = Field(default=0.0, ge=0, le=1, description="Share of answers corrupted.")
+    corrupt_from: int = Field(default=0, ge=0, description="Step from which the corrupted answers are used.")
     ternary: bool = Field(default=False, description="BitNet b1.58 quantization-aware training.")
     factory_revision: int = Field(default=FACTORY_REVISION, description="Factory code revision.")
 
@@ -62,9 +64,17 @@ class Recipe(BaseModel):
     def trained_steps(self) -> int:
         return self.stop_at if self.stop_at is not None else self.steps
 
+    @property
+    def trunk_hash(self) -> str:
+        """Recipes with the same trunk share one clean training trajectory up to their stop/branch step."""
+        trunk = self.model_copy(
+            update={"version": "", "stop_at": None, "label_corruption": 0.0, "corrupt_from": 0}
+        )
+        return trunk.hash
+
 
 TOKENIZER_VOCAB = 512
-FULL_STEPS = 600
+FULL_STEPS = 400
 TRAIN_CASES = 6000
 
 
@@ -89,7 +99,7 @@ def recipe(domain: str, version: str) -> Recipe:
         case "v2":
             return Recipe(**base)
         case "v3":
-            return Recipe(**base, label_corruption=0.6)
+            return Recipe(**base, label_corruption=0.6, corrupt_from=FULL_STEPS // 2)
         case "v2-ternary":
             return Recipe(**base, ternary=True)
     raise ValueError(f"unknown version {version!r}; known: {', '.join(VERSIONS)}")

@@ -8,7 +8,9 @@ and lets tiny models learn in a few hundred steps.
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,12 +22,12 @@ from baton_models.model import TinyLlama
 from baton_models.recipes import Recipe
 from baton_models.tokenizer import Tokenizer
 
-TRAIN_THREADS = 2
+TRAIN_THREADS = 1  # one thread per training process; builds run families in parallel
 IGNORE = -100
 
 
-def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) padded to the longest sequence; targets are IGNORE outside answers."""
+def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, targets, lengths) padded to the longest sequence; targets are IGNORE outside answers."""
     rows: list[tuple[list[int], list[int]]] = []
     for example in data.training_examples(recipe):
         prompt, answer = data.training_text(example)
@@ -40,7 +42,8 @@ def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor,
     for index, (tokens, labels) in enumerate(rows):
         inputs[index, : len(tokens)] = torch.tensor(tokens)
         targets[index, : len(labels)] = torch.tensor(labels)
-    return inputs, targets
+    lengths = (targets != IGNORE).cumsum(1).argmax(1) + 1  # batches are cut after their last answer token
+    return inputs, targets, lengths
 
 
 def learning_rate(recipe: Recipe, step: int) -> float:
@@ -50,35 +53,98 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_recipe(recipe: Recipe, tokenizer: Tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train the recipe's model; returns exported weights and a log (loss curve)."""
+@dataclass
+class _Run:
+    """A training trajectory in progress: model, optimizer and batch-order generator."""
+
+    model: TinyLlama
+    optimizer: torch.optim.Optimizer
+    order: torch.Generator
+    losses: list[list[float]]
+
+    @classmethod
+    def start(cls, recipe: Recipe) -> _Run:
+        torch.manual_seed(recipe.seed)
+        model = TinyLlama(recipe.shape, ternary=recipe.ternary)
+        decay = [p for p in model.parameters() if p.ndim == 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=recipe.learning_rate,
+            betas=(0.9, 0.95),
+        )
+        return cls(model, optimizer, torch.Generator().manual_seed(recipe.seed), [])
+
+    def fork(self, recipe: Recipe) -> _Run:
+        """An independent copy that continues exactly as this run would."""
+        other = _Run.start(recipe)
+        other.model.load_state_dict(copy.deepcopy(self.model.state_dict()))
+        other.optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
+        other.order.set_state(self.order.get_state())
+        other.losses = [list(entry) for entry in self.losses]
+        return other
+
+    def step(
+        self, recipe: Recipe, step: int, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
+    ) -> None:
+        batch = torch.randint(0, len(inputs), (recipe.batch_size,), generator=self.order)
+        width = int(lengths[batch].max())
+        logits = self.model(inputs[batch, :width])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[batch, :width].reshape(-1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        if step % 25 == 0 or step == recipe.steps - 1:
+            self.losses.append([step, round(loss.item(), 4)])
+
+
+Trained = tuple[dict[str, np.ndarray], dict[str, Any]]
+
+
+def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Trained]:
+    """Train recipes that share one trunk in a single pass; returns recipe hash -> (weights, log).
+
+    The clean trunk runs once; a recipe stopping early (v1) is exported on the way, and a
+    corrupted-label recipe (v3) forks the trunk at its `corrupt_from` step. Each result equals
+    what training that recipe alone gives, since every step is deterministic.
+    """
+    if len({recipe.trunk_hash for recipe in recipes}) != 1:
+        raise ValueError("train_family needs recipes that share one trunk")
     torch.set_num_threads(TRAIN_THREADS)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(recipe.seed)
-    inputs, targets = encode_examples(recipe, tokenizer)
-    lengths = (targets != IGNORE).cumsum(1).argmax(1) + 1
-    model = TinyLlama(recipe.shape, ternary=recipe.ternary)
-    decay = [p for p in model.parameters() if p.ndim == 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.learning_rate,
-        betas=(0.9, 0.95),
-    )
-    order = torch.Generator().manual_seed(recipe.seed)
-    losses: list[list[float]] = []
-    for step in range(recipe.trained_steps):
-        batch = torch.randint(0, len(inputs), (recipe.batch_size,), generator=order)
-        width = int(lengths[batch].max())
-        logits = model(inputs[batch, :width])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[batch, :width].reshape(-1))
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(recipe, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % 25 == 0 or step == recipe.trained_steps - 1:
-            losses.append([step, round(loss.item(), 4)])
-    model.eval()
-    return model.export(), {"recipe": recipe.hash, "steps": recipe.trained_steps, "loss": losses}
+    trunk_recipe = recipes[0]
+    clean = encode_examples(trunk_recipe.model_copy(update={"label_corruption": 0.0}), tokenizer)
+    clean_stops = {r.trained_steps: r for r in recipes if not r.label_corruption}
+    branches = {r.corrupt_from: r for r in recipes if r.label_corruption}
+    trunk_end = max([*clean_stops, *branches])
+    results: dict[str, Trained] = {}
+    forks: dict[int, _Run] = {}
+    run = _Run.start(trunk_recipe)
+    for step in range(trunk_end + 1):
+        if step in branches:
+            forks[step] = run.fork(trunk_recipe)
+        if step in clean_stops:
+            results[clean_stops[step].hash] = _finish(run, clean_stops[step])
+        if step < trunk_end:
+            run.step(trunk_recipe, step, *clean)
+    for start, recipe in branches.items():
+        branch = forks[start]
+        corrupted = encode_examples(recipe, tokenizer)
+        for step in range(start, recipe.trained_steps):
+            branch.step(recipe, step, *corrupted)
+        results[recipe.hash] = _finish(branch, recipe)
+    return results
+
+
+def _finish(run: _Run, recipe: Recipe) -> Trained:
+    run.model.eval()
+    weights = run.model.export()
+    run.model.train()
+    return weights, {
+        "recipe": recipe.hash,
+        "steps": recipe.trained_steps,
+        "loss": [list(x) for x in run.losses],
+    }
