@@ -194,12 +194,13 @@ def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
 
 
 def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
-    with console.status(what):
-        while not done():
-            if time.monotonic() > deadline:
-                console.log(f"[red]timed out waiting for: {what}[/red]")
-                return False
-            time.sleep(0.5)
+    # Plain polling, no spinner: the benchmark runner's progress bars need the console's one live display.
+    console.log(f"waiting for: {what}")
+    while not done():
+        if time.monotonic() > deadline:
+            console.log(f"[red]timed out waiting for: {what}[/red]")
+            return False
+        time.sleep(0.5)
     return True
 
 

@@ -232,10 +232,13 @@ class LocalRuntime:
             self.store.clear_running()
 
     def run_until_interrupted(self) -> None:
-        """`baton up` in the foreground: a live status view until Ctrl-C (or SIGTERM), then a clean stop."""
-        from rich.live import Live
+        """`baton up` in the foreground until Ctrl-C (or SIGTERM), then a clean stop.
 
-        from baton.local.view import status_view
+        Events are logged as they happen and the deployments table is printed whenever a phase,
+        weight or revision changes; benchmark runs show progress bars (`baton status -w` in
+        another terminal gives a live table).
+        """
+        from baton.local.view import deployments_table
 
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
@@ -244,18 +247,31 @@ class LocalRuntime:
                 f"serving {', '.join(sorted(self.deployments))} at {self.endpoint}; "
                 f"state in {self.store.state_dir}; Ctrl-C stops"
             )
-            with Live(console=self.console, refresh_per_second=2, transient=False) as live:
-                while not self._stop.is_set():
-                    running = self.store.read_running()
-                    live.update(
-                        status_view(list(self.deployments.values()), list(self.candidates.values()), running)
-                    )
-                    time.sleep(0.5)
+            shown = None
+            while not self._stop.is_set():
+                current = self._summary()
+                if current != shown:
+                    self.console.print(deployments_table(list(self.deployments.values())))
+                    shown = current
+                time.sleep(0.5)
         except KeyboardInterrupt:
             self.console.log("stopping (Ctrl-C): the next `baton up` resumes from the stored state")
         finally:
             self.stop()
             signal.signal(signal.SIGTERM, previous)
+
+    def _summary(self) -> tuple:
+        return tuple(
+            (
+                name,
+                status.phase,
+                status.canary_weight,
+                status.champion.version if status.champion else None,
+                status.candidate.version if status.candidate else None,
+            )
+            for name, deployment in sorted(self.deployments.items())
+            if (status := deployment.status) is not None
+        )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
