@@ -47,9 +47,16 @@ class Evidence(BatonModel):
     ci_high: float | None = Field(default=None, description="Upper bound of the confidence interval of the effect.")
     p_value: float | None = Field(default=None, ge=0, le=1, description="p-value of a fixed-sample test.")
     e_value: float | None = Field(default=None, ge=0, description="e-value of an anytime-valid sequential test.")
-    alpha: float = Field(gt=0, lt=1, description="Significance level used.")
+    alpha: float | None = Field(
+        default=None, gt=0, lt=1, description="Significance level used (statistical tests only)."
+    )
     margin: float | None = Field(default=None, description="Non-inferiority margin used, if any.")
     threshold: float | None = Field(default=None, description="Threshold a metric was compared against, if any.")
+    value: float | None = Field(default=None, description="Observed value that was compared with `threshold`.")
+    n_clusters: int | None = Field(
+        default=None, ge=0, description="Independent item clusters (effective sample size of cluster-robust tests)."
+    )
+    looks: int | None = Field(default=None, ge=0, description="Interim looks a sequential test has taken.")
 
 
 class Decision(BatonModel):
