@@ -201,14 +201,17 @@ class ControlPlane:
             timeout=timeout,
         )
 
-    def apply(self, *paths: str | os.PathLike[str], timeout: float = 120.0) -> list[str]:
-        """`kubectl apply -f` each path (file or directory); returns the applied object names.
+    def apply(
+        self, *paths: str | os.PathLike[str], namespace: str | None = None, timeout: float = 120.0
+    ) -> list[str]:
+        """`kubectl apply -f` each path (file or directory), into `namespace` if given; returns object names.
 
         Waits until applied CustomResourceDefinitions are Established, so their kinds can be used next.
         Raises CalledProcessError (with kubectl's message) if the server refuses anything.
         """
         files = [arg for path in paths for arg in ("-f", str(path))]
-        result = self.kubectl("apply", *files, "-o", "name", timeout=timeout)
+        scope = ["--namespace", namespace] if namespace else []
+        result = self.kubectl("apply", *scope, *files, "-o", "name", timeout=timeout)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         names = result.stdout.split()

@@ -1,13 +1,15 @@
 """pytest fixtures for the real test bed: `kube` (one API server per session) and `prometheus` (a factory).
 
-A test that needs the cluster asks for `kube`; the first such test pays the start-up (seconds once the
-binaries are built), every later one reuses it. A missing binary or a server that does not start fails
-the test with the reason and the server's log, never a silent skip.
+A test that needs the cluster asks for `kube` (or `baton_crds`: the same, with baton's CRDs installed);
+the first such test pays the start-up (seconds once the binaries are built), every later one reuses it.
+A missing binary or a server that does not start fails the test with the reason and the server's log,
+never a silent skip.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.controlplane import ControlPlane
 from tests.testbed.processes import StartupError
 from tests.testbed.prometheus import Prometheus
+
+CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,16 @@ def kube(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
         if failed:
             print(f"\ntest-bed control plane logs (kept in {plane.logs}):\n{plane.log_tails()}")
         plane.stop(remove_workdir=not failed)
+
+
+@pytest.fixture(scope="session")
+def baton_crds(kube: ControlPlane) -> ControlPlane:
+    """`kube` with baton's CRDs (manifests/crds/) installed and Established."""
+    try:
+        kube.apply(CRDS)
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"the API server refused {CRDS}: {error.stderr}", pytrace=False)
+    return kube
 
 
 @pytest.fixture
