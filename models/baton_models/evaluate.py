@@ -9,6 +9,7 @@ scorer carries a JSON schema decoded under that schema's grammar (the runner sen
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,12 +20,19 @@ from baton_models.benchmarks import benchmarks
 from baton_models.gguf_export import render_prompt
 
 
+def threads() -> int:
+    """llama.cpp threads: 2 (the machine), or 1 inside a parallel build worker."""
+    return int(os.environ.get("BATON_MODELS_THREADS", "2"))
+
+
 @contextmanager
 def loaded(path: Path, context: int = 256) -> Iterator[object]:
-    """A llama.cpp model on 2 threads, closed on exit."""
+    """A llama.cpp model, closed on exit."""
     from llama_cpp import Llama
 
-    model = Llama(model_path=str(path), n_ctx=context, n_threads=2, n_batch=context, seed=0, verbose=False)
+    model = Llama(
+        model_path=str(path), n_ctx=context, n_threads=threads(), n_batch=context, seed=0, verbose=False
+    )
     try:
         yield model
     finally:

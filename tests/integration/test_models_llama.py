@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 # Measured margins are larger (docs/models.md); these are the floors the ground truth must clear.
 V2_OVER_V1 = 0.10
 V1_OVER_V3 = 0.05
+TERNARY_QAT_FLOOR = 0.95  # QAT ternary (TQ2_0) vs the same recipe trained in full precision (F16)
 
 
 def test_smoke_model_loads_and_generates(smoke_gguf: catalog.Artifact) -> None:
@@ -129,3 +130,11 @@ def test_export_is_proven_by_matching_logits() -> None:
     tolerance = 0.02 * float(expected.max() - expected.min())
     assert np.abs(actual - expected).max() < tolerance
     assert (actual.argmax(-1) == expected.argmax(-1)).mean() > 0.97
+
+
+def test_ternary_qat_holds_quality_where_post_training_ternary_collapses() -> None:
+    f16 = _mean_score(catalog.ensure("software", "v2", "F16"))
+    qat = _mean_score(catalog.ensure("software", "v2-ternary", "TQ2_0"))
+    post = _mean_score(catalog.ensure("software", "v2", "TQ2_0"))
+    assert qat >= TERNARY_QAT_FLOOR * f16, (qat, f16)
+    assert post <= 0.5 * f16, (post, f16)
