@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,6 +104,9 @@ class LocalServe:
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # ray.init replaces the SIGTERM handler with one that aborts the process; keep the caller's,
+        # so SIGTERM stops `baton up` as cleanly as Ctrl-C does.
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             address="local",
             num_cpus=max(4, os.cpu_count() or 2),
@@ -110,6 +115,8 @@ class LocalServe:
             configure_logging=False,
             namespace="baton-local",
         )
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
         serve.start(http_options={"host": "127.0.0.1", "port": self.port})
 
     def apply(self, config: PoolConfig) -> None:

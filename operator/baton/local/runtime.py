@@ -255,7 +255,7 @@ class LocalRuntime:
                     shown = current
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            self.console.log("stopping (Ctrl-C): the next `baton up` resumes from the stored state")
+            self.console.log("stopping: the next `baton up` resumes from the stored state")
         finally:
             self.stop()
             signal.signal(signal.SIGTERM, previous)
