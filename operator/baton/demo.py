@@ -33,6 +33,13 @@ DOMAINS = ("medical", "construction", "aerospace", "software")
 QUANTIZATION = "Q8_0"
 # What each offered version must end in, known from how it was trained (baton_models.recipes).
 GROUND_TRUTH = {"v2": Verdict.PROMOTE, "v3": Verdict.REJECT}
+# The examples' canary (minutes at 10 % and 50 %) suits production traffic; two synthetic clients
+# spread over four domains reach a step's request count in seconds with these.
+DEMO_STEPS = [
+    {"weight": 20, "pause": "8s", "minRequests": 5},
+    {"weight": 50, "pause": "8s", "minRequests": 10},
+]
+FAST_STEPS = [{"weight": 50, "pause": "4s", "minRequests": 4}]
 FINAL_PHASES = frozenset({"Promoted", "Rejected", "Inconclusive", "RolledBack", "Failed"})
 
 
@@ -114,8 +121,8 @@ def render_resources(
 ) -> Path:
     """Write the example resources with the built models' paths and digests into `target`.
 
-    `releases` adds a ModelSource per domain polling `releases/<domain>/`; `fast` shortens the
-    canary (one step at 50 % for a few seconds) for the end-to-end test.
+    `releases` adds a ModelSource per domain polling `releases/<domain>/`. The canary is shortened
+    to what the demo's traffic fills in seconds (`fast`: one step, for the end-to-end test).
     """
     from baton_models.benchmarks import benchmarks
 
@@ -131,10 +138,7 @@ def render_resources(
         elif kind == "ModelDeployment" and spec["domain"] in wanted:
             spec["model"]["artifact"] = _artifact(models[(spec["domain"], spec["model"]["version"])])
             spec["analysis"] = _local_analysis(spec.get("analysis", {}))
-            if fast:
-                spec["rollout"] = spec.get("rollout", {}) | {
-                    "steps": [{"weight": 50, "pause": "4s", "minRequests": 4}]
-                }
+            spec["rollout"] = spec.get("rollout", {}) | {"steps": FAST_STEPS if fast else DEMO_STEPS}
             rendered.setdefault(spec["domain"], []).append(document)
         elif kind == "ModelCandidate" and include_candidates:
             domain, version = spec["deployment"], spec["version"]
