@@ -8,8 +8,10 @@ Goals: p50 TTFT ratio <= 1.10, throughput ratio >= 0.90.
     python bench/serving_bench.py                       # the factory's medical v2 Q4_K_M
     python bench/serving_bench.py --gguf /path/model.gguf --max-tokens 64
 
-The two servers run one after the other (never at the same time: they would share 2 cores), each
-with the same thread count and context size. Traffic goes to 127.0.0.1 only and is bounded.
+Both servers are up for the whole run but only one is asked at a time (they would share 2 cores);
+rounds alternate which goes first, so load from elsewhere on the machine hits both alike. Same
+thread count, context size, prompts and greedy decoding. Traffic goes to 127.0.0.1 only and is
+bounded (rounds x levels x requests).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,10 +112,6 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
     return LevelResult(concurrency, samples, wall)
 
 
-def measure(url: str, model: str, levels: dict[int, int], max_tokens: int) -> dict[int, LevelResult]:
-    return {c: asyncio.run(run_level(url, model, c, n, max_tokens)) for c, n in levels.items()}
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -130,24 +130,28 @@ def wait_http(url: str, timeout_s: float) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
 
 
-def bench_llama_cpp_server(gguf: Path, context: int, threads: int, levels: dict[int, int], max_tokens: int):
+@contextmanager
+def llama_cpp_server(gguf: Path, context: int, threads: int) -> Iterator[str]:
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(context), "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--model_alias", "bench", "--verbose", "false",
+        # By default a new request interrupts the one streaming: that is not serving 8 clients.
+        "--interrupt_requests", "false",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
-        return measure(f"http://127.0.0.1:{port}", "bench", levels, max_tokens)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def bench_baton(gguf: Path, digest: str, context: int, threads: int, levels: dict[int, int], max_tokens: int):
+@contextmanager
+def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -166,14 +170,8 @@ def bench_baton(gguf: Path, digest: str, context: int, threads: int, levels: dic
             "threads": threads,
             "resources": {"num_cpus": 1},
         }
-        pool = PoolConfig.model_validate(
-            {
-                "pool": "bench",
-                "deployments": [
-                    {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
-                ],
-            }
-        )
+        deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
+        pool = PoolConfig.model_validate({"pool": "bench", "deployments": [deployment]})
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)
         url = f"http://127.0.0.1:{port}"
@@ -182,10 +180,25 @@ def bench_baton(gguf: Path, digest: str, context: int, threads: int, levels: dic
             if time.monotonic() > deadline:
                 raise TimeoutError("baton engine not ready")
             time.sleep(0.5)
-        return measure(url, "bench", levels, max_tokens)
+        yield url
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def interleaved(urls: dict[str, str], levels: dict[int, int], rounds: int, max_tokens: int):
+    """Alternate the servers round by round, so load from elsewhere on the machine hits both alike."""
+    results: dict[str, dict[int, LevelResult]] = {
+        name: {c: LevelResult(c, [], 0.0) for c in levels} for name in urls
+    }
+    for index in range(rounds):
+        order = list(urls) if index % 2 == 0 else list(reversed(urls))
+        for name in order:
+            for concurrency, requests in levels.items():
+                level = asyncio.run(run_level(urls[name], "bench", concurrency, requests, max_tokens))
+                results[name][concurrency].samples.extend(level.samples)
+                results[name][concurrency].wall_s += level.wall_s
+    return results["baton"], results["llama_cpp"]
 
 
 def default_gguf() -> Path:
@@ -219,9 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, help="GGUF to serve (default: the factory's medical v2 Q4_K_M)")
     parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="decode threads (1 is robust on a busy machine)"
+    )
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level and round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating which server goes first")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -230,8 +246,13 @@ def main() -> None:
     levels = {1: args.requests, 8: max(args.requests, 16)}
     size_mb = gguf.stat().st_size / 1e6
     print(f"model {gguf} ({size_mb:.1f} MB), {args.threads} threads, max_tokens {args.max_tokens}")
-    llama = bench_llama_cpp_server(gguf, args.context, args.threads, levels, args.max_tokens)
-    baton = bench_baton(gguf, digest, args.context, args.threads, levels, args.max_tokens)
+    with (
+        llama_cpp_server(gguf, args.context, args.threads) as llama_url,
+        baton_pool(gguf, digest, args.context, args.threads) as baton_url,
+    ):
+        baton, llama = interleaved(
+            {"baton": baton_url, "llama_cpp": llama_url}, levels, args.rounds, args.max_tokens
+        )
     rows = report(baton, llama)
     if args.json:
         args.json.write_text(json.dumps({"model": str(gguf), "results": rows}, indent=1))

@@ -66,6 +66,9 @@ REVISION_HEADER = "X-Baton-Revision"
 INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
 STATUS_PROBE_TIMEOUT_S = 10.0
+VLLM_NOT_ROUTED = (
+    "vLLM revisions are served by Ray Serve LLM's own OpenAI application, not routed by the baton ingress"
+)
 
 
 class EngineUnavailableError(RuntimeError):
@@ -103,6 +106,16 @@ class _StreamEnd:
 @dataclass(frozen=True)
 class _StreamFailure:
     error: BaseException
+
+
+def _has_output(chunk: dict[str, Any]) -> bool:
+    """Whether a stream chunk carries generated text or ends the choice (not just the role)."""
+    if not chunk["choices"]:
+        return True
+    choice = chunk["choices"][0]
+    return bool(
+        (choice.get("delta") or {}).get("content") or choice.get("text") or choice.get("finish_reason")
+    )
 
 
 @serve.deployment(name=ENGINE_DEPLOYMENT, health_check_period_s=10)
@@ -169,14 +182,17 @@ class EngineServer:
                 loop.call_soon_threadsafe(queue.put_nowait, _StreamEnd())
 
         loop.run_in_executor(self._executor, decode)
+        held: list[dict[str, Any]] = []  # a leading role-only chunk waits for the first token
         try:
             while True:
                 items = [await queue.get()]
                 while not queue.empty():
                     items.append(queue.get_nowait())
-                batch = [item for item in items if isinstance(item, dict)]
-                if batch:
-                    yield batch
+                held.extend(item for item in items if isinstance(item, dict))
+                finished = any(not isinstance(item, dict) for item in items)
+                if held and (finished or any(_has_output(chunk) for chunk in held)):
+                    yield held
+                    held = []
                 for item in items:
                     if isinstance(item, _StreamFailure):
                         raise item.error
@@ -195,6 +211,7 @@ class _LiveDeployment:
     router: Router
     revisions: dict[str, RevisionRoute]
     handles: dict[str, DeploymentHandle]
+    streaming_handles: dict[str, DeploymentHandle]
 
 
 @dataclass
@@ -272,25 +289,24 @@ class OpenAIIngress:
                 router=Router(deployment.name, deployment.route),
                 revisions={revision.name: revision for revision in deployment.revisions},
                 handles=handles,
+                # `.options()` builds a new handle: done once here, not per request.
+                streaming_handles={name: handle.options(stream=True) for name, handle in handles.items()},
             )
         self._deployments = live
         current = {(d, r) for d, deployment in live.items() for r in deployment.revisions}
-        for key in set(self._probes) - current:
-            self._probes.pop(key).cancel()
-            self._status.pop(key, None)
+        for key in set(self._status) - current:
+            self._status.pop(key)
+            probe = self._probes.pop(key, None)
+            if probe is not None:
+                probe.cancel()
         logger.info("routing table applied: %s", {d: dep.router.policy.weights for d, dep in live.items()})
 
     def _handles_for(self, key: tuple[str, str], revision: RevisionRoute) -> DeploymentHandle:
         handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name=engine_app_name(*key))
-        if key in self._probes:
+        if key in self._status:  # already known from an earlier routing table
             return handle
         if revision.engine != EngineKind.LLAMACPP:
-            self._status[key] = {
-                "ready": False,
-                "error": "vLLM revisions are served by Ray Serve LLM's own OpenAI application, "
-                "not routed by the baton ingress",
-            }
-            self._probes[key] = asyncio.create_task(asyncio.sleep(0))
+            self._status[key] = {"ready": False, "error": VLLM_NOT_ROUTED}
             return handle
         self._status[key] = {"ready": False, "error": None}
         self._probes[key] = asyncio.create_task(self._probe(key, handle))
@@ -422,7 +438,7 @@ class OpenAIIngress:
             )
             self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
             return JSONResponse(result, headers={REVISION_HEADER: revision})
-        stream = handle.options(stream=True).stream.remote(generation)
+        stream = live.streaming_handles[revision].stream.remote(generation)
         try:
             first = await stream.__anext__()
         except Exception as error:
@@ -455,12 +471,13 @@ class OpenAIIngress:
         batch: list[dict[str, Any]] | None = first
         try:
             while batch is not None:
+                events: list[bytes] = []  # one HTTP write per engine batch, not per token
                 for chunk in batch:
                     chunk["model"] = body.model
                     if not chunk["choices"]:
                         usage = chunk.get("usage") or {}
                         if include_usage:
-                            yield sse_event(chunk)
+                            events.append(sse_event(chunk))
                         continue
                     text = _chunk_text(chunk)
                     if text and first_token_at is None:
@@ -468,7 +485,9 @@ class OpenAIIngress:
                     pieces.append(text)
                     if chunk["choices"][0].get("finish_reason"):
                         finish_reasons.append(chunk["choices"][0]["finish_reason"])
-                    yield sse_event(chunk)
+                    events.append(sse_event(chunk))
+                if events:
+                    yield b"".join(events)
                 batch = await anext(stream, None)
             yield SSE_DONE
         except Exception as error:  # the engine failed mid-stream: the status line is already sent
