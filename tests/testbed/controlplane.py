@@ -204,14 +204,14 @@ class ControlPlane:
     def apply(
         self, *paths: str | os.PathLike[str], namespace: str | None = None, timeout: float = 120.0
     ) -> list[str]:
-        """`kubectl apply -f` each path (file or directory), into `namespace` if given; returns object names.
+        """`kubectl apply -R -f` each path (file or directory tree), into `namespace` if given; returns names.
 
         Waits until applied CustomResourceDefinitions are Established, so their kinds can be used next.
         Raises CalledProcessError (with kubectl's message) if the server refuses anything.
         """
         files = [arg for path in paths for arg in ("-f", str(path))]
         scope = ["--namespace", namespace] if namespace else []
-        result = self.kubectl("apply", *scope, *files, "-o", "name", timeout=timeout)
+        result = self.kubectl("apply", "--recursive", *scope, *files, "-o", "name", timeout=timeout)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         names = result.stdout.split()
