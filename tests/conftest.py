@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins_serving",
     "tests.testbed.fixtures",
     "tests.plugins_models",
+    "tests.integration.operator.fixtures",
 ]

@@ -40,7 +40,8 @@ def build_registry(controller: Controller, *, watch_kserve: bool) -> kopf.Operat
     registry = kopf.OperatorRegistry()
 
     def record(plural: str):
-        def handler(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        async def handler(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+            # Async, so it runs on the loop that owns the controller's queue (sync ones run in threads).
             controller.observed(plural, event.get("type"), dict(body))
 
         return handler
@@ -57,12 +58,17 @@ def build_registry(controller: Controller, *, watch_kserve: bool) -> kopf.Operat
     def delete_ray_service(name: str, namespace: str, **_: Any) -> None:
         controller.kube.delete(RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace, ray_service_name(name))
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="baton.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="baton.dev")
         settings.watching.server_timeout = 300
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
         asyncio.get_running_loop().create_task(controller.run())
 
     return registry

@@ -1,0 +1,270 @@
+"""The operator against the real kube-apiserver (no Ray): rendering, status, Events, GitOps safety, HA.
+
+The test plays KubeRay's part where one is needed by writing a RayService's status itself, the way
+KubeRay (or `baton pool-runner`) would; everything else is the real operator process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.operator.fixtures import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+DIGEST = "sha256:" + "0" * 64
+TIMEOUT = 90.0
+
+
+def pool_yaml(name: str = "cpu-small", memory: str = "8Gi") -> str:
+    return f"""
+apiVersion: baton.dev/v1alpha1
+kind: ModelPool
+metadata: {{name: {name}}}
+spec: {{workers: 1, workerResources: {{cpu: "2", memory: {memory}}}, memoryHeadroomPercent: 0}}
+"""
+
+
+def deployment_yaml(name: str = "medical", pool: str = "cpu-small", size: int = 10_000_000) -> str:
+    return f"""
+apiVersion: baton.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  domain: medical
+  pool: {pool}
+  model:
+    version: v1
+    artifact:
+      {{uri: "file:///models/{name}-v1.gguf", digest: "{DIGEST}", quantization: Q8_0, sizeBytes: {size}}}
+  rollout:
+    steps: [{{weight: 50, pause: 1s, minRequests: 0}}]
+"""
+
+
+def play_kuberay(cluster: Cluster, namespace: str, pool: str = "cpu-small") -> dict:
+    """Write the RayService status KubeRay would write once every application runs."""
+    ray = cluster.get("rayservice", namespace, pool)
+    assert ray is not None
+    config = yaml.safe_load(ray["spec"]["serveConfigV2"])
+    statuses = {app["name"]: {"status": "RUNNING", "message": ""} for app in config["applications"]}
+    status = {
+        "observedGeneration": ray["metadata"]["generation"],
+        "serviceStatus": "Running",
+        "numServeEndpoints": 1,
+        "activeServiceStatus": {"applicationStatuses": statuses},
+    }
+    cluster.kubectl(
+        "patch", "rayservice", pool, "--namespace", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+    return config
+
+
+def status_of(cluster: Cluster, namespace: str, name: str) -> dict:
+    return (cluster.get("modeldeployment", namespace, name) or {}).get("status") or {}
+
+
+def test_deployment_is_rendered_served_and_reported(cluster: Cluster, namespace: str, start_operator) -> None:
+    operator = start_operator()
+    cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
+
+    ray = wait_for(
+        "the pool's RayService with the champion's engine app",
+        lambda: (r := cluster.get("rayservice", namespace, "cpu-small"))
+        and "medical.medical-v1" in r["spec"]["serveConfigV2"]
+        and r,
+        TIMEOUT,
+        diagnose=operator.tail,
+    )  # fmt: skip
+    owner = ray["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelPool", "cpu-small", True)
+    pending = wait_for(
+        "status Pending", lambda: status_of(cluster, namespace, "medical").get("phase"), TIMEOUT
+    )
+    assert pending == "Pending"
+
+    play_kuberay(cluster, namespace)
+    wait_for(
+        "phase Serving",
+        lambda: status_of(cluster, namespace, "medical").get("phase") == "Serving",
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+    status = status_of(cluster, namespace, "medical")
+    assert status["champion"]["version"] == "v1" and status["champion"]["revision"] == "medical-v1"
+    assert status["observedGeneration"] == 1
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["observedGeneration"] == 1
+    assert status["endpoint"] == "http://127.0.0.1:9/v1"
+    reasons = {event["reason"] for event in cluster.events(namespace, "medical")}
+    assert "ChampionReady" in reasons
+
+    pool = wait_for(
+        "pool status",
+        lambda: (cluster.get("modelpool", namespace, "cpu-small") or {}).get("status", {}).get("deployments"),
+        TIMEOUT,
+    )
+    assert pool == 1
+    printed = cluster.kubectl("get", "modeldeployments", "--namespace", namespace)
+    assert "medical" in printed and "v1" in printed and "Serving" in printed
+
+
+def test_the_operator_never_writes_spec(cluster: Cluster, namespace: str, start_operator) -> None:
+    operator = start_operator()
+    cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
+    wait_for(
+        "status",
+        lambda: status_of(cluster, namespace, "medical").get("champion"),
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+    play_kuberay(cluster, namespace)
+    wait_for("Serving", lambda: status_of(cluster, namespace, "medical").get("phase") == "Serving", TIMEOUT)
+    for kind, name in (("modeldeployment", "medical"), ("modelpool", "cpu-small")):
+        body = cluster.get(kind, namespace, name)
+        assert body is not None
+        mine = [entry for entry in body["metadata"]["managedFields"] if entry["manager"] == "baton-operator"]
+        assert mine, (
+            f"{kind}: the operator wrote nothing (managedFields: {body['metadata']['managedFields']})"
+        )
+        for entry in mine:
+            assert entry.get("subresource") == "status", entry
+            assert "f:spec" not in entry.get("fieldsV1", {}), entry
+        spec_writers = {
+            e["manager"] for e in body["metadata"]["managedFields"] if "f:spec" in e.get("fieldsV1", {})
+        }
+        assert spec_writers <= {"kubectl-client-side-apply", "kubectl"}, spec_writers
+    assert cluster.get("modeldeployment", namespace, "medical")["metadata"]["generation"] == 1
+
+
+def test_a_full_pool_is_unschedulable(cluster: Cluster, namespace: str, start_operator) -> None:
+    operator = start_operator()
+    manifests = [pool_yaml("tiny", memory="300Mi"), deployment_yaml("fits", "tiny", 50_000_000)]
+    manifests.append(deployment_yaml("huge", "tiny", 2_000_000_000))
+    cluster.apply_text(namespace, "---".join(manifests))
+
+    def unschedulable() -> dict | None:
+        status = (cluster.get("modelpool", namespace, "tiny") or {}).get("status") or {}
+        condition = {c["type"]: c for c in status.get("conditions", [])}.get("Unschedulable")
+        return condition if condition and condition["status"] == "True" else None
+
+    condition = wait_for("Unschedulable=True on the pool", unschedulable, TIMEOUT, diagnose=operator.tail)
+    assert "huge-v1" in condition["message"] and condition["reason"] == "PoolMemoryFull"
+    config = yaml.safe_load(cluster.get("rayservice", namespace, "tiny")["spec"]["serveConfigV2"])
+    apps = {app["name"] for app in config["applications"]}
+    assert "fits.fits-v1" in apps and "huge.huge-v1" not in apps
+
+    def huge_ready_reason() -> str | None:
+        conditions = status_of(cluster, namespace, "huge").get("conditions", [])
+        return {c["type"]: c["reason"] for c in conditions}.get("Ready")
+
+    wait_for(
+        "huge's Ready condition to say Unschedulable", lambda: huge_ready_reason() == "Unschedulable", TIMEOUT
+    )
+
+
+def test_deleting_a_pool_deletes_its_ray_service(cluster: Cluster, namespace: str, start_operator) -> None:
+    operator = start_operator()
+    cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
+    wait_for(
+        "RayService",
+        lambda: cluster.get("rayservice", namespace, "cpu-small"),
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+    cluster.kubectl("delete", "modelpool", "cpu-small", "--namespace", namespace, "--wait=false")
+    wait_for(
+        "RayService and pool gone",
+        lambda: (
+            cluster.get("rayservice", namespace, "cpu-small") is None
+            and cluster.get("modelpool", namespace, "cpu-small") is None
+        ),
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+
+
+def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_operator) -> None:
+    first = start_operator()
+    wait_for(
+        "the lease", lambda: cluster.get("lease", namespace, "baton-operator"), TIMEOUT, diagnose=first.tail
+    )
+    second = start_operator()
+    holder = cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"]
+    cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
+    wait_for(
+        "status",
+        lambda: status_of(cluster, namespace, "medical").get("champion"),
+        TIMEOUT,
+        diagnose=first.tail,
+    )
+    assert cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] == holder
+    assert "holds lease" not in second.tail()
+
+    first.kill()  # the standby takes over once the lease expires
+    wait_for(
+        "the standby to take the lease",
+        lambda: cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] != holder,
+        60,
+        diagnose=second.tail,
+    )
+    cluster.apply_text(namespace, deployment_yaml("second"))
+    wait_for(
+        "the new leader to reconcile",
+        lambda: status_of(cluster, namespace, "second").get("champion"),
+        TIMEOUT,
+        diagnose=second.tail,
+    )
+
+
+def test_a_directory_source_creates_pinned_candidates(
+    cluster: Cluster, namespace: str, start_operator, tmp_path: Path
+) -> None:
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    payload = b"GGUF" + b"\0" * 60
+    (releases / "v3.Q4_K_M.gguf").write_bytes(payload)
+    (releases / "notes.txt").write_text("not a release")
+    operator = start_operator()
+    cluster.apply_text(
+        namespace,
+        deployment_yaml()
+        + f"""---
+apiVersion: baton.dev/v1alpha1
+kind: ModelSource
+metadata: {{name: medical-drops}}
+spec:
+  deployment: medical
+  directory: {{path: "{releases}"}}
+  pollInterval: 1s
+  candidateLabels: {{team: medical}}
+""",
+    )
+    candidate = wait_for(
+        "a ModelCandidate for v3",
+        lambda: cluster.get("modelcandidate", namespace, "medical-v3"),
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+    artifact = candidate["spec"]["artifact"]
+    assert artifact["digest"] == "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert (artifact["quantization"], artifact["uri"]) == ("Q4_K_M", f"file://{releases}/v3.Q4_K_M.gguf")
+    assert candidate["metadata"]["labels"] == {"team": "medical", "baton.dev/source": "medical-drops"}
+    assert candidate["metadata"]["ownerReferences"][0]["kind"] == "ModelSource"
+    source = wait_for(
+        "source status",
+        lambda: (
+            (cluster.get("modelsource", namespace, "medical-drops") or {})
+            .get("status", {})
+            .get("lastVersion")
+        ),
+        TIMEOUT,
+    )
+    assert source == "v3"
+    assert len(cluster.items("modelcandidates", namespace)) == 1
