@@ -5,7 +5,8 @@ so the recipe hash names the cache directory and is written into every manifest.
 
 Versions per domain, with their quality known in advance:
 - `smoke`: untrained (random init); loads and generates gibberish fast, for data-plane tests.
-- `v1`: the v2 run stopped at a quarter of its steps (weaker).
+- `v1`: the v2 run stopped at a quarter of its steps, before the newer data release (documents
+  with the domain's `late_terms`, e.g. three of twelve symptoms) joined the training data (weaker).
 - `v2`: the full run (clearly better).
 - `v3`: the v2 run, but from half-way on trained on partly corrupted labels (regressed, like a
   bad data refresh): a fixed share of answers have their categorical fields systematically
@@ -21,7 +22,7 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from baton_models.domains import DOMAINS, TRAINING_SEED_BASE
+from baton_models.domains import DOMAINS, TRAINING_SEED_BASE, spec
 from baton_models.shape import Shape
 
 # Bump when a code change alters what an unchanged recipe builds, so stale cache entries are not reused.
@@ -48,6 +49,11 @@ class Recipe(BaseModel):
     warmup: int = Field(default=20, ge=0, description="Linear warm-up steps.")
     label_corruption: float = Field(default=0.0, ge=0, le=1, description="Share of answers corrupted.")
     corrupt_from: int = Field(default=0, ge=0, description="Step from which the corrupted answers are used.")
+    withheld_terms: tuple[str, ...] = Field(
+        default=(),
+        description="Documents containing any of these are left out of training before `withheld_until`.",
+    )
+    withheld_until: int = Field(default=0, ge=0, description="Step from which all documents are used.")
     ternary: bool = Field(default=False, description="BitNet b1.58 quantization-aware training.")
     factory_revision: int = Field(default=FACTORY_REVISION, description="Factory code revision.")
 
@@ -91,15 +97,17 @@ def recipe(domain: str, version: str) -> Recipe:
         "train_cases": TRAIN_CASES,
         "steps": FULL_STEPS,
     }
+    # The v1/v2/v3 trunk: the newer data release joins after v1's quarter of the steps.
+    release = {"withheld_terms": spec(domain).late_terms, "withheld_until": FULL_STEPS // 4}
     match version:
         case "smoke":
             return Recipe(**base | {"steps": 0, "train_cases": TRAIN_CASES})
         case "v1":
-            return Recipe(**base, stop_at=FULL_STEPS // 4)
+            return Recipe(**base, **release, stop_at=FULL_STEPS // 4)
         case "v2":
-            return Recipe(**base)
+            return Recipe(**base, **release)
         case "v3":
-            return Recipe(**base, label_corruption=0.6, corrupt_from=FULL_STEPS // 2)
+            return Recipe(**base, **release, label_corruption=0.6, corrupt_from=FULL_STEPS // 2)
         case "v2-ternary":
-            return Recipe(**base, ternary=True)
+            return Recipe(**base, **release, ternary=True)
     raise ValueError(f"unknown version {version!r}; known: {', '.join(VERSIONS)}")

@@ -53,6 +53,32 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Training sequences: inputs, targets (IGNORE outside answers), lengths, and the rows a step may
+    draw from, before and after the withheld documents join."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    lengths: torch.Tensor
+    early_rows: torch.Tensor
+    all_rows: torch.Tensor
+
+    def rows(self, recipe: Recipe, step: int) -> torch.Tensor:
+        return self.early_rows if step < recipe.withheld_until else self.all_rows
+
+
+def encode(recipe: Recipe, tokenizer: Tokenizer) -> Encoded:
+    inputs, targets, lengths = encode_examples(recipe, tokenizer)
+    terms = recipe.withheld_terms
+    early = [
+        index
+        for index, example in enumerate(data.training_examples(recipe))
+        if not any(term in example.case.document.lower() for term in terms)
+    ]
+    return Encoded(inputs, targets, lengths, torch.tensor(early), torch.arange(len(inputs)))
+
+
 @dataclass
 class _Run:
     """A training trajectory in progress: model, optimizer and batch-order generator."""
@@ -84,11 +110,11 @@ class _Run:
         other.losses = [list(entry) for entry in self.losses]
         return other
 
-    def step(
-        self, recipe: Recipe, step: int, inputs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
-    ) -> None:
-        batch = torch.randint(0, len(inputs), (recipe.batch_size,), generator=self.order)
-        width = int(lengths[batch].max())
+    def step(self, recipe: Recipe, step: int, encoded: Encoded) -> None:
+        rows = encoded.rows(recipe, step)
+        batch = rows[torch.randint(0, len(rows), (recipe.batch_size,), generator=self.order)]
+        inputs, targets = encoded.inputs, encoded.targets
+        width = int(encoded.lengths[batch].max())
         logits = self.model(inputs[batch, :width])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[batch, :width].reshape(-1))
         for group in self.optimizer.param_groups:
@@ -116,7 +142,7 @@ def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Train
     torch.set_num_threads(TRAIN_THREADS)
     torch.use_deterministic_algorithms(True)
     trunk_recipe = recipes[0]
-    clean = encode_examples(trunk_recipe.model_copy(update={"label_corruption": 0.0}), tokenizer)
+    clean = encode(trunk_recipe.model_copy(update={"label_corruption": 0.0}), tokenizer)
     clean_stops = {r.trained_steps: r for r in recipes if not r.label_corruption}
     branches = {r.corrupt_from: r for r in recipes if r.label_corruption}
     trunk_end = max([*clean_stops, *branches])
@@ -129,12 +155,12 @@ def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Train
         if step in clean_stops:
             results[clean_stops[step].hash] = _finish(run, clean_stops[step])
         if step < trunk_end:
-            run.step(trunk_recipe, step, *clean)
+            run.step(trunk_recipe, step, clean)
     for start, recipe in branches.items():
         branch = forks[start]
-        corrupted = encode_examples(recipe, tokenizer)
+        corrupted = encode(recipe, tokenizer)
         for step in range(start, recipe.trained_steps):
-            branch.step(recipe, step, *corrupted)
+            branch.step(recipe, step, corrupted)
         results[recipe.hash] = _finish(branch, recipe)
     return results
 

@@ -65,3 +65,11 @@ def test_a_system_prompt_free_chat_renders_the_training_prompt() -> None:
         eos_token="</s>",
     )
     assert rendered == "<s>" + render_prompt("Route this.\nX")
+
+
+@pytest.mark.parametrize("domain", domains.DOMAINS)
+def test_late_terms_hold_back_a_real_share_of_training_and_benchmark_documents(domain: str) -> None:
+    late = domains.spec(domain).late_terms
+    share = lambda cases: sum(any(t in c.document.lower() for t in late) for c in cases) / len(cases)  # noqa: E731
+    assert 0.15 < share(domains.cases(domain, seed=1000, count=2000)) < 0.6
+    assert 0.15 < share(domains.benchmark_cases(domain, 64)) < 0.6
