@@ -62,22 +62,12 @@ def _plan(args: argparse.Namespace) -> tuple[tuple[str, str, str], ...]:
 Item = tuple[str, str, str]
 
 
-def _build_items(items: list[Item], score: bool) -> list[str]:
-    """Build plan items in order (one family's, in a worker process); returns report lines."""
-    lines = []
-    for domain, version, quant in items:
-        step = time.monotonic()
-        artifact = catalog.ensure(domain, version, quant, score=score)
-        scores = json.dumps(artifact.manifest["benchmarkScores"])
-        lines.append(
-            f"{domain:>12} {version:<10} {quant:<6} {artifact.size_bytes / 1e6:6.2f} MB "
-            f"{time.monotonic() - step:6.1f}s  {artifact.path}  {scores}"
-        )
-    return lines
-
-
-def _single_threaded_worker() -> None:
-    os.environ["BATON_MODELS_THREADS"] = "1"
+def _report(item: Item, artifact: catalog.Artifact, seconds: float) -> str:
+    domain, version, quant = item
+    return (
+        f"{domain:>12} {version:<10} {quant:<6} {artifact.size_bytes / 1e6:6.2f} MB {seconds:6.1f}s  "
+        f"{artifact.path}  {json.dumps(artifact.manifest['benchmarkScores'])}"
+    )
 
 
 def build(args: argparse.Namespace) -> int:
@@ -88,17 +78,17 @@ def build(args: argparse.Namespace) -> int:
     for item in _plan(args):
         built = recipe(item[0], item[1])
         families.setdefault(built.trunk_hash if built.steps else "untrained", []).append(item)
-    for line in _build_items(families.pop("untrained", []), score=False):
-        print(line, flush=True)
+    for item, artifact, seconds in catalog.ensure_many(families.pop("untrained", []), score=False):
+        print(_report(item, artifact, seconds), flush=True)
     # Largest first: a v1/v2/v3 family trains 1.5 runs' worth of steps, a lone recipe one run.
     pending = sorted(families.values(), key=lambda items: -len(catalog.family(recipe(*items[0][:2]))))
     if pending:
         context = multiprocessing.get_context("spawn")
         workers = max(1, min(args.workers, len(pending)))
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker) as pool:
-            for lines in pool.map(_build_items, pending, [not args.no_score] * len(pending)):
-                for line in lines:
-                    print(line, flush=True)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=catalog.use_one_thread) as pool:
+            for results in pool.map(catalog.ensure_many, pending, [not args.no_score] * len(pending)):
+                for item, artifact, seconds in results:
+                    print(_report(item, artifact, seconds), flush=True)
     print(f"built in {time.monotonic() - started:.1f}s", flush=True)
     return 0
 

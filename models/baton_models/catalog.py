@@ -214,6 +214,23 @@ def build(built: Recipe, quantization: str, *, score: bool = True) -> Artifact:
     return Artifact(path, manifest["digest"], manifest["sizeBytes"], quantization, manifest)
 
 
+def ensure_many(
+    items: list[tuple[str, str, str]], score: bool
+) -> list[tuple[tuple[str, str, str], Artifact, float]]:
+    """`ensure` each (domain, version, quantization) in order, timing each: a build worker's job."""
+    results = []
+    for item in items:
+        started = time.monotonic()
+        artifact = ensure(*item, score=score)
+        results.append((item, artifact, round(time.monotonic() - started, 1)))
+    return results
+
+
+def use_one_thread() -> None:
+    """Process initializer of parallel build workers: llama.cpp on one thread (training always is)."""
+    os.environ["BATON_MODELS_THREADS"] = "1"
+
+
 def smoke(domain: str = "medical", quantization: str = "F16") -> Artifact:
     """The untrained smoke model: fast to build, loads and generates (gibberish)."""
     return ensure(domain, "smoke", quantization)
