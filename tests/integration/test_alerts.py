@@ -1,20 +1,34 @@
-"""baton's alerting rules under the real `promtool`: syntax, and every alert unit-tested on synthetic series.
+"""baton's alerting rules under the real `promtool`, and the metrics that rules and dashboards read.
 
-Each scenario states the series Prometheus would have scraped and the alerts (labels and the exact
-text an on-call engineer reads) expected at a given time, including the quiet cases that must not page.
+Each promtool scenario states the series Prometheus would have scraped and the alerts (labels and
+the exact text an on-call engineer reads) expected at a given time, including the quiet cases that
+must not page. A real Prometheus then scrapes a real data plane (Ray Serve + llama.cpp) and the
+control plane's rollout metrics: every metric a dashboard or rule names must be in that scrape, and
+the recording rules must evaluate on it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
+import httpx
 import pytest
 import yaml
 
-from baton.observability import alerts
+from baton.api import ModelCandidate, ModelDeploymentStatus
+from baton.observability import alerts, dashboards
+from baton.observability.rollout_metrics import RolloutMetrics
+from baton_serving.config import PoolConfig
+from tests.plugins_serving import LocalServe, free_port
 from tests.testbed import binaries
+from tests.testbed.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +128,45 @@ OPERATOR_DOWN = {
     },
 }
 
+
+def phase_series(current: str, values: str) -> list[dict[str, str]]:
+    """One-hot phase series as the operator exports them: `values` for `current`, 0 for the others."""
+    others = values.replace("1x", "0x")
+    return [
+        {
+            "series": f'baton_rollout_phase{{namespace="ml", deployment="medical", phase="{phase}"}}',
+            "values": values if phase == current else others,
+        }
+        for phase in ("Pending", "Serving", "Canary", "Promoted")
+    ]
+
+
+def rejections(values: str) -> dict[str, str]:
+    labels = 'namespace="ml", deployment="medical", candidate="v3", verdict="Reject", gate="offline"'
+    return {
+        "series": f'baton_rollout_decisions_total{{{labels}, reason="BenchmarkInferior"}}',
+        "values": values,
+    }
+
+
+ROLLOUT_STUCK = {
+    "exp_labels": {"severity": "warning", "namespace": "ml", "deployment": "medical"},
+    "exp_annotations": {
+        "summary": "Rollout of medical has not moved for 1h",
+        "description": "ModelDeployment ml/medical has a rollout in flight but neither its phase nor its "
+        "canary weight changed in 1h. `kubectl describe modeldeployment` shows the last decision and its "
+        "evidence; too little canary traffic (minRequests) is the usual cause.",
+    },
+}
+REJECTIONS = {
+    "exp_labels": {"severity": "info", "namespace": "ml", "deployment": "medical"},
+    "exp_annotations": {
+        "summary": "medical rejected 3 or more candidates in 24h",
+        "description": "baton rejected 3 candidates of ml/medical in the last 24h. The champion is "
+        "untouched; the training pipeline that feeds this deployment is producing regressions.",
+    },
+}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "error burn: 20 % server errors pages and opens a ticket": {
         "input_series": requests_series(80, 20, 70),
@@ -125,6 +178,28 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             },
             {"eval_time": "70m", "alertname": "BatonLatencyBudgetBurn", "exp_alerts": []},
         ],
+    },
+    "error ratio: no server error at all is a ratio of 0, not a missing series": {
+        "input_series": [
+            {
+                "series": f'baton_requests_total{{{MEDICAL}, endpoint="chat", code="200"}}',
+                "values": "0+60x20",
+            },
+            {"series": f'baton_requests_total{{{MEDICAL}, endpoint="chat", code="404"}}', "values": "0+6x20"},
+        ],
+        "promql_expr_test": [
+            {
+                "expr": "baton:request_errors:ratio_rate5m",
+                "eval_time": "20m",
+                "exp_samples": [
+                    {
+                        "labels": 'baton:request_errors:ratio_rate5m{pool="cpu-small", deployment="medical"}',
+                        "value": 0,
+                    }
+                ],
+            }
+        ],
+        "alert_rule_test": [{"eval_time": "20m", "alertname": "BatonErrorBudgetBurn", "exp_alerts": []}],
     },
     "error burn: 0.5 % server errors stay within budget": {
         "input_series": requests_series(995, 5, 70),
@@ -169,6 +244,59 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "latency burn: 2 % slow first tokens stay within budget": {
         "input_series": ttft_series(98, 100, 70),
         "alert_rule_test": [{"eval_time": "70m", "alertname": "BatonLatencyBudgetBurn", "exp_alerts": []}],
+    },
+    "rollout stuck: canary at 10 % with no change for over an hour": {
+        "input_series": [
+            *phase_series("Canary", "1x100"),
+            {
+                "series": 'baton_rollout_canary_weight{namespace="ml", deployment="medical"}',
+                "values": "10x100",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "50m", "alertname": "BatonRolloutStuck", "exp_alerts": []},
+            {"eval_time": "80m", "alertname": "BatonRolloutStuck", "exp_alerts": [ROLLOUT_STUCK]},
+        ],
+    },
+    "rollout stuck: a canary whose weight moves is not stuck": {
+        "input_series": [
+            *phase_series("Canary", "1x100"),
+            {
+                "series": 'baton_rollout_canary_weight{namespace="ml", deployment="medical"}',
+                "values": "10x30 20x30 50x40",
+            },
+        ],
+        "alert_rule_test": [{"eval_time": "80m", "alertname": "BatonRolloutStuck", "exp_alerts": []}],
+    },
+    "rollout stuck: a resting champion is never stuck": {
+        "input_series": [
+            *phase_series("Promoted", "1x100"),
+            {
+                "series": 'baton_rollout_canary_weight{namespace="ml", deployment="medical"}',
+                "values": "0x100",
+            },
+        ],
+        "alert_rule_test": [{"eval_time": "90m", "alertname": "BatonRolloutStuck", "exp_alerts": []}],
+    },
+    "rollout stuck: a deployment seen for less than the window is not judged yet": {
+        "input_series": [
+            *phase_series("Pending", "_x40 1x60"),
+            {
+                "series": 'baton_rollout_canary_weight{namespace="ml", deployment="medical"}',
+                "values": "_x40 0x60",
+            },
+        ],
+        "alert_rule_test": [{"eval_time": "90m", "alertname": "BatonRolloutStuck", "exp_alerts": []}],
+    },
+    "repeated rejections: three in a day": {
+        "input_series": [rejections("0 1 1 2 2 3 3 3")],
+        "alert_rule_test": [
+            {"eval_time": "7h", "alertname": "BatonRepeatedRejections", "exp_alerts": [REJECTIONS]}
+        ],
+    },
+    "repeated rejections: two in a day are not a pattern": {
+        "input_series": [rejections("0 1 1 2 2 2 2 2")],
+        "alert_rule_test": [{"eval_time": "7h", "alertname": "BatonRepeatedRejections", "exp_alerts": []}],
     },
     "operator down: target scraped but down": {
         "input_series": [{"series": 'up{job="baton-operator", instance="10.0.0.1:9090"}', "values": "0x20"}],
@@ -237,3 +365,137 @@ def test_every_alert_has_a_severity_and_a_description() -> None:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_slo_and_operator_alerts(tmp_path: Path, rules_file: Path, name: str) -> None:
     run_scenarios(tmp_path, rules_file, {name: SCENARIOS[name]})
+
+
+METRIC = re.compile(r"\bbaton_[a-z0-9_]+")
+
+
+def referenced_metrics() -> set[str]:
+    texts = [alerts.render(), *dashboards.render_all().values()]
+    return {name for text in texts for name in METRIC.findall(text)}
+
+
+def serve_pool(local_serve: LocalServe, model_artifact: Callable[..., Any]) -> None:
+    revisions = {
+        "medical-v1": model_artifact("medical", "smoke", "Q8_0"),
+        "medical-v2": model_artifact("medical", "smoke", "Q4_K_M"),
+    }
+    local_serve.deploy(
+        PoolConfig.model_validate(
+            {
+                "pool": "cpu-small",
+                "deployments": [
+                    {
+                        "name": "medical",
+                        "revisions": [
+                            {
+                                "name": name,
+                                "artifact": {
+                                    "uri": str(a.path),
+                                    "digest": a.digest,
+                                    "size_bytes": a.size_bytes,
+                                },
+                                "context_length": 256,
+                                "resources": {"num_cpus": 0.05},
+                            }
+                            for name, a in revisions.items()
+                        ],
+                        "route": {"weights": {"medical-v1": 50, "medical-v2": 50}},
+                    }
+                ],
+            }
+        )
+    )
+
+
+def send_traffic(url: str) -> None:
+    """Every kind of request the dashboards chart: plain, streamed, structured, and refused."""
+    chat = {
+        "model": "medical",
+        "messages": [{"role": "user", "content": "Fever since Monday."}],
+        "max_tokens": 4,
+    }
+    schema = {"type": "object", "properties": {"urgent": {"type": "boolean"}}, "required": ["urgent"]}
+    structured = chat | {
+        "max_tokens": 32,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "triage", "schema": schema}},
+    }
+    for _ in range(6):
+        for body in (chat, chat | {"stream": True}, structured):
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).status_code == 200
+    unknown = httpx.post(f"{url}/v1/chat/completions", json=chat | {"model": "nobody"}, timeout=60)
+    assert unknown.status_code == 404
+
+
+def rollout_metrics_server() -> tuple[WSGIServer, int]:
+    metrics = RolloutMetrics()
+    decision = {"verdict": "Promote", "gate": "offline", "candidate": "v2", "reason": "BenchmarkSuperior"}
+    metrics.observe_deployment("ml", "medical", ModelDeploymentStatus.model_validate({"phase": "Serving"}))
+    metrics.observe_deployment(
+        "ml",
+        "medical",
+        ModelDeploymentStatus.model_validate(
+            {"phase": "Canary", "canaryWeight": 10, "history": [decision | {"time": "2026-01-01T00:00:00Z"}]}
+        ),
+    )
+    candidate = {
+        "metadata": {"name": "medical-v2"},
+        "spec": {
+            "deployment": "medical",
+            "version": "v2",
+            "artifact": {"uri": "file:///m.gguf", "digest": "sha256:" + "0" * 64, "quantization": "Q8_0"},
+        },
+        "status": {"scores": [{"benchmark": "extraction", "items": 40, "champion": 0.5, "candidate": 0.7}]},
+    }
+    metrics.observe_candidate("ml", ModelCandidate.model_validate(candidate))
+    port = free_port()
+    return metrics.serve(port, address="127.0.0.1"), port
+
+
+def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
+    local_serve: LocalServe,
+    model_artifact: Callable[..., Any],
+    prometheus: Callable[..., Prometheus],
+    rules_file: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    serve_pool(local_serve, model_artifact)
+    send_traffic(local_serve.url)
+    operator_metrics, operator_port = rollout_metrics_server()
+    request.addfinalizer(operator_metrics.shutdown)
+    data_plane = local_serve.url.removeprefix("http://")
+    server = prometheus(targets=[data_plane, f"127.0.0.1:{operator_port}"], rule_files=[rules_file])
+    server.wait_for('count(up{job="baton"} == 1) == 2', timeout=120)
+    server.wait_for("baton_time_to_first_token_seconds_count", timeout=120)
+
+    scraped = set(server.api("label/__name__/values"))
+    referenced = referenced_metrics()
+    assert {"baton_requests_total", "baton_rollout_canary_weight", "baton_benchmark_score"} <= referenced
+    assert referenced <= scraped, (
+        f"named by dashboards or rules, absent from the scrape: {sorted(referenced - scraped)}"
+    )
+
+    # Queries behave on the real series: both revisions answer, the error ratio is a number, and
+    # the recording rules the burn alerts read evaluate with the labels they aggregate by.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        send_traffic(local_serve.url)
+        rates = server.query('sum by (revision) (rate(baton_requests_total{deployment="medical"}[1m]))')
+        ratios = server.query('baton:request_errors:ratio_rate5m{deployment="medical"}')
+        if {r["metric"]["revision"] for r in rates} == {"medical-v1", "medical-v2"} and ratios:
+            break
+        time.sleep(2)
+    assert {r["metric"]["revision"] for r in rates} == {"medical-v1", "medical-v2"}
+    (ratio,) = ratios
+    assert ratio["metric"] == {
+        "__name__": "baton:request_errors:ratio_rate5m",
+        "pool": "cpu-small",
+        "deployment": "medical",
+    }
+    assert float(ratio["value"][1]) == 0.0
+    (weight,) = server.query('baton_rollout_canary_weight{deployment="medical"}')
+    assert weight["value"][1] == "10"
+    alerts_firing = server.api("alerts")["alerts"]
+    assert not [a for a in alerts_firing if a["labels"]["alertname"] != "BatonOperatorDown"], json.dumps(
+        alerts_firing
+    )

@@ -37,9 +37,11 @@ _TTFT_BUCKET = f'le=~"{TTFT_THRESHOLD_SECONDS}(\\\\.0)?"'
 
 
 def _error_ratio(window: str) -> str:
+    # `or ... * 0`: without a single 5xx the numerator has no series, and the ratio must be 0, not absent.
+    all_requests = f"sum by ({BY}) (rate(baton_requests_total[{window}]))"
     return (
-        f'sum by ({BY}) (rate(baton_requests_total{{code=~"5.."}}[{window}]))\n'
-        f"/\nsum by ({BY}) (rate(baton_requests_total[{window}]))"
+        f'(\n  sum by ({BY}) (rate(baton_requests_total{{code=~"5.."}}[{window}]))\n'
+        f"  or\n  {all_requests} * 0\n)\n/\n{all_requests}"
     )
 
 
@@ -95,6 +97,8 @@ def _rollout_stuck() -> dict[str, Any]:
         "alert": "BatonRolloutStuck",
         "expr": (
             f'{by} (baton_rollout_phase{{phase=~"{IN_FLIGHT_PHASES}"}}) == 1\n'
+            # Only deployments watched for the whole window: a new series has no changes yet.
+            f"and on (namespace, deployment)\n{by} (baton_rollout_canary_weight offset {window})\n"
             "unless on (namespace, deployment)\n"
             f"(\n  {by} (changes(baton_rollout_phase[{window}])) > 0\n"
             f"  or\n  {by} (changes(baton_rollout_canary_weight[{window}])) > 0\n)"
@@ -117,8 +121,9 @@ def _repeated_rejections() -> dict[str, Any]:
     return {
         "alert": "BatonRepeatedRejections",
         "expr": (
-            "sum by (namespace, deployment) "
-            f'(increase(baton_rollout_decisions_total{{verdict="Reject"}}[{REJECTIONS_WINDOW}]))'
+            # increase() extrapolates to the window's edges; rounding gives back the count of decisions.
+            "round(sum by (namespace, deployment) "
+            f'(increase(baton_rollout_decisions_total{{verdict="Reject"}}[{REJECTIONS_WINDOW}])))'
             f" >= {REJECTIONS_THRESHOLD}"
         ),
         "labels": {"severity": "info"},
@@ -128,7 +133,7 @@ def _repeated_rejections() -> dict[str, Any]:
                 f"in {REJECTIONS_WINDOW}"
             ),
             "description": (
-                "baton rejected {{ $value | humanize }} candidates of {{ $labels.namespace }}/"
+                "baton rejected {{ $value }} candidates of {{ $labels.namespace }}/"
                 f"{{{{ $labels.deployment }}}} in the last {REJECTIONS_WINDOW}. The champion is untouched; "
                 "the training pipeline that feeds this deployment is producing regressions."
             ),

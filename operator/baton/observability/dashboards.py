@@ -95,10 +95,14 @@ def _quantile(metric: str, quantile: float, selector: str, by: str) -> str:
 
 
 def _error_ratio(selector: str, by: str) -> str:
-    """Server errors (HTTP 5xx) over all requests: the error SLO's ratio, not the client's 4xx mistakes."""
+    """Server errors (HTTP 5xx) over all requests: the error SLO's ratio, not the client's 4xx mistakes.
+
+    Without a single 5xx the numerator has no series; `or ... * 0` makes the ratio 0 instead of absent.
+    """
+    requests = f"sum by ({by}) (rate(baton_requests_total{{{selector}}}[{RATE}]))"
     return (
-        f'sum by ({by}) (rate(baton_requests_total{{{selector}, code=~"5.."}}[{RATE}]))'
-        f" / sum by ({by}) (rate(baton_requests_total{{{selector}}}[{RATE}]))"
+        f'(sum by ({by}) (rate(baton_requests_total{{{selector}, code=~"5.."}}[{RATE}])) or {requests} * 0)'
+        f" / {requests}"
     )
 
 
@@ -132,11 +136,7 @@ def platform_overview() -> dict[str, Any]:
                 "Error ratio",
                 "Server errors (HTTP 5xx) over all requests.",
                 "percentunit",
-                _query(
-                    f'sum(rate(baton_requests_total{{{scope}, code=~"5.."}}[{RATE}]))'
-                    f" / sum(rate(baton_requests_total{{{scope}}}[{RATE}]))",
-                    "errors",
-                ),
+                _query(_error_ratio(scope, ""), "errors"),
             )
         )
         .with_panel(
