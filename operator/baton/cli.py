@@ -37,7 +37,9 @@ def main() -> None:
     show_default=True,
     help="Directory the CRD YAML files are written to.",
 )
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the files on disk differ from the types.")
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 if the files on disk differ from the types."
+)
 def crds(out_dir: Path, check: bool) -> None:
     """Generate the CustomResourceDefinitions from the pydantic API types.
 

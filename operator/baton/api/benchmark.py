@@ -59,9 +59,10 @@ class Scorer(BatonModel):
 
     type: ScorerType = Field(
         description=(
-            "`exact`: normalized string equality; `regex`: the answer matches `pattern`; `numeric`: the first "
-            "number in the answer is within `tolerance` of the expected number; `jsonSchema`: the answer is JSON "
-            "valid against `jsonSchema`; `fieldMatch`: fraction of `fields` whose values equal the expected JSON."
+            "`exact`: normalized string equality; `regex`: the answer matches `pattern`; "
+            "`numeric`: the first number in the answer is within `tolerance` of the expected "
+            "number; `jsonSchema`: the answer is JSON valid against `jsonSchema`; "
+            "`fieldMatch`: fraction of `fields` whose values equal the expected JSON."
         )
     )
     pattern: str | None = Field(default=None, min_length=1, description="Regular expression (regex scorer).")
@@ -124,7 +125,9 @@ class BenchmarkSpec(BatonModel):
         default=None, min_length=1, max_length=2000, description="Items written inline."
     )
     config_map_ref: ConfigMapItemsRef | None = Field(default=None, description="Items from a ConfigMap.")
-    uri: UriItemsRef | None = Field(default=None, description="Items from a JSON Lines file pinned by digest.")
+    uri: UriItemsRef | None = Field(
+        default=None, description="Items from a JSON Lines file pinned by digest."
+    )
     scorer: Scorer = Field(description="How each answer is scored.")
     system_prompt: str | None = Field(default=None, description="System message sent before every item.")
     max_tokens: int = Field(default=64, ge=1, le=4096, description="Maximum tokens generated per item.")
@@ -145,8 +148,12 @@ class Benchmark(Resource):
     short_names: ClassVar[tuple[str, ...]] = ("bm",)
     description: ClassVar[str] = "A domain evaluation suite: items, scorer and decoding settings."
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
-        PrinterColumn(name="Domain", type="string", json_path=".spec.domain", description="Domain evaluated."),
-        PrinterColumn(name="Scorer", type="string", json_path=".spec.scorer.type", description="Scorer type."),
+        PrinterColumn(
+            name="Domain", type="string", json_path=".spec.domain", description="Domain evaluated."
+        ),
+        PrinterColumn(
+            name="Scorer", type="string", json_path=".spec.scorer.type", description="Scorer type."
+        ),
         PrinterColumn(name="Items", type="integer", json_path=".status.items", description="Items found."),
     )
 

@@ -30,7 +30,9 @@ class ModelCandidateSpec(BatonModel):
     """A new model version offered to a deployment."""
 
     deployment: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelDeployment (same namespace) this version is for."
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="ModelDeployment (same namespace) this version is for.",
     )
     version: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Version name, e.g. `v2`.")
     artifact: Artifact = Field(description="The weights, pinned by digest.")
@@ -49,10 +51,14 @@ class BenchmarkScore(BatonModel):
 class ModelCandidateStatus(BatonModel):
     """How the candidate's evaluation went."""
 
-    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the status was computed from."
+    )
     phase: Phase = Field(default=Phase.PENDING, description="Where the candidate stands.")
     message: str = Field(default="", description="Human-readable summary of the current phase.")
-    scores: list[BenchmarkScore] = Field(default_factory=list, max_length=16, description="Benchmark results.")
+    scores: list[BenchmarkScore] = Field(
+        default_factory=list, max_length=16, description="Benchmark results."
+    )
     decision: Decision | None = Field(default=None, description="Final decision and its evidence.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
 
@@ -68,7 +74,9 @@ class ModelCandidate(Resource):
         PrinterColumn(
             name="Quant", type="string", json_path=".spec.artifact.quantization", description="Quantization."
         ),
-        PrinterColumn(name="Phase", type="string", json_path=".status.phase", description="Evaluation phase."),
+        PrinterColumn(
+            name="Phase", type="string", json_path=".status.phase", description="Evaluation phase."
+        ),
         PrinterColumn(
             name="Reason", type="string", json_path=".status.decision.reason", description="Decision reason."
         ),
@@ -122,7 +130,9 @@ class ModelSourceSpec(BatonModel):
 
 
 class ModelSourceStatus(BatonModel):
-    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the status was computed from."
+    )
     last_poll_time: str | None = Field(default=None, description="RFC 3339 time of the last poll.")
     discovered: int = Field(default=0, ge=0, description="Releases turned into ModelCandidates so far.")
     last_version: str | None = Field(default=None, description="Version of the newest release seen.")
@@ -133,12 +143,20 @@ class ModelSource(Resource):
     kind_name: ClassVar[str] = "ModelSource"
     plural: ClassVar[str] = "modelsources"
     short_names: ClassVar[tuple[str, ...]] = ("msrc",)
-    description: ClassVar[str] = "A place where new model releases appear; baton polls it and creates candidates."
+    description: ClassVar[str] = (
+        "A place where new model releases appear; baton polls it and creates candidates."
+    )
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Deployment", type="string", json_path=".spec.deployment", description="Target."),
-        PrinterColumn(name="Interval", type="string", json_path=".spec.pollInterval", description="Poll interval."),
-        PrinterColumn(name="Found", type="integer", json_path=".status.discovered", description="Releases found."),
-        PrinterColumn(name="Last", type="string", json_path=".status.lastVersion", description="Newest release."),
+        PrinterColumn(
+            name="Interval", type="string", json_path=".spec.pollInterval", description="Poll interval."
+        ),
+        PrinterColumn(
+            name="Found", type="integer", json_path=".status.discovered", description="Releases found."
+        ),
+        PrinterColumn(
+            name="Last", type="string", json_path=".status.lastVersion", description="Newest release."
+        ),
     )
 
     kind: Literal["ModelSource"] = Field(default="ModelSource", description="ModelSource.")

@@ -93,8 +93,12 @@ class Artifact(BatonModel):
 class Provenance(BatonModel):
     """Where a model version came from, so a decision can be traced back to training."""
 
-    base_model: str | None = Field(default=None, description="The model this version was trained or tuned from.")
-    training_run: str | None = Field(default=None, description="Identifier of the training run or pipeline job.")
+    base_model: str | None = Field(
+        default=None, description="The model this version was trained or tuned from."
+    )
+    training_run: str | None = Field(
+        default=None, description="Identifier of the training run or pipeline job."
+    )
     data: str | None = Field(default=None, description="Identifier or description of the training data set.")
     recipe_hash: str | None = Field(default=None, description="Content hash of the training recipe.")
     seed: int | None = Field(default=None, description="Training seed.")
@@ -160,12 +164,17 @@ class Resource(BatonModel):
     printer_columns: ClassVar[tuple[PrinterColumn, ...]]
     description: ClassVar[str]
 
-    api_version: Literal["baton.dev/v1alpha1"] = Field(default=API_VERSION, description="Always baton.dev/v1alpha1.")
+    api_version: Literal["baton.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="Always baton.dev/v1alpha1."
+    )
     kind: str = Field(description="The resource kind.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
 
     @classmethod
     def age_column(cls) -> PrinterColumn:
         return PrinterColumn(
-            name="Age", type="date", json_path=".metadata.creationTimestamp", description="Time since creation."
+            name="Age",
+            type="date",
+            json_path=".metadata.creationTimestamp",
+            description="Time since creation.",
         )

@@ -39,22 +39,36 @@ class Evidence(BatonModel):
     metric: str = Field(default="", description="Metric or benchmark the test ran on.")
     n_champion: int = Field(ge=0, description="Valid samples from the champion.")
     n_candidate: int = Field(ge=0, description="Valid samples from the candidate.")
-    n_errors: int = Field(default=0, ge=0, description="Evaluation attempts that failed (transport/HTTP errors).")
+    n_errors: int = Field(
+        default=0, ge=0, description="Evaluation attempts that failed (transport/HTTP errors)."
+    )
     effect: float | None = Field(
         default=None, description="Estimated effect, candidate minus champion (positive = candidate better)."
     )
-    ci_low: float | None = Field(default=None, description="Lower bound of the confidence interval of the effect.")
-    ci_high: float | None = Field(default=None, description="Upper bound of the confidence interval of the effect.")
+    ci_low: float | None = Field(
+        default=None, description="Lower bound of the confidence interval of the effect."
+    )
+    ci_high: float | None = Field(
+        default=None, description="Upper bound of the confidence interval of the effect."
+    )
     p_value: float | None = Field(default=None, ge=0, le=1, description="p-value of a fixed-sample test.")
-    e_value: float | None = Field(default=None, ge=0, description="e-value of an anytime-valid sequential test.")
+    e_value: float | None = Field(
+        default=None, ge=0, description="e-value of an anytime-valid sequential test."
+    )
     alpha: float | None = Field(
         default=None, gt=0, lt=1, description="Significance level used (statistical tests only)."
     )
     margin: float | None = Field(default=None, description="Non-inferiority margin used, if any.")
-    threshold: float | None = Field(default=None, description="Threshold a metric was compared against, if any.")
-    value: float | None = Field(default=None, description="Observed value that was compared with `threshold`.")
+    threshold: float | None = Field(
+        default=None, description="Threshold a metric was compared against, if any."
+    )
+    value: float | None = Field(
+        default=None, description="Observed value that was compared with `threshold`."
+    )
     n_clusters: int | None = Field(
-        default=None, ge=0, description="Independent item clusters (effective sample size of cluster-robust tests)."
+        default=None,
+        ge=0,
+        description="Independent item clusters (effective sample size of cluster-robust tests).",
     )
     looks: int | None = Field(default=None, ge=0, description="Interim looks a sequential test has taken.")
 
@@ -65,7 +79,9 @@ class Decision(BatonModel):
     verdict: Verdict = Field(description="`Promote`, `Reject`, `Continue` or `Inconclusive`.")
     gate: Gate = Field(description="Which gate decided.")
     candidate: str = Field(description="Version of the candidate the decision is about.")
-    reason: str = Field(description="CamelCase reason, e.g. `BenchmarkSuperior`, `TooFewSamples`, `ErrorRateSLO`.")
+    reason: str = Field(
+        description="CamelCase reason, e.g. `BenchmarkSuperior`, `TooFewSamples`, `ErrorRateSLO`."
+    )
     message: str = Field(default="", description="One human-readable sentence that explains the decision.")
     time: str = Field(description="RFC 3339 time of the decision.")
     evidence: list[Evidence] = Field(

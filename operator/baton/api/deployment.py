@@ -37,7 +37,9 @@ class ModelVersion(BatonModel):
     """A model version: a name for humans and an artifact pinned by digest."""
 
     version: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=63, description="Version name, unique within the deployment (e.g. v1)."
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Version name, unique within the deployment (e.g. v1).",
     )
     artifact: Artifact = Field(description="The weights, pinned by digest.")
     provenance: Provenance | None = Field(default=None, description="Where this version came from.")
@@ -57,8 +59,12 @@ class EngineSettings(BatonModel):
 class StructuredOutput(BatonModel):
     """The deployment's default structured-output contract (clients may still send their own)."""
 
-    name: str = Field(min_length=1, max_length=64, description="Schema name, as in OpenAI's `json_schema.name`.")
-    json_schema: dict[str, Any] = Field(description="JSON Schema of the output (e.g. a pydantic model's schema).")
+    name: str = Field(
+        min_length=1, max_length=64, description="Schema name, as in OpenAI's `json_schema.name`."
+    )
+    json_schema: dict[str, Any] = Field(
+        description="JSON Schema of the output (e.g. a pydantic model's schema)."
+    )
 
 
 class CanaryStep(BatonModel):
@@ -66,7 +72,9 @@ class CanaryStep(BatonModel):
 
     weight: int = Field(ge=1, le=100, description="Percent of live traffic sent to the candidate.")
     pause: str = Field(
-        default="30s", pattern=DURATION_PATTERN, description="Minimum time at this weight, e.g. `30s`, `5m`, `1h`."
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="Minimum time at this weight, e.g. `30s`, `5m`, `1h`.",
     )
     min_requests: int = Field(
         default=50, ge=0, le=1_000_000, description="Candidate requests needed before the step may complete."
@@ -98,7 +106,9 @@ class RolloutStrategy(BatonModel):
         default_factory=_default_steps,
         min_length=1,
         max_length=20,
-        description="Canary steps; weights strictly increasing within 1..100. Promotion follows the last step.",
+        description=(
+            "Canary steps; weights strictly increasing within 1..100. Promotion follows the last step."
+        ),
     )
     sticky_session_header: str = Field(
         default="X-Baton-Session",
@@ -108,7 +118,10 @@ class RolloutStrategy(BatonModel):
     )
     shadow: bool = Field(
         default=False,
-        description="Mirror champion traffic to the candidate before the canary (answers recorded, never returned).",
+        description=(
+            "Mirror champion traffic to the candidate before the canary "
+            "(answers recorded, never returned)."
+        ),
     )
 
 
@@ -154,7 +167,9 @@ class OnlineMetric(BatonModel):
     }
 
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Metric name, used in evidence.")
-    kind: MetricKind = Field(description="`errorRate`, `latency` (seconds) or `validity` (structured output).")
+    kind: MetricKind = Field(
+        description="`errorRate`, `latency` (seconds) or `validity` (structured output)."
+    )
     provider: MetricProvider = Field(
         default=MetricProvider.IN_PROCESS, description="Where the metric comes from."
     )
@@ -220,8 +235,10 @@ class ReplacementPolicy(BatonModel):
 
     mode: ReplacementMode = Field(
         default=ReplacementMode.AUTOMATIC,
-        description="`automatic`: a new candidate starts a rollout; `manual`: waits for the candidate annotation "
-        "`baton.dev/approved: \"true\"`.",
+        description=(
+            "`automatic`: a new candidate starts a rollout; "
+            '`manual`: waits for the candidate annotation `baton.dev/approved: "true"`.'
+        ),
     )
     candidate_selector: dict[str, str] = Field(
         default_factory=dict, description="Labels a ModelCandidate must carry to be considered (matchLabels)."
@@ -232,7 +249,9 @@ class ModelDeploymentSpec(BatonModel):
     """One domain endpoint: which pool, which model, how to replace it."""
 
     domain: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Domain, e.g. `medical`.")
-    pool: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelPool that serves this endpoint.")
+    pool: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelPool that serves this endpoint."
+    )
     model: ModelVersion = Field(description="The initial champion; later champions are recorded in status.")
     runtime: Runtime = Field(default=Runtime.LLAMACPP, description="`llamacpp`, `vllm` or `kserve`.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine settings.")
@@ -283,7 +302,9 @@ class CanaryStatus(BatonModel):
 class ModelDeploymentStatus(BatonModel):
     """What baton observed and decided. Written by the operator only."""
 
-    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the status was computed from."
+    )
     phase: Phase = Field(default=Phase.PENDING, description="Rollout phase.")
     champion: RevisionStatus | None = Field(default=None, description="The revision serving most traffic.")
     candidate: RevisionStatus | None = Field(default=None, description="The revision under evaluation.")
@@ -293,7 +314,9 @@ class ModelDeploymentStatus(BatonModel):
     history: list[Decision] = Field(
         default_factory=list, max_length=20, description="Recent final decisions, newest first."
     )
-    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL serving this deployment.")
+    endpoint: str | None = Field(
+        default=None, description="OpenAI-compatible base URL serving this deployment."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="`Ready`, `Progressing`, `Degraded` with observedGeneration."
     )
@@ -304,19 +327,29 @@ class ModelDeployment(Resource):
     plural: ClassVar[str] = "modeldeployments"
     short_names: ClassVar[tuple[str, ...]] = ("md",)
     description: ClassVar[str] = (
-        "A domain endpoint served from a ModelPool, with its rollout strategy, analysis and replacement policy."
+        "A domain endpoint served from a ModelPool, "
+        "with its rollout strategy, analysis and replacement policy."
     )
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Domain", type="string", json_path=".spec.domain", description="Domain."),
         PrinterColumn(
-            name="Champion", type="string", json_path=".status.champion.version", description="Serving version."
+            name="Champion",
+            type="string",
+            json_path=".status.champion.version",
+            description="Serving version.",
         ),
         PrinterColumn(
-            name="Candidate", type="string", json_path=".status.candidate.version", description="Version on trial."
+            name="Candidate",
+            type="string",
+            json_path=".status.candidate.version",
+            description="Version on trial.",
         ),
         PrinterColumn(name="Phase", type="string", json_path=".status.phase", description="Rollout phase."),
         PrinterColumn(
-            name="Weight", type="integer", json_path=".status.canaryWeight", description="Candidate traffic %."
+            name="Weight",
+            type="integer",
+            json_path=".status.canaryWeight",
+            description="Candidate traffic %.",
         ),
         PrinterColumn(
             name="Decision",

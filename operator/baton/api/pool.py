@@ -43,9 +43,13 @@ class ModelPoolSpec(BatonModel):
         }
     }
 
-    accelerator: Accelerator = Field(default=Accelerator.CPU, description="`cpu` (llama.cpp) or `nvidia-gpu` (vLLM).")
+    accelerator: Accelerator = Field(
+        default=Accelerator.CPU, description="`cpu` (llama.cpp) or `nvidia-gpu` (vLLM)."
+    )
     workers: int = Field(default=1, ge=1, le=256, description="Number of Ray worker pods.")
-    worker_resources: WorkerResources = Field(default_factory=WorkerResources, description="Resources per worker.")
+    worker_resources: WorkerResources = Field(
+        default_factory=WorkerResources, description="Resources per worker."
+    )
     ray_image: str = Field(
         default="rayproject/ray:2.60.0-py311-cpu",
         min_length=1,
@@ -57,8 +61,12 @@ class ModelPoolSpec(BatonModel):
 
 
 class ModelPoolStatus(BatonModel):
-    observed_generation: int | None = Field(default=None, description="Generation the status was computed from.")
-    ray_service: str | None = Field(default=None, description="Name of the RayService rendered for this pool.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the status was computed from."
+    )
+    ray_service: str | None = Field(
+        default=None, description="Name of the RayService rendered for this pool."
+    )
     deployments: int = Field(default=0, ge=0, description="ModelDeployments packed into the pool.")
     memory_requested_bytes: int = Field(default=0, ge=0, description="Memory the packed revisions need.")
     memory_capacity_bytes: int = Field(default=0, ge=0, description="Usable memory of the pool.")
@@ -71,11 +79,19 @@ class ModelPool(Resource):
     kind_name: ClassVar[str] = "ModelPool"
     plural: ClassVar[str] = "modelpools"
     short_names: ClassVar[tuple[str, ...]] = ("mp",)
-    description: ClassVar[str] = "A Ray Serve pool (KubeRay RayService) into which many small models are packed."
+    description: ClassVar[str] = (
+        "A Ray Serve pool (KubeRay RayService) into which many small models are packed."
+    )
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
-        PrinterColumn(name="Accelerator", type="string", json_path=".spec.accelerator", description="Accelerator."),
-        PrinterColumn(name="Workers", type="integer", json_path=".spec.workers", description="Ray worker pods."),
-        PrinterColumn(name="Models", type="integer", json_path=".status.deployments", description="Deployments."),
+        PrinterColumn(
+            name="Accelerator", type="string", json_path=".spec.accelerator", description="Accelerator."
+        ),
+        PrinterColumn(
+            name="Workers", type="integer", json_path=".spec.workers", description="Ray worker pods."
+        ),
+        PrinterColumn(
+            name="Models", type="integer", json_path=".status.deployments", description="Deployments."
+        ),
         PrinterColumn(
             name="Ready",
             type="string",
