@@ -69,7 +69,8 @@ def status(state_dir: Path | None, watch: bool) -> None:
     from rich.live import Live
 
     store = _store(state_dir)
-    console = Console()
+    # Piped output keeps whole rows (as `kubectl get` does) instead of folding them at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=250)
     if not watch:
         console.print(_status_view(store))
         return
