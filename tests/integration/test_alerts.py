@@ -21,8 +21,11 @@ from wsgiref.simple_server import WSGIServer
 import httpx
 import pytest
 import yaml
+from prometheus_client import start_http_server
 
 from baton.api import ModelCandidate, ModelDeploymentStatus
+from baton.k8s.controller import RECONCILES
+from baton.k8s.kube import API_WRITES
 from baton.observability import alerts, dashboards
 from baton.observability.rollout_metrics import RolloutMetrics
 from baton_serving.config import PoolConfig
@@ -463,9 +466,16 @@ def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
     send_traffic(local_serve.url)
     operator_metrics, operator_port = rollout_metrics_server()
     request.addfinalizer(operator_metrics.shutdown)
+    # The operator's own counters live in the default registry, as in `baton operator --metrics-port`.
+    RECONCILES.labels(kind="deployment")
+    API_WRITES.labels(resource="modeldeployments")
+    operator_port_default = free_port()
+    operator_default, _ = start_http_server(operator_port_default, addr="127.0.0.1")
+    request.addfinalizer(operator_default.shutdown)
     data_plane = local_serve.url.removeprefix("http://")
-    server = prometheus(targets=[data_plane, f"127.0.0.1:{operator_port}"], rule_files=[rules_file])
-    server.wait_for('count(up{job="baton"} == 1) == 2', timeout=120)
+    targets = [data_plane, f"127.0.0.1:{operator_port}", f"127.0.0.1:{operator_port_default}"]
+    server = prometheus(targets=targets, rule_files=[rules_file])
+    server.wait_for('count(up{job="baton"} == 1) == 3', timeout=120)
     server.wait_for("baton_time_to_first_token_seconds_count", timeout=120)
 
     scraped = set(server.api("label/__name__/values"))

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from prometheus_client.metrics import MetricWrapperBase
 
 DATA_PLANE = "data plane (`/metrics` of every Ray Serve pool)"
-CONTROL_PLANE = "operator (`/metrics` on its metrics port)"
-DATA_PLANE_MODULE = "baton_serving.metrics"
+CONTROL_PLANE = "operator (`/metrics` on `--metrics-port`)"
+ROLLOUT = "control plane (`RolloutMetrics`, fed by the shell that writes status)"
+# Modules that define metrics at import time, and who exports them.
+METRIC_MODULES = {
+    "baton_serving.metrics": DATA_PLANE,
+    "baton.k8s.controller": CONTROL_PLANE,
+    "baton.k8s.kube": CONTROL_PLANE,
+}
 
 # The sample names each metric type exposes in the text format.
 _SAMPLE_SUFFIXES = {
@@ -48,12 +54,12 @@ class MetricFamily:
 def _metric_objects() -> list[tuple[MetricWrapperBase, str]]:
     from baton.observability.rollout_metrics import RolloutMetrics
 
-    data_plane = importlib.import_module(DATA_PLANE_MODULE)
+    holders = [(importlib.import_module(name), component) for name, component in METRIC_MODULES.items()]
+    holders.append((RolloutMetrics(), ROLLOUT))
     return [
-        (value, DATA_PLANE) for value in vars(data_plane).values() if isinstance(value, MetricWrapperBase)
-    ] + [
-        (value, CONTROL_PLANE)
-        for value in vars(RolloutMetrics()).values()
+        (value, component)
+        for holder, component in holders
+        for value in vars(holder).values()
         if isinstance(value, MetricWrapperBase)
     ]
 

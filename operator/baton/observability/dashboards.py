@@ -23,6 +23,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from baton.observability.alerts import OPERATOR_JOB
+
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["baton"]
 # Grafana's $__rate_interval adapts the window to the scrape interval and the zoom level.
@@ -252,6 +254,38 @@ def platform_overview() -> dict[str, Any]:
             )
         )
         .with_panel(_phase_timeline('deployment=~"$deployment"', width=24))
+        .with_row(dashboard.Row("Operator"))
+        .with_panel(
+            _timeseries(
+                "Operator up",
+                "1 while a baton-operator target answers scrapes; replicas beyond the leader are standbys.",
+                "none",
+                [_query(f'sum(up{{job="{OPERATOR_JOB}"}})', "operator targets up")],
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Reconciles/s by kind",
+                "How often the operator reconciles deployments and pools.",
+                "ops",
+                [_query(f"sum by (kind) (rate(baton_operator_reconciles_total[{RATE}]))", "{{kind}}")],
+                width=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "API writes/s by resource",
+                "Writes to the Kubernetes API: status patches, owned RayServices, Events, the Lease.",
+                "ops",
+                [
+                    _query(
+                        f"sum by (resource) (rate(baton_operator_api_writes_total[{RATE}]))", "{{resource}}"
+                    )
+                ],
+                width=8,
+            )
+        )
     )
     return _encode(builder)
 
