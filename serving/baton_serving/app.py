@@ -66,6 +66,7 @@ REVISION_HEADER = "X-Baton-Revision"
 INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
 STATUS_PROBE_TIMEOUT_S = 10.0
+STREAM_BATCH_INTERVAL_S = 0.02
 VLLM_NOT_ROUTED = (
     "vLLM revisions are served by Ray Serve LLM's own OpenAI application, not routed by the baton ingress"
 )
@@ -162,7 +163,7 @@ class EngineServer:
         return await asyncio.get_running_loop().run_in_executor(self._executor, engine.generate, request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[list[dict[str, Any]]]:
-        """Chunks in batches: whatever the decoding thread produced since the last send goes at once."""
+        """Chunks in batches: the first token at once, then what decoding produced every 20 ms."""
         engine = self._loaded()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -193,6 +194,10 @@ class EngineServer:
                 if held and (finished or any(_has_output(chunk) for chunk in held)):
                     yield held
                     held = []
+                    if not finished:
+                        # The first token went at once; the next ones gather for a moment, so one
+                        # message carries several tokens and sending does not compete with decoding.
+                        await asyncio.sleep(STREAM_BATCH_INTERVAL_S)
                 for item in items:
                     if isinstance(item, _StreamFailure):
                         raise item.error
