@@ -144,12 +144,15 @@ def phase_series(current: str, values: str) -> list[dict[str, str]]:
     ]
 
 
-def rejections(values: str) -> dict[str, str]:
-    labels = 'namespace="ml", deployment="medical", candidate="v3", verdict="Reject", gate="offline"'
-    return {
-        "series": f'baton_rollout_decisions_total{{{labels}, reason="BenchmarkInferior"}}',
-        "values": values,
-    }
+def rejections(offline: str, online: str) -> list[dict[str, str]]:
+    """Rejections by the offline and the online gate; like RolloutMetrics, every series starts at 0."""
+    series = (
+        'baton_rollout_decisions_total{{namespace="ml", deployment="medical", verdict="Reject", gate="{}"}}'
+    )
+    return [
+        {"series": series.format(gate), "values": values}
+        for gate, values in (("offline", offline), ("online", online))
+    ]
 
 
 ROLLOUT_STUCK = {
@@ -292,13 +295,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "alert_rule_test": [{"eval_time": "90m", "alertname": "BatonRolloutStuck", "exp_alerts": []}],
     },
     "repeated rejections: three in a day": {
-        "input_series": [rejections("0 1 1 2 2 3 3 3")],
+        "input_series": rejections("0 0 1 1 2 2 2 2", "0 0 0 0 0 1 1 1"),
         "alert_rule_test": [
             {"eval_time": "7h", "alertname": "BatonRepeatedRejections", "exp_alerts": [REJECTIONS]}
         ],
     },
     "repeated rejections: two in a day are not a pattern": {
-        "input_series": [rejections("0 1 1 2 2 2 2 2")],
+        "input_series": rejections("0 0 1 1 1 1 1 1", "0 0 0 0 0 1 1 1"),
         "alert_rule_test": [{"eval_time": "7h", "alertname": "BatonRepeatedRejections", "exp_alerts": []}],
     },
     "operator down: target scraped but down": {
@@ -430,17 +433,18 @@ def send_traffic(url: str) -> None:
     assert unknown.status_code == 404
 
 
-def rollout_metrics_server() -> tuple[WSGIServer, int]:
+DECISION = {"verdict": "Promote", "gate": "offline", "candidate": "v2", "reason": "BenchmarkSuperior"}
+
+
+def canary_status(*decision_times: str) -> ModelDeploymentStatus:
+    history = [DECISION | {"time": time} for time in decision_times]
+    return ModelDeploymentStatus.model_validate({"phase": "Canary", "canaryWeight": 10, "history": history})
+
+
+def rollout_metrics_server() -> tuple[RolloutMetrics, WSGIServer, int]:
     metrics = RolloutMetrics()
-    decision = {"verdict": "Promote", "gate": "offline", "candidate": "v2", "reason": "BenchmarkSuperior"}
     metrics.observe_deployment("ml", "medical", ModelDeploymentStatus.model_validate({"phase": "Serving"}))
-    metrics.observe_deployment(
-        "ml",
-        "medical",
-        ModelDeploymentStatus.model_validate(
-            {"phase": "Canary", "canaryWeight": 10, "history": [decision | {"time": "2026-01-01T00:00:00Z"}]}
-        ),
-    )
+    metrics.observe_deployment("ml", "medical", canary_status())
     candidate = {
         "metadata": {"name": "medical-v2"},
         "spec": {
@@ -452,7 +456,7 @@ def rollout_metrics_server() -> tuple[WSGIServer, int]:
     }
     metrics.observe_candidate("ml", ModelCandidate.model_validate(candidate))
     port = free_port()
-    return metrics.serve(port, address="127.0.0.1"), port
+    return metrics, metrics.serve(port, address="127.0.0.1"), port
 
 
 def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
@@ -464,7 +468,7 @@ def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
 ) -> None:
     serve_pool(local_serve, model_artifact)
     send_traffic(local_serve.url)
-    operator_metrics, operator_port = rollout_metrics_server()
+    rollout, operator_metrics, operator_port = rollout_metrics_server()
     request.addfinalizer(operator_metrics.shutdown)
     # The operator's own counters live in the default registry, as in `baton operator --metrics-port`.
     RECONCILES.labels(kind="deployment")
@@ -505,6 +509,11 @@ def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
     assert float(ratio["value"][1]) == 0.0
     (weight,) = server.query('baton_rollout_canary_weight{deployment="medical"}')
     assert weight["value"][1] == "10"
+    # A decision made while Prometheus watches shows up as the rollout dashboard's annotation.
+    rollout.observe_deployment("ml", "medical", canary_status("2026-01-01T00:00:00Z"))
+    (annotation,) = json.loads(dashboards.render_all()["rollout.json"])["annotations"]["list"]
+    (marked,) = server.wait_for(annotation["expr"].replace("$deployment", "medical"), timeout=60)
+    assert (marked["metric"]["verdict"], marked["metric"]["gate"]) == ("Promote", "offline")
     alerts_firing = server.api("alerts")["alerts"]
     assert not [a for a in alerts_firing if a["labels"]["alertname"] != "BatonOperatorDown"], json.dumps(
         alerts_firing

@@ -338,7 +338,7 @@ def rollout_view() -> dict[str, Any]:
             .datasource(DATASOURCE)
             .enable(True)
             .icon_color("purple")
-            .expr(f"changes(baton_rollout_decisions_total{{{scope}}}[2m]) > 0")
+            .expr(f"increase(baton_rollout_decisions_total{{{scope}}}[2m]) > 0")
         )
         .with_row(dashboard.Row("Traffic split"))
         .with_panel(
@@ -429,6 +429,14 @@ def rollout_view() -> dict[str, Any]:
 
 def _encode(builder: dashboard.Dashboard) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    for annotation in document.get("annotations", {}).get("list", []):
+        if annotation["name"] == "Decisions":
+            # Grafana's Prometheus annotation options the SDK's AnnotationQuery does not model.
+            annotation |= {
+                "titleFormat": "{{verdict}} ({{gate}} gate)",
+                "tagKeys": "verdict,gate",
+                "step": "1m",
+            }
     return document
 
 

@@ -6,8 +6,8 @@ and benchmark scores. A shell (the operator, or local mode) calls `observe_deplo
 panel, decision annotations and rollout alerts read what this module exports.
 
 Decisions are counted from `status.history` as they appear. The first status seen for a deployment
-only sets a watermark, so a restarted shell does not count the history it finds again (the
-counter restarts at zero, which `rate` and `increase` handle).
+creates every verdict/gate series at 0 and only sets a watermark, so a restarted shell does not
+count the history it finds again (the counter restarts at zero, which `rate` and `increase` handle).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from baton.api.candidate import ModelCandidate
+from baton.api.decision import Gate, Verdict
 from baton.api.deployment import ModelDeploymentStatus, Phase
 
 DEPLOYMENT_LABELS = ("namespace", "deployment")
@@ -41,8 +42,8 @@ class RolloutMetrics:
         )
         self.decisions = Counter(
             "baton_rollout_decisions",
-            "Final rollout decisions, by verdict, the gate that decided and its reason.",
-            [*DEPLOYMENT_LABELS, "candidate", "verdict", "gate", "reason"],
+            "Final rollout decisions, by verdict and the gate that decided.",
+            [*DEPLOYMENT_LABELS, "verdict", "gate"],
             registry=self.registry,
         )
         self.benchmark_score = Gauge(
@@ -59,13 +60,16 @@ class RolloutMetrics:
         self.canary_weight.labels(namespace, name).set(status.canary_weight)
         key = (namespace, name)
         newest = max((decision.time for decision in status.history), default="")
-        if key in self._counted_until:
+        if key not in self._counted_until:
+            # Every series starts at 0, so `increase` and `changes` see the first decision too.
+            for verdict in Verdict:
+                for gate in Gate:
+                    self.decisions.labels(namespace, name, verdict.value, gate.value)
+        else:
             # RFC 3339 times in UTC compare correctly as strings.
             for decision in status.history:
                 if decision.time > self._counted_until[key]:
-                    self.decisions.labels(
-                        namespace, name, decision.candidate, decision.verdict, decision.gate, decision.reason
-                    ).inc()
+                    self.decisions.labels(namespace, name, decision.verdict, decision.gate).inc()
         self._counted_until[key] = max(newest, self._counted_until.get(key, ""))
 
     def observe_candidate(self, namespace: str, candidate: ModelCandidate) -> None:
