@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 
 import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from baton.observability import alerts, catalog, dashboards
 
@@ -95,3 +98,15 @@ def test_dashboards_and_alerts_name_only_metrics_baton_defines(rendered: dict[st
     assert referenced <= catalog.sample_names(), (
         f"not defined by baton: {sorted(referenced - catalog.sample_names())}"
     )
+
+
+def test_dashboards_parse_back_through_grafanas_schema_types(rendered: dict[str, dict[str, Any]]) -> None:
+    """The SDK's Dashboard model (generated from Grafana's schema) reads every field we wrote back."""
+    for original in rendered.values():
+        doc = copy.deepcopy(original)
+        parsed = json.loads(json.dumps(Dashboard.from_json(doc), cls=JSONEncoder))
+        for annotation in doc["annotations"].get("list", []):
+            # Grafana's Prometheus annotation options that the schema's AnnotationQuery does not model.
+            for key in ("titleFormat", "tagKeys", "step"):
+                annotation.pop(key, None)
+        assert parsed == doc
