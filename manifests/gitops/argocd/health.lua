@@ -103,8 +103,9 @@ if ready.status == "True" then
   end
   return hs
 end
-local progressing = condition("Progressing")
-if ready.status == "False" and (progressing == nil or progressing.status ~= "True") then
+-- Not ready: a champion that cannot run (refused, or no room in its pool) or a source that cannot be
+-- polled is Degraded; a champion still loading or a pool still starting is Progressing.
+if ready.reason == "ChampionFailed" or ready.reason == "Unschedulable" or ready.reason == "PollFailed" then
   hs.status = "Degraded"
 else
   hs.status = "Progressing"

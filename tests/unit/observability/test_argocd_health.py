@@ -109,17 +109,24 @@ def test_failed_deployment_is_degraded() -> None:
     assert "phase Failed" in result["message"]
 
 
-def test_not_ready_while_progressing_is_progressing_otherwise_degraded() -> None:
-    loading = [condition("Ready", "False", "loading v1"), condition("Progressing", "True")]
-    assert health(deployment({"observedGeneration": 3, "conditions": loading})) == {
+def test_a_loading_champion_is_progressing_a_failed_or_unplaceable_one_degraded() -> None:
+    # What the rollout core writes for a new deployment whose champion is starting (phase Pending).
+    loading = [
+        condition("Ready", "False", "the champion revision is starting", reason="ChampionLoading"),
+        condition("Progressing", "False", reason="NoRollout"),
+        condition("Degraded", "False", reason="AsExpected"),
+    ]
+    assert health(deployment({"observedGeneration": 3, "phase": "Pending", "conditions": loading})) == {
         "status": "Progressing",
-        "message": "loading v1",
+        "message": "the champion revision is starting",
     }
-    stuck = [condition("Ready", "False", reason="PoolMissing"), condition("Progressing", "False")]
-    assert health(deployment({"observedGeneration": 3, "conditions": stuck})) == {
+    full = [condition("Ready", "False", "needs 9Gi, has 8Gi", reason="Unschedulable")]
+    assert health(deployment({"observedGeneration": 3, "conditions": full})) == {
         "status": "Degraded",
-        "message": "PoolMissing",
+        "message": "needs 9Gi, has 8Gi",
     }
+    refused = [condition("Ready", "False", reason="ChampionFailed")]
+    assert health(deployment({"observedGeneration": 3, "conditions": refused}))["status"] == "Degraded"
 
 
 def test_pool_that_cannot_fit_its_models_is_degraded() -> None:
@@ -158,6 +165,32 @@ def test_candidate_health_follows_its_phase(phase: str, expected: str) -> None:
 
 def test_candidate_without_message_names_its_phase() -> None:
     assert health(candidate("Rejected"))["message"] == "Candidate Rejected"
+
+
+def test_source_that_cannot_poll_is_degraded_pool_starting_is_progressing() -> None:
+    source = {
+        "kind": "ModelSource",
+        "metadata": {"name": "medical-releases", "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [condition("Ready", "False", "404", reason="PollFailed")],
+        },
+    }
+    assert health(source) == {"status": "Degraded", "message": "404"}
+    pool = {
+        "kind": "ModelPool",
+        "metadata": {"name": "cpu-small", "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                condition(
+                    "Ready", "False", "RayService serviceStatus=unknown", reason="RayServiceNotRunning"
+                ),
+                condition("Unschedulable", "False", reason="AllRevisionsFit"),
+            ],
+        },
+    }
+    assert health(pool) == {"status": "Progressing", "message": "RayService serviceStatus=unknown"}
 
 
 def test_benchmark_ready_is_healthy() -> None:
