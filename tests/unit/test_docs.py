@@ -168,3 +168,24 @@ def test_repository_paths_in_commands_exist() -> None:
         for token in shlex.split(line, comments=True):
             if REPO_PATH.match(token):
                 assert (REPO / token).exists(), f"{page.relative_to(REPO)}: `{line}` names missing {token}"
+
+
+def test_values_named_in_the_install_page_exist_with_the_stated_defaults() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    table = (DOCS / "install.md").read_text().split("## Main values", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 10
+    for keys_cell, default_cell in rows:
+        for key in re.findall(r"`([\w.]+)`", keys_cell):
+            value: Any = defaults
+            for part in key.split("."):
+                assert isinstance(value, dict) and part in value, (
+                    f"install.md names {key}, not in values.yaml"
+                )
+                value = value[part]
+            stated = re.match(r"\s*`([^`]*)`", default_cell)
+            if stated and not isinstance(value, dict) and "," not in keys_cell:
+                written = {json.dumps(value), str(value), str(value).lower()}
+                assert stated.group(1) in written, (
+                    f"install.md: {key} defaults to {stated.group(1)}, not {value!r}"
+                )
