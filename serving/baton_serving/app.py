@@ -348,7 +348,8 @@ class OpenAIIngress:
 
     @fastapi_app.get("/healthz")
     async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+        """Liveness, and which ingress replica answered (weight changes must not replace it)."""
+        return {"status": "ok", "replica": serve.get_replica_context().replica_id.unique_id}
 
     @fastapi_app.get("/metrics")
     async def prometheus_metrics(self) -> Response:

@@ -167,6 +167,7 @@ def test_split_follows_weights_and_sessions_stick(pool, local_serve):
 
 def test_weights_change_under_load_without_failures_or_restarts(pool, local_serve):
     before = {name: local_serve.engine_status("medical", name) for name in ("champion", "candidate")}
+    ingress_before = httpx.get(f"{local_serve.url}/healthz", timeout=30).json()["replica"]
     stop = threading.Event()
     failures: list[str] = []
     answered: list[tuple[float, str]] = []
@@ -200,6 +201,7 @@ def test_weights_change_under_load_without_failures_or_restarts(pool, local_serv
         for thread in threads:
             thread.join(timeout=120)
     after = {name: local_serve.engine_status("medical", name) for name in ("champion", "candidate")}
+    assert httpx.get(f"{local_serve.url}/healthz", timeout=30).json()["replica"] == ingress_before
 
     assert failures == []
     assert len(answered) > 100
