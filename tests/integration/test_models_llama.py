@@ -49,13 +49,18 @@ def test_llama_cpp_tokenizes_exactly_like_the_trainer(domain: str, smoke_artifac
                 )
 
 
-@pytest.mark.parametrize("quantization", QUANTIZATIONS)
-def test_every_quantization_of_a_trained_model_loads_and_answers(quantization: str) -> None:
-    artifact = catalog.ensure("medical", "v2", quantization, score=False)
+# Ternary files of the ternary-trained model; the others of the full-precision one.
+TRAINED_FILES = [("v2-ternary" if q.startswith("TQ") else "v2", q) for q in QUANTIZATIONS]
+
+
+@pytest.mark.parametrize(("version", "quantization"), TRAINED_FILES)
+def test_every_quantization_of_a_trained_model_loads_and_answers(version: str, quantization: str) -> None:
+    artifact = catalog.ensure("software", version, quantization, score=False)
     assert artifact.path.stat().st_size == artifact.size_bytes
+    case = domains.benchmark_cases("software", 1)[0]
     with loaded(artifact.path) as model:
-        answer = complete(model, "Route this triage note.\nPt 66yo female, c/o sore throat.", 24)
-    assert answer.strip(), quantization
+        answer = complete(model, domains.example(case, "routing").prompt, 32)
+    assert answer.startswith("Assign to "), (quantization, answer)
 
 
 def test_chat_completion_uses_the_training_prompt(domain_artifacts: dict) -> None:
@@ -126,9 +131,8 @@ def test_export_is_proven_by_matching_logits() -> None:
         actual = np.array(llm.scores[: len(ids)])
     finally:
         llm.close()
-    # F16 weights and llama.cpp's F16 matmuls against torch's F32: agreement within 2 % of the logit range.
-    tolerance = 0.02 * float(expected.max() - expected.min())
-    assert np.abs(actual - expected).max() < tolerance
+    # F16 weights in llama.cpp against torch's F32: measured max |diff| 0.006 on a logit range of ~27.
+    assert np.abs(actual - expected).max() < 0.05
     assert (actual.argmax(-1) == expected.argmax(-1)).mean() > 0.97
 
 
