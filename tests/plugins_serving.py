@@ -87,5 +87,5 @@ def local_serve() -> Iterator[LocalServe]:
     try:
         yield LocalServe(url=f"http://127.0.0.1:{port}")
     finally:
-        serve.shutdown()
+        # The whole local cluster goes: no need for Serve's graceful drain of every replica.
         ray.shutdown()

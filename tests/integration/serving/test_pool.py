@@ -58,6 +58,8 @@ def pool_config(
         {
             "pool": "test-pool",
             "tracing": tracing or {},
+            # Two ingress processes: metrics must be aggregated across them (tested below).
+            "ingress_replicas": 2,
             "deployments": [
                 {
                     "name": "medical",
@@ -105,6 +107,19 @@ def client(local_serve) -> openai.OpenAI:
 def complete(url: str, headers: dict | None = None, max_tokens: int = 1) -> httpx.Response:
     body = {"model": "medical", "prompt": "The patient", "max_tokens": max_tokens, "temperature": 0}
     return httpx.post(f"{url}/v1/completions", json=body, headers=headers or {}, timeout=60)
+
+
+def ingress_replicas(url: str) -> set[str]:
+    """The ingress replicas that answer /healthz (Serve spreads 30 calls over both of them)."""
+    return {httpx.get(f"{url}/healthz", timeout=30).json()["replica"] for _ in range(30)}
+
+
+def baton_requests_total(text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("baton_requests_total{") and 'pool="test-pool"' in line
+    )
 
 
 def test_openai_client_chat_streaming_completions_and_models(pool, client):
@@ -167,7 +182,7 @@ def test_split_follows_weights_and_sessions_stick(pool, local_serve):
 
 def test_weights_change_under_load_without_failures_or_restarts(pool, local_serve):
     before = {name: local_serve.engine_status("medical", name) for name in ("champion", "candidate")}
-    ingress_before = httpx.get(f"{local_serve.url}/healthz", timeout=30).json()["replica"]
+    ingress_before = ingress_replicas(local_serve.url)
     stop = threading.Event()
     failures: list[str] = []
     answered: list[tuple[float, str]] = []
@@ -201,7 +216,7 @@ def test_weights_change_under_load_without_failures_or_restarts(pool, local_serv
         for thread in threads:
             thread.join(timeout=120)
     after = {name: local_serve.engine_status("medical", name) for name in ("champion", "candidate")}
-    assert httpx.get(f"{local_serve.url}/healthz", timeout=30).json()["replica"] == ingress_before
+    assert ingress_replicas(local_serve.url) == ingress_before
 
     assert failures == []
     assert len(answered) > 100
@@ -338,3 +353,13 @@ def test_prometheus_scrapes_per_revision_rates(pool, local_serve, prometheus):
         rates = {item["metric"]["revision"]: float(item["value"][1]) for item in result["data"]["result"]}
         rates = {revision: rate for revision, rate in rates.items() if rate > 0}
     assert set(rates) == {"champion", "candidate"}, rates
+
+
+def test_metrics_of_every_ingress_replica_are_exposed(pool, local_serve):
+    """Whichever ingress process answers the scrape, it reports the requests both of them answered."""
+    assert len(ingress_replicas(local_serve.url)) == 2
+    before = baton_requests_total(httpx.get(f"{local_serve.url}/metrics", timeout=30).text)
+    assert all(complete(local_serve.url).status_code == 200 for _ in range(60))
+    for _ in range(10):
+        after = baton_requests_total(httpx.get(f"{local_serve.url}/metrics", timeout=30).text)
+        assert after - before == 60
