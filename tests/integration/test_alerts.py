@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,9 @@ def test_slo_and_operator_alerts(tmp_path: Path, rules_file: Path, name: str) ->
 
 
 METRIC = re.compile(r"\bbaton_[a-z0-9_]+")
+# A pool name of its own: the data plane keeps per-pool metric files on the node, so another baton
+# running here with a common pool name (the demo's) would show up in this scrape.
+SCRAPED_POOL = f"observability-{uuid.uuid4().hex[:8]}"
 
 
 def referenced_metrics() -> set[str]:
@@ -389,7 +393,7 @@ def serve_pool(local_serve: LocalServe, model_artifact: Callable[..., Any]) -> N
     local_serve.deploy(
         PoolConfig.model_validate(
             {
-                "pool": "cpu-small",
+                "pool": SCRAPED_POOL,
                 "deployments": [
                     {
                         "name": "medical",
@@ -503,7 +507,7 @@ def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
     (ratio,) = ratios
     assert ratio["metric"] == {
         "__name__": "baton:request_errors:ratio_rate5m",
-        "pool": "cpu-small",
+        "pool": SCRAPED_POOL,
         "deployment": "medical",
     }
     assert float(ratio["value"][1]) == 0.0
@@ -514,7 +518,16 @@ def test_dashboards_and_rules_read_only_metrics_a_real_scrape_has(
     (annotation,) = json.loads(dashboards.render_all()["rollout.json"])["annotations"]["list"]
     (marked,) = server.wait_for(annotation["expr"].replace("$deployment", "medical"), timeout=60)
     assert (marked["metric"]["verdict"], marked["metric"]["gate"]) == ("Promote", "offline")
-    alerts_firing = server.api("alerts")["alerts"]
-    assert not [a for a in alerts_firing if a["labels"]["alertname"] != "BatonOperatorDown"], json.dumps(
-        alerts_firing
-    )
+    # Every rule evaluates on the real series without an error (e.g. a many-to-many match).
+    rules = [rule for group in server.api("rules")["groups"] for rule in group["rules"]]
+    assert len(rules) == sum(len(group["rules"]) for group in alerts.rule_groups()["groups"])
+    assert all(rule["health"] == "ok" for rule in rules), [r for r in rules if r["health"] != "ok"]
+    # Every dashboard query parses and evaluates, with Grafana's variables filled in.
+    variables = {"$__rate_interval": "1m", "$deployment": "medical", "$pool": SCRAPED_POOL}
+    for document in dashboards.render_all().values():
+        for expr in re.findall(r'"(?:expr|query)": "((?:[^"\\]|\\.)*)"', document):
+            query = json.loads(f'"{expr}"')
+            for variable, value in variables.items():
+                query = query.replace(variable, value)
+            if not query.startswith("label_values("):
+                server.query(query)  # raises with Prometheus' error message
