@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jsonschema import ValidationError, validate
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -260,8 +261,6 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 
 
 def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
-    from jsonschema import ValidationError, validate
-
     try:
         validate(json.loads(text), schema)
     except (json.JSONDecodeError, ValidationError):
