@@ -150,7 +150,7 @@ def test_openai_client_chat_streaming_completions_and_models(pool, client):
     assert [model.id for model in client.models.list()] == ["medical"]
 
 
-def test_json_schema_response_parses_into_the_pydantic_model(pool, client):
+def test_json_schema_response_parses_into_the_pydantic_model(pool, client, local_serve):
     parsed = client.chat.completions.parse(
         model="medical",
         messages=[{"role": "user", "content": "62 year old, crushing chest pain."}],
@@ -159,6 +159,13 @@ def test_json_schema_response_parses_into_the_pydantic_model(pool, client):
         temperature=0,
     )
     assert isinstance(parsed.choices[0].message.parsed, Triage)
+    exposition = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
+    assert any(
+        line.startswith("baton_structured_outputs_total{")
+        and 'valid="true"' in line
+        and not line.endswith(" 0.0")
+        for line in exposition.splitlines()
+    )
 
 
 def test_split_follows_weights_and_sessions_stick(pool, local_serve):
