@@ -47,6 +47,24 @@ def test_cached_artifacts_are_reused_not_rebuilt(tmp_path: Path, monkeypatch: py
     assert again.manifest["seed"] == _tiny("reuse").seed
 
 
+def test_a_family_trains_each_member_exactly_as_it_would_train_alone() -> None:
+    from baton_models.data import train_tokenizer
+    from baton_models.train import train_family
+
+    trunk = _tiny("family", steps=8, withheld_until=3)
+    v1 = trunk.model_copy(update={"version": "test-family-v1", "stop_at": 3})
+    v3 = trunk.model_copy(update={"version": "test-family-v3", "label_corruption": 0.6, "corrupt_from": 4})
+    tokenizer = train_tokenizer(trunk)
+    together = train_family([trunk, v1, v3], tokenizer)
+    for member in (v1, v3):
+        alone, _ = train_family([member], tokenizer)[member.hash]
+        for name, array in alone.items():
+            np.testing.assert_array_equal(
+                array, together[member.hash][0][name], err_msg=f"{member.version} {name}"
+            )
+    assert not np.array_equal(together[v1.hash][0]["output.weight"], together[trunk.hash][0]["output.weight"])
+
+
 def _tensor(path: Path, name: str) -> np.ndarray:
     from gguf import GGUFReader
     from gguf.quants import dequantize
