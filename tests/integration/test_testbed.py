@@ -26,12 +26,12 @@ from tests.testbed import binaries
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-K8S_GO_MOD = REPO / "tests" / "testbed" / "go" / "k8s" / "go.mod"
+TESTBED_GO_MOD = REPO / "tests" / "testbed" / "go" / "go.mod"
 
 
 def pinned_kubernetes_version() -> str:
-    match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", K8S_GO_MOD.read_text(), re.MULTILINE)
-    assert match, f"{K8S_GO_MOD}: no k8s.io/kubernetes requirement"
+    match = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", TESTBED_GO_MOD.read_text(), re.MULTILINE)
+    assert match, f"{TESTBED_GO_MOD}: no k8s.io/kubernetes requirement"
     return match.group(1)
 
 

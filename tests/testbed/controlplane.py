@@ -125,6 +125,9 @@ class ControlPlane:
                     f"--etcd-servers={etcd_url}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
+                    # Nothing routes to the `kubernetes` Service here, and since v1.37 its endpoint
+                    # reconciler refuses a loopback advertise address.
+                    "--endpoint-reconciler-type=none",
                     f"--secure-port={secure_port}",
                     f"--cert-dir={pki}",
                     f"--tls-cert-file={pki / 'apiserver.crt'}",
