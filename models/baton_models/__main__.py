@@ -35,12 +35,15 @@ DEFAULT_PLAN: tuple[tuple[str, str, str], ...] = (
     ("software", "v2-ternary", "TQ1_0"),
 )
 SMOKE_PLAN = tuple(item for item in DEFAULT_PLAN if item[1] == "smoke")
+# Everything docs/models.md measures: the default plan plus every quantization of each v2.
 FULL_PLAN = tuple(
-    (domain, version, quant)
-    for domain in DOMAINS
-    for version in VERSIONS
-    if version != "v2-ternary" or domain == "software"
-    for quant in QUANTIZATIONS
+    dict.fromkeys(
+        (
+            *DEFAULT_PLAN,
+            *((domain, "v2", quant) for domain in DOMAINS for quant in QUANTIZATIONS),
+            ("software", "v2-ternary", "F16"),
+        )
+    )
 )
 
 
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--version", action="append", choices=VERSIONS, help="repeatable")
     build_parser.add_argument("--quant", action="append", choices=QUANTIZATIONS, help="repeatable")
     build_parser.add_argument("--smoke", action="store_true", help="only the untrained smoke models")
-    build_parser.add_argument("--all", action="store_true", help="every domain, version and quantization")
+    build_parser.add_argument("--all", action="store_true", help="also every quantization of each v2")
     build_parser.add_argument("--no-score", action="store_true", help="skip benchmark runs for new builds")
     build_parser.add_argument(
         "--workers",

@@ -16,7 +16,7 @@ from baton_models.evaluate import decode_speed
 from baton_models.gguf_export import QUANTIZATIONS
 from baton_models.recipes import recipe
 
-VERSION_QUANTS = ("F16", "Q8_0", "Q4_K_M", "TQ2_0")
+QUANTS_OF_V2 = ("F16", "Q8_0", "Q4_K_M", "TQ2_0", "TQ1_0")
 TERNARY_DOMAIN = "software"
 
 
@@ -24,27 +24,37 @@ def _mean(artifact: catalog.Artifact) -> float:
     return statistics.fmean(artifact.manifest["benchmarkScores"].values())
 
 
-def _quality_table() -> list[str]:
+def _versions_table() -> list[str]:
     lines = [
-        "| domain | version | params | "
-        + " | ".join(f"{q} MB / score" for q in VERSION_QUANTS)
-        + " | suites (Q8_0) |",
-        "|---|---|---|" + "---|" * len(VERSION_QUANTS) + "---|",
+        "| domain | version | params | Q8_0 MB | mean score (Q8_0) | per suite |",
+        "|---|---|---|---|---|---|",
     ]
     for domain in DOMAINS:
         for version in ("v1", "v2", "v3"):
-            cells = []
-            for quant in VERSION_QUANTS:
-                artifact = catalog.ensure(domain, version, quant)
-                cells.append(f"{artifact.size_bytes / 1e6:.2f} / {_mean(artifact):.3f}")
-            suites = catalog.ensure(domain, version, "Q8_0").manifest["benchmarkScores"]
+            artifact = catalog.ensure(domain, version, "Q8_0")
+            suites = artifact.manifest["benchmarkScores"]
             detail = ", ".join(
-                f"{name.removeprefix(domain + '-')} {value:.2f}" for name, value in suites.items()
+                f"{name.removeprefix(domain + '-')} {value:.3f}" for name, value in suites.items()
             )
             params = recipe(domain, version).shape.parameter_count()
             lines.append(
-                f"| {domain} | {version} | {params / 1e6:.2f} M | " + " | ".join(cells) + f" | {detail} |"
+                f"| {domain} | {version} | {params / 1e6:.2f} M | {artifact.size_bytes / 1e6:.2f} | "
+                f"{_mean(artifact):.3f} | {detail} |"
             )
+    return lines
+
+
+def _quantization_table() -> list[str]:
+    lines = [
+        "| domain (v2) | " + " | ".join(f"{q} MB / score" for q in QUANTS_OF_V2) + " |",
+        "|---|" + "---|" * len(QUANTS_OF_V2),
+    ]
+    for domain in DOMAINS:
+        cells = []
+        for quant in QUANTS_OF_V2:
+            artifact = catalog.ensure(domain, "v2", quant)
+            cells.append(f"{artifact.size_bytes / 1e6:.2f} / {_mean(artifact):.3f}")
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -94,8 +104,11 @@ def _training_table() -> list[str]:
 
 def measurements_markdown() -> str:
     sections = [
-        "### Quality and size per quantization (mean over the domain's suites)",
-        *_quality_table(),
+        "### Versions (mean over the domain's suites)",
+        *_versions_table(),
+        "",
+        "### Quantizations of v2 (post-training; TQ2_0/TQ1_0 of a full-precision model)",
+        *_quantization_table(),
         "",
         f"### The 1.58-bit claim ({TERNARY_DOMAIN})",
         *_ternary_table(),
