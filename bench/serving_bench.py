@@ -204,7 +204,7 @@ def interleaved(urls: dict[str, str], levels: dict[int, int], rounds: int, max_t
 def default_gguf() -> Path:
     from baton_models import catalog
 
-    return catalog.ensure("medical", "v2", "Q4_K_M").path
+    return catalog.ensure("medical", "v2", "Q4_K_M", score=False).path
 
 
 def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict:
