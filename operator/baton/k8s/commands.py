@@ -14,6 +14,13 @@ import click
 )
 @click.option("--no-leader-election", is_flag=True, help="Act without holding the Lease (one replica only).")
 @click.option(
+    "--identity",
+    envvar="POD_NAME",
+    default=None,
+    help="Lease holder identity (default: $POD_NAME, else host-pid). A restarted container with the same "
+    "identity takes its lease back at once instead of waiting for it to expire.",
+)
+@click.option(
     "--endpoint-template",
     default="http://{pool}-serve-svc.{namespace}.svc:8000",
     show_default=True,
@@ -32,6 +39,7 @@ def operator_command(
     namespace: str | None,
     lease_namespace: str,
     no_leader_election: bool,
+    identity: str | None,
     endpoint_template: str,
     prometheus_url: str | None,
     watch_kserve: bool,
@@ -55,6 +63,7 @@ def operator_command(
         lease_namespace=lease_namespace,
         watch_kserve=watch_kserve,
         elect=not no_leader_election,
+        identity=identity,
     )
 
 

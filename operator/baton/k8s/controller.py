@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from baton.api import ModelCandidate, ModelDeployment, ModelPool, ModelSource
 from baton.api.candidate import ModelCandidateStatus
-from baton.api.common import Condition, ConditionStatus
+from baton.api.common import GROUP, VERSION, Condition, ConditionStatus
 from baton.api.deployment import Runtime
 from baton.k8s import gates, inference_service
 from baton.k8s.kube import (
@@ -140,6 +141,23 @@ class Controller:
 
         self.timers[key] = loop.call_later(delay, fire)
 
+    async def prime(self, namespace: str | None, plurals: dict[str, tuple[str, str]]) -> None:
+        """Fill the view with one LIST per kind before any reconcile.
+
+        Without it, a restarted operator could reconcile a deployment before the watch delivered
+        its candidates, and take a running candidate for a deleted one. Watch events that follow
+        carry newer states and overwrite these.
+        """
+        for plural, (group, version) in plurals.items():
+            try:
+                bodies = await asyncio.to_thread(self.kube.list, group, version, plural, namespace)
+            except ApiException as error:
+                if error.status == 404:  # the kind is not installed (e.g. no KServe)
+                    continue
+                raise
+            for body in bodies:
+                self.observed(plural, None, body)
+
     # --- workers --------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -171,6 +189,14 @@ class Controller:
         except ValidationError as error:
             log.error("modeldeployments/%s/%s is invalid: %s", namespace, name, error)
             return
+        active = ((body.get("status") or {}).get("candidate") or {}).get("candidate")
+        if active and (namespace, active) not in self.objects["modelcandidates"]:
+            # Never conclude "withdrawn" from the cache alone: ask the API server.
+            found = await asyncio.to_thread(
+                self.kube.get, GROUP, VERSION, "modelcandidates", namespace, active
+            )
+            if found is not None:
+                self.objects["modelcandidates"][(namespace, active)] = found
         candidates = [
             candidate
             for (ns, _), document in list(self.objects["modelcandidates"].items())

@@ -36,8 +36,14 @@ log = logging.getLogger("baton.operator")
 BATON_PLURALS = ("modelpools", "modeldeployments", "modelcandidates", "modelsources", "benchmarks")
 
 
-def build_registry(controller: Controller, *, watch_kserve: bool) -> kopf.OperatorRegistry:
+def build_registry(
+    controller: Controller, *, namespace: str | None, watch_kserve: bool
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    plurals = {plural: (GROUP, VERSION) for plural in BATON_PLURALS}
+    plurals["rayservices"] = (RAY_GROUP, RAY_VERSION)
+    if watch_kserve:
+        plurals["inferenceservices"] = (KSERVE_GROUP, KSERVE_VERSION)
 
     def record(plural: str):
         async def handler(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
@@ -69,6 +75,8 @@ def build_registry(controller: Controller, *, watch_kserve: bool) -> kopf.Operat
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="baton.dev")
         settings.watching.server_timeout = 300
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
+        # Startup activities finish before kopf starts listing, so kopf's listing is never older.
+        await controller.prime(namespace, plurals)
         asyncio.get_running_loop().create_task(controller.run())
 
     return registry
@@ -81,6 +89,7 @@ def run_operator(
     lease_namespace: str,
     watch_kserve: bool,
     elect: bool = True,
+    identity: str | None = None,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
 ) -> None:
@@ -88,9 +97,9 @@ def run_operator(
     load_config()
     kube = Kube()
     if elect:
-        LeaseElector(kube, lease_namespace).acquire()
+        LeaseElector(kube, lease_namespace, identity=identity).acquire()
     controller = Controller(kube, settings)
-    registry = build_registry(controller, watch_kserve=watch_kserve)
+    registry = build_registry(controller, namespace=namespace, watch_kserve=watch_kserve)
     asyncio.run(
         kopf.operator(
             registry=registry,

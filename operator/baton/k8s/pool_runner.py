@@ -43,14 +43,19 @@ def application_statuses() -> dict[str, dict[str, Any]]:
     reported: dict[str, dict[str, Any]] = {}
     for name, application in serve.status().applications.items():
         reported[name] = {
-            "status": str(application.status),
+            "status": _name(application.status),
             "message": (application.message or "")[:2000],
             "serveDeploymentStatuses": {
-                deployment: {"status": str(state.status), "message": (state.message or "")[:500]}
+                deployment: {"status": _name(state.status), "message": (state.message or "")[:500]}
                 for deployment, state in application.deployments.items()
             },
         }
     return reported
+
+
+def _name(state: Any) -> str:
+    """`RUNNING` for Serve's `ApplicationStatus.RUNNING` (an enum) as for a plain string."""
+    return str(getattr(state, "value", state))
 
 
 def ray_service_status(

@@ -443,7 +443,7 @@ def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision
         (
             _weights(context, status),
             RemoveRevision(candidate.revision),
-            EmitEvent(event_type, phase.value, message),
+            EmitEvent(event_type, str(phase), message),
         ),
         0,
     )
@@ -592,7 +592,7 @@ def _with_conditions(
         wanted.append(("Ready", ConditionStatus.FALSE, "ChampionFailed", health.message))
     if status.phase in ACTIVE_PHASES:
         wanted.append(
-            ("Progressing", ConditionStatus.TRUE, status.phase.value, _progress_message(context, status))
+            ("Progressing", ConditionStatus.TRUE, str(status.phase), _progress_message(context, status))
         )
     else:
         wanted.append(("Progressing", ConditionStatus.FALSE, "NoRollout", ""))

@@ -116,9 +116,13 @@ def advance(
     observations: Observations,
     now: datetime = NOW,
 ) -> tuple[ModelDeployment, ReconcileResult]:
-    """Reconcile once and return the deployment with the new status persisted."""
+    """Reconcile once and return the deployment with the new status persisted.
+
+    Persisting goes through the wire form, as with the API server: enums come back as strings.
+    """
     result = reconcile(resource, candidates, observations, now)
-    return resource.model_copy(update={"status": result.status}), result
+    stored = ModelDeploymentStatus.model_validate(result.status.to_wire())
+    return resource.model_copy(update={"status": stored}), result
 
 
 def later(seconds: float) -> datetime:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from baton.api import ModelCandidate, ModelDeployment, Phase, Verdict
+from baton.api import ModelCandidate, ModelDeployment, ModelDeploymentStatus, Phase, Verdict
 from baton.api.candidate import ModelCandidateStatus
 from baton.api.decision import Gate
 from baton.rollout import (
@@ -72,6 +72,7 @@ class World:
                 self.online = OnlineResult(revision, step, 100, outcome(VERDICTS[revision], Gate.ONLINE))
             case UpdateCandidateStatus(candidate=name, phase=phase, message=message, decision=decision):
                 status = ModelCandidateStatus(phase=phase, message=message, decision=decision)
+                status = ModelCandidateStatus.model_validate(status.to_wire())
                 self.candidates[name] = self.candidates[name].model_copy(update={"status": status})
 
     def crash(self) -> None:
@@ -95,7 +96,8 @@ def test_random_crashes_converge_without_double_promotion(seed: int) -> None:
         if where == "before-status":
             world.crash()
             continue
-        world.deployment = world.deployment.model_copy(update={"status": result.status})
+        stored = ModelDeploymentStatus.model_validate(result.status.to_wire())
+        world.deployment = world.deployment.model_copy(update={"status": stored})
         promotions = Counter(d.candidate for d in result.status.history if d.verdict == Verdict.PROMOTE)
         assert all(count == 1 for count in promotions.values()), result.status.history
         actions = list(result.actions)
