@@ -67,6 +67,7 @@ REVISION_HEADER = "X-Baton-Revision"
 INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
 STATUS_PROBE_TIMEOUT_S = 10.0
+STATUS_RECHECK_INTERVAL_S = 5.0
 STREAM_BATCH_INTERVAL_S = 0.02
 # Ray Serve's documented low-overhead mode: user code and the handle router share the replica's
 # event loop, and handle calls go over gRPC. Both replica kinds are fully async, so it is safe.
@@ -321,7 +322,11 @@ class OpenAIIngress:
         return handle
 
     async def _probe(self, key: tuple[str, str], handle: DeploymentHandle) -> None:
-        """Poll the engine until it has loaded (ready) or refused its artifact; only then route to it."""
+        """Watch the engine: route to it once it has loaded, never while it refuses its artifact.
+
+        Polled every 0.5 s until it settles, then every 5 s, so an engine application that Serve
+        replaced (a fixed artifact, a crashed replica that came back refusing) is noticed.
+        """
         ready_gauge = metrics.REVISION_READY.labels(self._pool, *key)
         ready_gauge.set(0)
         while True:
@@ -331,10 +336,10 @@ class OpenAIIngress:
                 await asyncio.sleep(STATUS_PROBE_INTERVAL_S)
                 continue
             self._status[key] = status
-            if status["ready"] or status["error"]:
+            settled = bool(status["ready"] or status["error"])
+            if settled:
                 ready_gauge.set(1 if status["ready"] else 0)
-                return
-            await asyncio.sleep(STATUS_PROBE_INTERVAL_S)
+            await asyncio.sleep(STATUS_RECHECK_INTERVAL_S if settled else STATUS_PROBE_INTERVAL_S)
 
     @staticmethod
     async def _call(response: Any) -> Any:

@@ -261,6 +261,17 @@ def test_a_wrong_or_corrupt_candidate_never_serves(pool, local_serve, artifacts,
         pinned = complete(local_serve.url, {"X-Baton-Revision": "wrongdigest"})
         assert pinned.status_code == 503
         assert "digest mismatch" in pinned.json()["error"]["message"]
+
+        # The digest corrected under the same revision name: Serve replaces that engine and the
+        # ingress notices on its own.
+        pool(
+            weights={"champion": 50, "wrongdigest": 50},
+            revisions={**revisions, "wrongdigest": artifacts["champion"]},
+        )
+        deadline = time.monotonic() + 120
+        while complete(local_serve.url, {"X-Baton-Revision": "wrongdigest"}).status_code != 200:
+            assert time.monotonic() < deadline, "the corrected revision never became ready"
+            time.sleep(1)
     finally:
         pool()
 
