@@ -261,3 +261,14 @@ def exited(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return state == "Z"  # a zombie has exited; only its parent (init) has yet to reap it
+
+
+def test_a_second_build_reuses_the_cached_binaries():
+    for name in ("kube-apiserver", "kubectl", "etcd", "helm"):
+        binaries.built(name)  # a missing one fails here, instead of starting a cold build in a test
+    started = time.monotonic()
+    build = subprocess.run([str(binaries.BUILD_SCRIPT)], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert "building" not in build.stdout and "ready in" in build.stdout, build.stdout
+    assert time.monotonic() - started < 30
+    assert binaries.built("kube-apiserver").resolve().name == f"kube-apiserver-{pinned_kubernetes_version()}"
