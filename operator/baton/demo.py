@@ -277,15 +277,24 @@ def run_demo(options: DemoOptions) -> int:
         if traffic is not None:
             traffic.stop()
         runtime.stop()
-    decisions = store.decisions()
-    console.print(decisions_table(decisions, title="every decision and its evidence"))
+    every_decision = store.decisions()
+    console.print(decisions_table(every_decision, title="every decision and its evidence"))
+    decisions = store.decisions(final_only=True)
     mismatches = ground_truth_mismatches(decisions, domains)
     console.log(f"client traffic: {report.summary()}")
     for failure in report.failures[:10]:
         console.log(f"[red]failed request: {failure}[/red]")
     elapsed = time.monotonic() - started
     console.log(f"demo took {elapsed:.0f} s ({built_s:.0f} s building or loading models)")
-    _write_report(options.state_dir / "demo-report.json", decisions, mismatches, report, elapsed, built_s)
+    _write_report(
+        options.state_dir / "demo-report.json",
+        decisions,
+        every_decision,
+        mismatches,
+        report,
+        elapsed,
+        built_s,
+    )
     if mismatches or report.failures or not ok:
         for mismatch in mismatches:
             console.log(f"[red]{mismatch}[/red]")

@@ -42,6 +42,12 @@ def test_demo_promotes_every_v2_and_rejects_every_v3_without_a_failed_request(tm
     assert len(report["decisions"]) == len(expected), "one final decision per offered version"
     promotions = [d for d in report["decisions"] if d["verdict"] == "Promote"]
     assert all(d["evidence"] for d in promotions), "every promotion carries its evidence"
+    offline_passes = {
+        d["deployment"] for d in report["gatesPassed"] if d["gate"] == "offline" and d["candidate"] == "v2"
+    }
+    assert offline_passes == set(DOMAINS), "every v2 passed the paired benchmark before its canary"
+    for rejection in (d for d in report["decisions"] if d["candidate"] == "v3"):
+        assert rejection["gate"] == "offline" and rejection["evidence"][0]["effect"] < 0, rejection
     traffic = report["traffic"]
     assert traffic["failures"] == []
     answered_by = {(a["deployment"], a["revision"]) for a in traffic["answered"]}

@@ -36,7 +36,7 @@ from baton.api import (
     ModelPool,
 )
 from baton.api.candidate import ModelCandidateStatus
-from baton.api.deployment import MetricProvider
+from baton.api.deployment import MetricProvider, Phase
 from baton.local.dataplane import LocalServe
 from baton.local.discovery import discover
 from baton.local.gates import offline_outcome, online_outcome
@@ -303,6 +303,15 @@ class LocalRuntime:
                 online=self._online.get(name),
             )
             result = reconcile(deployment, list(self.candidates.values()), observations, now)
+            passed = result.status.last_decision
+            if (
+                result.status.phase == Phase.CANARY
+                and passed is not None
+                and passed != (deployment.status.last_decision if deployment.status else None)
+            ):
+                # A gate passed on the way (offline benchmark, a canary step); the final verdict is
+                # recorded with the candidate's status.
+                self.store.record_decision(name, passed, final=False)
             if result.status != deployment.status:
                 deployment = deployment.model_copy(update={"status": result.status})
                 self.deployments[name] = deployment
@@ -356,7 +365,7 @@ class LocalRuntime:
         self.candidates[update.candidate] = candidate
         self.store.write_object(candidate)
         if update.decision is not None and update.phase in FINAL_CANDIDATE_PHASES:
-            self.store.record_decision(deployment, update.decision)
+            self.store.record_decision(deployment, update.decision, final=True)
 
     # --- candidates --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ complete status, and `baton status` in another terminal always reads a whole doc
 Layout of the state directory:
     objects/<Kind>/<name>.json  one resource as last reconciled: spec and status (camelCase, as in the API)
     candidates/<name>.yaml      ModelCandidates added by `baton candidate add` or found by a ModelSource
-    decisions.jsonl             every final decision, oldest first (the demo's table reads it)
+    decisions.jsonl             every decision, oldest first: gates passed and final verdicts
     events.jsonl                every event (what a cluster records as Kubernetes Events)
     up.json                     the running `baton up`: pid, endpoint, inputs
 """
@@ -91,18 +91,24 @@ class LocalStore:
         write_atomically(path, yaml.safe_dump(spec_only, sort_keys=False))
         return path
 
-    def record_decision(self, deployment: str, decision: Decision) -> None:
+    def record_decision(self, deployment: str, decision: Decision, *, final: bool) -> None:
+        """Append a decision: `final` ends a candidate's rollout; others are gates it passed on the way."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"deployment": deployment, "decision": decision.to_wire()}, sort_keys=True)
+        record = {"deployment": deployment, "final": final, "decision": decision.to_wire()}
         with (self.state_dir / "decisions.jsonl").open("a") as log:
-            log.write(line + "\n")
+            log.write(json.dumps(record, sort_keys=True) + "\n")
 
-    def decisions(self) -> list[tuple[str, Decision]]:
+    def decisions(self, *, final_only: bool = False) -> list[tuple[str, Decision]]:
+        """Recorded decisions, oldest first."""
         path = self.state_dir / "decisions.jsonl"
         if not path.is_file():
             return []
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [(record["deployment"], Decision.model_validate(record["decision"])) for record in records]
+        return [
+            (record["deployment"], Decision.model_validate(record["decision"]))
+            for record in records
+            if record["final"] or not final_only
+        ]
 
     def record_event(self, deployment: str, type_: str, reason: str, message: str, time: str) -> None:
         """What a cluster would show as a Kubernetes Event on the deployment."""
