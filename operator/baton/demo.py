@@ -325,6 +325,7 @@ def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Itera
 def _write_report(
     path: Path,
     decisions: Sequence[tuple[str, Any]],
+    every_decision: Sequence[tuple[str, Any]],
     mismatches: list[str],
     report: Any,
     elapsed: float,
@@ -333,6 +334,11 @@ def _write_report(
     """What the end-to-end test and the docs' timings read: decisions, traffic and durations."""
     body = {
         "decisions": [{"deployment": name, **decision.to_wire()} for name, decision in decisions],
+        "gatesPassed": [
+            {"deployment": name, **decision.to_wire()}
+            for name, decision in every_decision
+            if (name, decision) not in decisions
+        ],
         "mismatches": mismatches,
         "traffic": {
             "total": report.total,
