@@ -107,7 +107,7 @@ class LocalStore:
         return [
             (record["deployment"], Decision.model_validate(record["decision"]))
             for record in records
-            if record["final"] or not final_only
+            if record.get("final", True) or not final_only
         ]
 
     def record_event(self, deployment: str, type_: str, reason: str, message: str, time: str) -> None:
