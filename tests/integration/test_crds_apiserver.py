@@ -410,13 +410,7 @@ VALID_INPUT: dict[str, dict[str, Any]] = {
     "source-http": with_spec(MS, drop=("directory",), http={"indexUrl": "https://mirror.example/index.json"}),
 }
 
-KNOWN_VALID_REFUSED = {
-    "deployment-rollout-empty": pytest.mark.xfail(
-        strict=True,
-        reason="rollout.steps has no `default` in the CRD, so the weights rule fails with "
-        "'no such key: steps' although pydantic fills in the default steps",
-    ),
-}
+KNOWN_VALID_REFUSED: dict[str, pytest.MarkDecorator] = {}
 
 
 @pytest.mark.parametrize(
@@ -432,13 +426,7 @@ def test_what_pydantic_accepts_the_api_server_accepts(invalid_namespace, case):
 
 
 # Cases the generated CRDs get wrong today (strict: a fix turns them into failures, to be removed here).
-KNOWN_CRD_BUGS = {
-    "pool-gpu-without-gpus": pytest.mark.xfail(
-        strict=True,
-        reason="workerResources has no `default: {}` in the CRD, so its CEL rule fails with "
-        "'no such key: workerResources' on `spec` instead of naming spec.workerResources.gpus",
-    ),
-}
+KNOWN_CRD_BUGS: dict[str, pytest.MarkDecorator] = {}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import to_jsonable_python
 
 from baton.api import KINDS
 from baton.api.common import GROUP, VERSION, Resource
@@ -37,6 +39,23 @@ _KEPT_KEYWORDS = {
     "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields",
 }
+
+
+class _WithFactoryDefaults(GenerateJsonSchema):
+    """Also publish `default_factory` values as schema defaults.
+
+    Without them the API server would store `rollout: {}` as is, and a CEL rule on the omitted
+    `steps` would fail with "no such key" although pydantic fills in the default steps: both
+    sides must default alike.
+    """
+
+    def default_schema(self, schema):  # type: ignore[no-untyped-def]
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            # exclude_none: Kubernetes refuses `null` defaults; unset is what None means here.
+            default = to_jsonable_python(factory(), by_alias=True, exclude_none=True)
+            schema = {**{k: v for k, v in schema.items() if k != "default_factory"}, "default": default}
+        return super().default_schema(schema)
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -92,7 +111,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
 
 def openapi_schema(resource: type[Resource]) -> dict[str, Any]:
     """The `openAPIV3Schema` of one kind."""
-    raw = resource.model_json_schema(by_alias=True, mode="validation")
+    raw = resource.model_json_schema(by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults)
     resolved = _resolve({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
     schema = _structural(resolved)
     # Kubernetes owns metadata's schema; a CRD may only say it is an object.
