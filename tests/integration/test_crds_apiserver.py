@@ -410,12 +410,8 @@ VALID_INPUT: dict[str, dict[str, Any]] = {
     "source-http": with_spec(MS, drop=("directory",), http={"indexUrl": "https://mirror.example/index.json"}),
 }
 
-KNOWN_VALID_REFUSED: dict[str, pytest.MarkDecorator] = {}
 
-
-@pytest.mark.parametrize(
-    "case", [pytest.param(case, marks=KNOWN_VALID_REFUSED.get(case, ())) for case in VALID_INPUT]
-)
+@pytest.mark.parametrize("case", sorted(VALID_INPUT))
 def test_what_pydantic_accepts_the_api_server_accepts(invalid_namespace, case):
     document = VALID_INPUT[case]
     parse_resource(document)
@@ -423,10 +419,6 @@ def test_what_pydantic_accepts_the_api_server_accepts(invalid_namespace, case):
         "apply", "--dry-run=server", "-n", INVALID_NAMESPACE, "-f", "-", input=yaml.safe_dump(document)
     )
     assert result.returncode == 0, f"{case}: refused by the API server:\n{result.stderr}"
-
-
-# Cases the generated CRDs get wrong today (strict: a fix turns them into failures, to be removed here).
-KNOWN_CRD_BUGS: dict[str, pytest.MarkDecorator] = {}
 
 
 @pytest.fixture(scope="module")
@@ -449,9 +441,7 @@ def test_every_bad_input_base_is_valid(invalid_namespace, kind):
     ok(invalid_namespace.kubectl("apply", "-n", INVALID_NAMESPACE, "-f", "-", input=yaml.safe_dump(document)))
 
 
-@pytest.mark.parametrize(
-    "bad", [pytest.param(bad, id=bad.case, marks=KNOWN_CRD_BUGS.get(bad.case, ())) for bad in BAD_INPUT]
-)
+@pytest.mark.parametrize("bad", BAD_INPUT, ids=[bad.case for bad in BAD_INPUT])
 def test_bad_input_is_refused_at_apply_time_naming_the_field(invalid_namespace, bad):
     case, kind, path = bad.case, bad.kind, bad.path
     document = resource(kind, case)
