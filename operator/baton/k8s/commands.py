@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import click
 
@@ -70,14 +71,27 @@ def operator_command(
 @click.command("pool-runner")
 @click.option("--namespace", default="default", show_default=True, help="Namespace of the RayService.")
 @click.option("--name", required=True, help="RayService (= ModelPool) name.")
-@click.option("--http-port", default=8000, show_default=True, help="Loopback port of the Serve HTTP proxy.")
+@click.option(
+    "--http-port",
+    default=8000,
+    show_default=True,
+    help="Loopback port of the Serve HTTP proxy (0: any free one).",
+)
+@click.option(
+    "--url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the endpoint URL here once Serve listens.",
+)
 @click.option("--num-cpus", default=2, show_default=True, help="CPUs the local Ray may use.")
-def pool_runner_command(namespace: str, name: str, http_port: int, num_cpus: int) -> None:
+def pool_runner_command(
+    namespace: str, name: str, http_port: int, num_cpus: int, url_file: Path | None
+) -> None:
     """Play KubeRay for one RayService on a local Ray Serve (tests, laptops; in a cluster KubeRay does it)."""
     from baton.k8s.pool_runner import run_pool_runner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_pool_runner(namespace, name, http_port=http_port, num_cpus=num_cpus)
+    run_pool_runner(namespace, name, http_port=http_port, num_cpus=num_cpus, url_file=url_file)
 
 
 COMMANDS = (operator_command, pool_runner_command)

@@ -65,6 +65,7 @@ RECONCILES = Counter("baton_operator_reconciles", "Reconciles run, by kind of wo
 Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
 POOL_RENDER_DELAY_S = 0.3  # a burst of deployment changes becomes one RayService write
+ENGINE_CACHE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Controller:
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.engine_cache: dict[tuple[str, str], tuple[datetime, dict[str, dict[str, Any]] | None]] = {}
 
     # --- events in ------------------------------------------------------------------------------
 
@@ -202,7 +204,10 @@ class Controller:
             for (ns, _), document in list(self.objects["modelcandidates"].items())
             if ns == namespace and (candidate := _candidate_or_none(document)) is not None
         ]
-        observations = self._observe(namespace, deployment)
+        engines = None
+        if deployment.spec.runtime != Runtime.KSERVE:
+            engines = await self._engines(namespace, deployment.spec.pool)
+        observations = self._observe(namespace, deployment, engines)
         result = reconcile(deployment, candidates, observations, self.clock())
         RECONCILES.labels(DEPLOYMENT).inc()
         for action in result.actions:
@@ -234,7 +239,19 @@ class Controller:
         if result.requeue_after is not None:
             self.enqueue_later((DEPLOYMENT, namespace, name), max(result.requeue_after, 0.05))
 
-    def _observe(self, namespace: str, deployment: ModelDeployment) -> Observations:
+    async def _engines(self, namespace: str, pool: str) -> dict[str, dict[str, Any]] | None:
+        """Per-revision engine readiness from the pool's ingress, fetched at most once a second per pool."""
+        now = self.clock()
+        cached = self.engine_cache.get((namespace, pool))
+        if cached is not None and (now - cached[0]).total_seconds() < ENGINE_CACHE_S:
+            return cached[1]
+        statuses = await asyncio.to_thread(gates.engine_statuses, self.endpoint(namespace, pool))
+        self.engine_cache[(namespace, pool)] = (now, statuses)
+        return statuses
+
+    def _observe(
+        self, namespace: str, deployment: ModelDeployment, engines: dict[str, dict[str, Any]] | None
+    ) -> Observations:
         name = deployment.metadata.name
         if deployment.spec.runtime == Runtime.KSERVE:
             revisions = inference_service.observe_revisions(
@@ -244,7 +261,10 @@ class Controller:
         else:
             ray = self.objects["rayservices"].get((namespace, deployment.spec.pool))
             revisions, served = observe_revisions(
-                name, ray, self.unschedulable.get((namespace, deployment.spec.pool), ())
+                name,
+                ray,
+                self.unschedulable.get((namespace, deployment.spec.pool), ()),
+                None if engines is None else engines.get(name, {}),
             )
         return Observations(
             revisions=revisions,

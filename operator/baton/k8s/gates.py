@@ -122,6 +122,17 @@ def resolve_items(kube: Kube, benchmark: Benchmark) -> tuple[BenchmarkItem, ...]
     return tuple(BenchmarkItem.model_validate_json(line) for line in lines if line.strip())
 
 
+# --- data plane ---------------------------------------------------------------------------------
+
+
+def engine_statuses(endpoint: str) -> dict[str, dict[str, Any]] | None:
+    """The ingress's view of every revision (`ready`, refusal `error`), or None if it does not answer."""
+    try:
+        return httpx.get(f"{endpoint}/v1/baton/revisions", timeout=5.0).raise_for_status().json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 # --- online -------------------------------------------------------------------------------------
 
 

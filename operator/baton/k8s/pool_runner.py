@@ -21,8 +21,10 @@ Serve REST API uses, and writes `status` in KubeRay's shape:
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,6 +36,7 @@ SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
 # Serve may still report the previous config's state just after a deploy; a generation is only
 # reported as served (the operator then moves traffic on) once this much time has passed.
 SETTLE_GRACE_S = 1.0
+RAY_START_ATTEMPTS = 3
 
 
 def application_statuses() -> dict[str, dict[str, Any]]:
@@ -113,14 +116,40 @@ class PoolRunner:
             self.written_status = status
 
 
-def run_pool_runner(namespace: str, name: str, *, http_port: int, num_cpus: int, poll_s: float = 0.5) -> None:
-    """Start Ray and Serve on loopback and follow the RayService until interrupted."""
+def run_pool_runner(
+    namespace: str,
+    name: str,
+    *,
+    http_port: int,
+    num_cpus: int,
+    url_file: Path | None = None,
+    poll_s: float = 0.5,
+) -> None:
+    """Start Ray and Serve on loopback and follow the RayService until interrupted.
+
+    `http_port` 0 picks a free port once Ray runs (Ray's own processes take random ports while
+    starting, so a port chosen before could be gone); the URL goes to the log and to `url_file`.
+    """
     import ray
     from ray import serve
 
     load_config()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+            break
+        except Exception:  # Ray gives its raylet a fixed 30 s; a busy 2-core machine can miss it
+            log.exception("starting Ray failed (attempt %d of %d)", attempt, RAY_START_ATTEMPTS)
+            ray.shutdown()
+            if attempt == RAY_START_ATTEMPTS:
+                raise
+    if http_port == 0:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            http_port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    if url_file is not None:
+        url_file.write_text(f"http://127.0.0.1:{http_port}")
     runner = PoolRunner(Kube(), namespace, name)
     log.info("pool runner for rayservices/%s/%s serving on 127.0.0.1:%d", namespace, name, http_port)
     while True:

@@ -88,13 +88,19 @@ def serve_config(ray_service_body: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def observe_revisions(
-    deployment: str, ray_service_body: Mapping[str, Any] | None, unschedulable: tuple[str, ...] = ()
+    deployment: str,
+    ray_service_body: Mapping[str, Any] | None,
+    unschedulable: tuple[str, ...] = (),
+    engines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, RevisionHealth], dict[str, int]]:
     """Health of the deployment's revisions and the weights its route was given, from the RayService.
 
-    A revision counts as told-to-run when its engine application is in `serveConfigV2`. Weights
-    count as served only once the runner (KubeRay or `baton pool-runner`) reports the RayService's
-    current generation; before that the served split is unknown (empty).
+    A revision counts as told-to-run when its engine application is in `serveConfigV2`. Serve
+    calls an engine RUNNING even when it refused its artifact (the replica stays up, never
+    serving), so `engines` — the ingress's `/v1/baton/revisions` for this deployment, when
+    reachable — has the last word on a RUNNING revision. Weights count as served only once the
+    runner (KubeRay or `baton pool-runner`) reports the RayService's current generation; before
+    that the served split is unknown (empty).
     """
     config = serve_config(ray_service_body)
     statuses = _application_statuses(ray_service_body)
@@ -108,7 +114,7 @@ def observe_revisions(
         reported = statuses.get(name, {})
         state = reported.get("status")
         if state == _RUNNING:
-            health[revision] = RevisionHealth(RevisionState.READY)
+            health[revision] = _engine_health(revision, engines)
         elif state in _FAILED:
             health[revision] = RevisionHealth(RevisionState.FAILED, str(reported.get("message", ""))[:500])
         else:
@@ -117,6 +123,20 @@ def observe_revisions(
         if revision.startswith(f"{deployment}-"):
             health[revision] = RevisionHealth(RevisionState.UNSCHEDULABLE, "the pool's memory is full")
     return health, _served_weights(deployment, config, ray_service_body)
+
+
+def _engine_health(revision: str, engines: Mapping[str, Mapping[str, Any]] | None) -> RevisionHealth:
+    if engines is None:
+        return RevisionHealth(RevisionState.READY)
+    engine = engines.get(revision)
+    if engine is None or not engine.get("ready"):
+        error = (engine or {}).get("error")
+        return (
+            RevisionHealth(RevisionState.FAILED, str(error)[:500])
+            if error
+            else RevisionHealth(RevisionState.LOADING)
+        )
+    return RevisionHealth(RevisionState.READY)
 
 
 def _application_statuses(ray_service_body: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

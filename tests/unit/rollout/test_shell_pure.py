@@ -174,3 +174,16 @@ def test_online_gate_fails_closed_without_data_or_without_prometheus() -> None:
     assert outcome.verdict == Verdict.INCONCLUSIVE
     outcome, _ = _canary_outcome([], nothing, nothing)
     assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoLiveMetrics")
+
+
+def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:
+    body = rendered_ray_service(in_phase(Phase.CANARY))
+    running = with_status(
+        body, {"baton": "RUNNING", f"medical.{CHAMPION}": "RUNNING", f"medical.{CANDIDATE}": "RUNNING"}
+    )
+    engines = {CHAMPION: {"ready": True}, CANDIDATE: {"ready": False, "error": "sha256 mismatch"}}
+    health, _ = observe_revisions("medical", running, engines=engines)
+    assert health[CHAMPION].state == RevisionState.READY
+    assert (health[CANDIDATE].state, health[CANDIDATE].message) == (RevisionState.FAILED, "sha256 mismatch")
+    health, _ = observe_revisions("medical", running, engines={CHAMPION: {"ready": False, "error": None}})
+    assert health[CHAMPION].state == health[CANDIDATE].state == RevisionState.LOADING
