@@ -113,7 +113,7 @@ def measurements_markdown() -> str:
         f"### The 1.58-bit claim ({TERNARY_DOMAIN})",
         *_ternary_table(),
         "",
-        "### Decode speed (llama.cpp, 2 threads, 128 tokens, one run)",
+        "### Decode speed (llama.cpp, 2 threads, 128 tokens, best of 5 runs)",
         *_speed_table(),
         "",
         "### Training time",
