@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.testbed.controlplane import ControlPlane
-from tests.testbed.processes import free_ports, log_tail
+from tests.testbed.processes import log_tail
 
 REPO = Path(__file__).resolve().parents[3]
 BATON_CRDS = REPO / "manifests" / "crds"
@@ -158,12 +158,23 @@ def start_pool_runner(
     started: list[Process] = []
 
     def start(pool: str) -> tuple[Process, str]:
-        (port,) = free_ports(1)
-        argv = _baton("pool-runner", "--namespace", namespace, "--name", pool, "--http-port", str(port))
+        url_file = tmp_path / f"pool-runner-{pool}.url"
+        argv = _baton(
+            "pool-runner",
+            "--namespace",
+            namespace,
+            "--name",
+            pool,
+            "--http-port",
+            "0",
+            "--url-file",
+            str(url_file),
+        )
         env = {**cluster.plane.env(), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         process = Process(argv, tmp_path / f"pool-runner-{pool}.log", env)
         started.append(process)
-        return process, f"http://127.0.0.1:{port}"
+        wait_for("the pool runner's Serve endpoint", url_file.exists, 300, diagnose=process.tail)
+        return process, url_file.read_text()
 
     yield start
     for process in started:

@@ -7,7 +7,9 @@ KubeRay (or `baton pool-runner`) would; everything else is the real operator pro
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,59 @@ spec:
     )
     assert source == "v3"
     assert len(cluster.items("modelcandidates", namespace)) == 1
+
+
+def test_an_http_index_source_creates_candidates(cluster: Cluster, namespace: str, start_operator) -> None:
+    digest = "sha256:" + "7" * 64
+    index = [
+        {
+            "version": "v5",
+            "uri": "http://mirror.example/medical-v5.gguf",
+            "digest": digest,
+            "quantization": "TQ2_0",
+        }
+    ]
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(index).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        operator = start_operator()
+        cluster.apply_text(
+            namespace,
+            deployment_yaml()
+            + f"""---
+apiVersion: baton.dev/v1alpha1
+kind: ModelSource
+metadata: {{name: mirror}}
+spec:
+  deployment: medical
+  http: {{indexUrl: "http://127.0.0.1:{server.server_port}/index.json"}}
+  pollInterval: 1s
+""",
+        )
+        candidate = wait_for(
+            "a ModelCandidate for v5",
+            lambda: cluster.get("modelcandidate", namespace, "medical-v5"),
+            TIMEOUT,
+            diagnose=operator.tail,
+        )
+        assert candidate["spec"]["artifact"] == {
+            "uri": "http://mirror.example/medical-v5.gguf",
+            "digest": digest,
+            "quantization": "TQ2_0",
+            "format": "gguf",
+        }
+    finally:
+        server.shutdown()
