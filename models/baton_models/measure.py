@@ -105,18 +105,23 @@ def _training_table() -> list[str]:
 def measurements_markdown() -> str:
     sections = [
         "### Versions (mean over the domain's suites)",
+        "",
         *_versions_table(),
         "",
         "### Quantizations of v2 (post-training; TQ2_0/TQ1_0 of a full-precision model)",
+        "",
         *_quantization_table(),
         "",
         f"### The 1.58-bit claim ({TERNARY_DOMAIN})",
+        "",
         *_ternary_table(),
         "",
         "### Decode speed (llama.cpp, 2 threads, 128 tokens, best of 5 runs)",
+        "",
         *_speed_table(),
         "",
         "### Training time",
+        "",
         *_training_table(),
     ]
     return "\n".join(sections)
