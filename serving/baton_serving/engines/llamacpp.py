@@ -98,7 +98,9 @@ class LlamaCppEngine:
             "logits_processor": logits_processor,
         }
         if request.json_schema is not None:
-            options["grammar"] = _grammar_for(json.dumps(request.json_schema, sort_keys=True))
+            # Key order is part of the contract: the grammar makes the model write fields in the
+            # schema's order, so the schema text must not be re-sorted (it also keys the cache).
+            options["grammar"] = _grammar_for(json.dumps(request.json_schema))
         try:
             if request.kind == "chat":
                 return self._llama.create_chat_completion(messages=request.messages, **options)
