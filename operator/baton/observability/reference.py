@@ -37,7 +37,8 @@ def _constraints(node: dict[str, Any]) -> list[str]:
     found = []
     if "enum" in node:
         found.append("one of " + ", ".join(f"`{value}`" for value in node["enum"]))
-    if "default" in node and node["default"] not in ({}, []):
+    # An object's default is its fields' defaults, listed on their own rows.
+    if "default" in node and node["default"] not in ({}, []) and node.get("type") != "object":
         found.append(f"default `{json.dumps(node['default'])}`")
     for key, label in (
         ("minimum", "≥"),
