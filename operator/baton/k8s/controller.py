@@ -54,6 +54,7 @@ from baton.rollout import (
     SetWeights,
     UpdateCandidateStatus,
     format_time,
+    merge_conditions,
     parse_duration,
     reconcile,
 )
@@ -395,26 +396,17 @@ class Controller:
             except Exception as error:  # a bad index or an unreadable volume: report it, keep polling
                 condition = ("False", "PollFailed", str(error)[:500])
             stamp = format_time(self.clock())
-            old_ready = next((c for c in previous.get("conditions", []) if c["type"] == "Ready"), None)
-            since = (
-                old_ready["lastTransitionTime"]
-                if old_ready and old_ready["status"] == condition[0]
-                else stamp
+            ready = merge_conditions(
+                [Condition.model_validate(c) for c in previous.get("conditions", [])],
+                [("Ready", ConditionStatus(condition[0]), condition[1], condition[2])],
+                body["metadata"].get("generation"),
+                stamp,
             )
             status = {
                 "observedGeneration": body["metadata"].get("generation"),
                 "lastPollTime": stamp,
                 "discovered": previous.get("discovered", 0) + created,
-                "conditions": [
-                    Condition(
-                        type="Ready",
-                        status=condition[0],
-                        reason=condition[1],
-                        message=condition[2],
-                        last_transition_time=since,
-                        observed_generation=body["metadata"].get("generation"),
-                    ).to_wire()
-                ],
+                "conditions": [c.to_wire() for c in ready],
             }
             last = releases[-1].version if releases else previous.get("lastVersion")
             if last:
@@ -458,7 +450,7 @@ class Controller:
         self, body: dict[str, Any], rendered: RenderedPool, members: int, ray: dict[str, Any] | None
     ) -> dict[str, Any]:
         generation = body["metadata"].get("generation")
-        previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        previous = [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions", [])]
         ray_status = (ray or {}).get("status") or {}
         running = ray_status.get("serviceStatus") == "Running"
         wanted = [
@@ -480,28 +472,14 @@ class Controller:
                 ),
             ),
         ]
-        stamp = format_time(self.clock())
-        conditions = []
-        for kind, truth, reason, message in wanted:
-            old = previous.get(kind)
-            since = old["lastTransitionTime"] if old and old.get("status") == truth else stamp
-            conditions.append(
-                Condition(
-                    type=kind,
-                    status=truth,
-                    reason=reason,
-                    message=message,
-                    last_transition_time=since,
-                    observed_generation=generation,
-                ).to_wire()
-            )
+        conditions = merge_conditions(previous, wanted, generation, format_time(self.clock()))
         return {
             "observedGeneration": generation,
             "rayService": body["metadata"]["name"],
             "deployments": members,
             "memoryRequestedBytes": rendered.memory_requested_bytes,
             "memoryCapacityBytes": rendered.memory_capacity_bytes,
-            "conditions": conditions,
+            "conditions": [condition.to_wire() for condition in conditions],
         }
 
 

@@ -600,11 +600,22 @@ def _with_conditions(
         wanted.append(("Degraded", ConditionStatus.TRUE, "ChampionFailed", health.message))
     else:
         wanted.append(("Degraded", ConditionStatus.FALSE, "AsExpected", ""))
-    previous = {condition.type: condition for condition in before.conditions}
+    conditions = merge_conditions(before.conditions, wanted, generation, context.stamp)
+    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+
+
+def merge_conditions(
+    previous: Sequence[Condition],
+    wanted: Sequence[tuple[str, ConditionStatus, str, str]],
+    generation: int | None,
+    stamp: str,
+) -> list[Condition]:
+    """Conditions (type, status, reason, message); lastTransitionTime moves only when the status does."""
+    before = {condition.type: condition for condition in previous}
     conditions = []
     for kind, truth, reason, message in wanted:
-        old = previous.get(kind)
-        since = old.last_transition_time if old is not None and old.status == truth else context.stamp
+        old = before.get(kind)
+        since = old.last_transition_time if old is not None and old.status == truth else stamp
         conditions.append(
             Condition(
                 type=kind,
@@ -615,7 +626,7 @@ def _with_conditions(
                 observed_generation=generation,
             )
         )
-    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+    return conditions
 
 
 def _progress_message(context: _Context, status: ModelDeploymentStatus) -> str:
