@@ -182,6 +182,20 @@ def main() -> int:
                         if (item.get("status") or {}).get("phase") != "Serving"
                     }
                     print(f"only {serving}/{total} Serving after 300 s; see {log}; not serving: {stuck}")
+                    rays = api.list_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayservices")[
+                        "items"
+                    ]
+                    for ray in rays:
+                        serve_config = yaml.safe_load(ray["spec"]["serveConfigV2"])
+                        apps = [a["name"] for a in serve_config["applications"]]
+                        reported = ((ray.get("status") or {}).get("activeServiceStatus") or {}).get(
+                            "applicationStatuses", {}
+                        )
+                        print(
+                            ray["metadata"]["name"], ray["metadata"]["generation"],
+                            (ray.get("status") or {}).get("observedGeneration"), len(apps), len(reported),
+                            [a for a in apps if any(a.startswith(f"{name}.") for name in stuck)],
+                        )  # fmt: skip
                     break
             reconcile_all = time.monotonic() - started
             time.sleep(2)  # let trailing pool renders land before counting

@@ -94,6 +94,8 @@ class Controller:
         self.canary_baselines: dict[tuple[str, str, str, int], dict[str, gates.Counts]] = {}
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
+        self.processing: set[Key] = set()
+        self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.engine_cache: dict[tuple[str, str], tuple[datetime, dict[str, dict[str, Any]] | None]] = {}
 
@@ -170,6 +172,13 @@ class Controller:
         while True:
             key = await self.queue.get()
             self.queued.discard(key)
+            if key in self.processing:
+                # One worker per key, as in any controller: two reconciles of one deployment could
+                # write statuses computed from different views. Run it again once the first is done.
+                self.dirty.add(key)
+                self.queue.task_done()
+                continue
+            self.processing.add(key)
             try:
                 if key[0] == DEPLOYMENT:
                     await self.reconcile_deployment(key[1], key[2])
@@ -179,6 +188,10 @@ class Controller:
                 log.exception("reconciling %s/%s/%s failed; retrying in 5 s", *key)
                 self.enqueue_later(key, 5.0)
             finally:
+                self.processing.discard(key)
+                if key in self.dirty:
+                    self.dirty.discard(key)
+                    self.enqueue(key)
                 self.queue.task_done()
 
     # --- deployments ----------------------------------------------------------------------------
