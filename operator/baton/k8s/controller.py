@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from baton.api import ModelCandidate, ModelDeployment, ModelPool, ModelSource
@@ -42,6 +42,7 @@ from baton.k8s.kube import (
 )
 from baton.k8s.rayservice import observe_revisions, ray_service
 from baton.k8s.sources import DigestCache, Release, candidate_manifest, discover
+from baton.observability.rollout_metrics import RolloutMetrics
 from baton.rollout import (
     DeployRevision,
     EmitEvent,
@@ -62,6 +63,8 @@ from baton.rollout.render import RenderedPool, render_pool
 
 log = logging.getLogger("baton.operator")
 RECONCILES = Counter("baton_operator_reconciles", "Reconciles run, by kind of work key.", ["kind"])
+# Phase, weight and decisions of every deployment, for the dashboards and the rollout alerts.
+ROLLOUT = RolloutMetrics(REGISTRY)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
@@ -224,6 +227,7 @@ class Controller:
         observations = self._observe(namespace, deployment, engines)
         result = reconcile(deployment, candidates, observations, self.clock())
         RECONCILES.labels(DEPLOYMENT).inc()
+        ROLLOUT.observe_deployment(namespace, name, result.status)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 await asyncio.to_thread(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import socket
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,8 +74,15 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict:
     return (cluster.get("modeldeployment", namespace, name) or {}).get("status") or {}
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_deployment_is_rendered_served_and_reported(cluster: Cluster, namespace: str, start_operator) -> None:
-    operator = start_operator()
+    metrics_port = free_port()
+    operator = start_operator("http://127.0.0.1:9", "--metrics-port", str(metrics_port))
     cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
 
     ray = wait_for(
@@ -115,6 +124,12 @@ def test_deployment_is_rendered_served_and_reported(cluster: Cluster, namespace:
     assert pool == 1
     printed = cluster.kubectl("get", "modeldeployments", "--namespace", namespace)
     assert "medical" in printed and "v1" in printed and "Serving" in printed
+
+    # The rollout metrics the dashboards and alerts read come from the operator itself.
+    scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    serving = f'baton_rollout_phase{{deployment="medical",namespace="{namespace}",phase="Serving"}} 1.0'
+    assert serving in scrape
+    assert f'baton_rollout_canary_weight{{deployment="medical",namespace="{namespace}"}} 0.0' in scrape
 
 
 def test_the_operator_never_writes_spec(cluster: Cluster, namespace: str, start_operator) -> None:
