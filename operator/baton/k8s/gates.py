@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from baton.analysis import GateOutcome, OfflinePolicy, SanityLimits, decide, evaluation_failed, offline_gate
 from baton.analysis.providers import Measurement
 from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
-from baton.analysis.providers.prometheus import PrometheusProvider
+from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.verdict import threshold_gate
 from baton.api import Benchmark, ModelDeployment, Verdict
 from baton.api.benchmark import BenchmarkItem
@@ -237,7 +237,7 @@ def _in_process(kind: MetricKind, delta: Any) -> Measurement:
 
 
 def _prometheus(query: str, deployment: str, revision: str, url: str | None) -> Measurement:
-    text = query.replace("{{deployment}}", deployment).replace("{{revision}}", revision)
+    text = render_query(query, deployment=deployment, revision=revision)
     if url is None:
         return Measurement(text, None, "the operator runs without --prometheus-url")
     return PrometheusProvider(url).query(text)

@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
-from baton.analysis.providers.prometheus import PrometheusProvider
+from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import evaluation_failed
 from baton.api import (
     Benchmark,
@@ -475,9 +475,7 @@ class LocalRuntime:
         if self.prometheus is not None:
             for metric in deployment.spec.analysis.metrics:
                 if metric.provider == MetricProvider.PROMETHEUS and metric.query:
-                    query = metric.query.replace("{{revision}}", action.candidate).replace(
-                        "{{deployment}}", name
-                    )
+                    query = render_query(metric.query, deployment=name, revision=action.candidate)
                     external[metric.name] = self.prometheus.query(query)
         outcome = online_outcome(deployment.spec.analysis, champion, candidate, external)
         self._online[name] = OnlineResult(
