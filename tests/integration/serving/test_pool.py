@@ -109,9 +109,17 @@ def complete(url: str, headers: dict | None = None, max_tokens: int = 1) -> http
     return httpx.post(f"{url}/v1/completions", json=body, headers=headers or {}, timeout=60)
 
 
-def ingress_replicas(url: str) -> set[str]:
-    """The ingress replicas that answer /healthz (Serve spreads 30 calls over both of them)."""
-    return {httpx.get(f"{url}/healthz", timeout=30).json()["replica"] for _ in range(30)}
+def ingress_replicas(url: str, expected: int = 2) -> set[str]:
+    """The ingress replicas that answer /healthz, asked until all `expected` answered (at most 300 calls).
+
+    Serve's router may send many calls in a row to one replica: a fixed small sample can miss one.
+    """
+    seen: set[str] = set()
+    for _ in range(300):
+        seen.add(httpx.get(f"{url}/healthz", timeout=30).json()["replica"])
+        if len(seen) >= expected:
+            break
+    return seen
 
 
 def baton_requests_total(text: str) -> float:
