@@ -68,6 +68,8 @@ INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
 STATUS_PROBE_TIMEOUT_S = 10.0
 STATUS_RECHECK_INTERVAL_S = 5.0
+# How long `reconfigure` waits for the first status of newly routed revisions (see there).
+FIRST_STATUS_WAIT_S = 5.0
 STREAM_BATCH_INTERVAL_S = 0.02
 # Ray Serve's documented low-overhead mode: user code and the handle router share the replica's
 # event loop, and handle calls go over gRPC. Both replica kinds are fully async, so it is safe.
@@ -221,8 +223,19 @@ class EngineServer:
 class _LiveDeployment:
     router: Router
     revisions: dict[str, RevisionRoute]
-    handles: dict[str, DeploymentHandle]
-    streaming_handles: dict[str, DeploymentHandle]
+
+
+@dataclass(frozen=True)
+class _EngineHandles:
+    unary: DeploymentHandle
+    streaming: DeploymentHandle
+
+    @classmethod
+    def of(cls, app_name: str) -> "_EngineHandles":
+        """Handles of one engine application; KeyError until Serve has built it."""
+        unary = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name=app_name)
+        # `.options()` builds a new handle: done once here, not per request.
+        return cls(unary, unary.options(stream=True))
 
 
 @dataclass
@@ -280,6 +293,8 @@ class OpenAIIngress:
         self._deployments: dict[str, _LiveDeployment] = {}
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[tuple[str, str], asyncio.Task] = {}
+        self._answered: dict[tuple[str, str], asyncio.Event] = {}
+        self._engines: dict[tuple[str, str], _EngineHandles] = {}
         self._background: set[asyncio.Task] = set()
         directory = os.environ.get(metrics.MULTIPROC_ENV)
         if directory:
@@ -290,52 +305,80 @@ class OpenAIIngress:
         table = RouteTable.model_validate(user_config)
         live: dict[str, _LiveDeployment] = {}
         for deployment in table.deployments:
-            handles = {}
             for revision in deployment.revisions:
-                key = (deployment.name, revision.name)
-                handles[revision.name] = self._handles_for(key, revision)
+                self._watch((deployment.name, revision.name), revision)
             live[deployment.name] = _LiveDeployment(
                 router=Router(deployment.name, deployment.route),
                 revisions={revision.name: revision for revision in deployment.revisions},
-                handles=handles,
-                # `.options()` builds a new handle: done once here, not per request.
-                streaming_handles={name: handle.options(stream=True) for name, handle in handles.items()},
             )
         self._deployments = live
         current = {(d, r) for d, deployment in live.items() for r in deployment.revisions}
         for key in set(self._status) - current:
             self._status.pop(key)
+            self._answered.pop(key, None)
+            self._engines.pop(key, None)
             probe = self._probes.pop(key, None)
             if probe is not None:
                 probe.cancel()
+        await self._first_statuses(
+            [
+                (deployment.name, name)
+                for deployment in table.deployments
+                for name, weight in deployment.route.weights.items()
+                if weight > 0
+            ]
+        )
         logger.info("routing table applied: %s", {d: dep.router.policy.weights for d, dep in live.items()})
 
-    def _handles_for(self, key: tuple[str, str], revision: RevisionRoute) -> DeploymentHandle:
-        handle = serve.get_deployment_handle(ENGINE_DEPLOYMENT, app_name=engine_app_name(*key))
+    def _watch(self, key: tuple[str, str], revision: RevisionRoute) -> None:
+        """Start probing a revision that this routing table names for the first time."""
         if key in self._status:  # already known from an earlier routing table
-            return handle
+            return
         if revision.engine != EngineKind.LLAMACPP:
             self._status[key] = {"ready": False, "error": VLLM_NOT_ROUTED}
-            return handle
+            return
         self._status[key] = {"ready": False, "error": None}
-        self._probes[key] = asyncio.create_task(self._probe(key, handle))
-        return handle
+        self._answered[key] = asyncio.Event()
+        self._probes[key] = asyncio.create_task(self._probe(key))
 
-    async def _probe(self, key: tuple[str, str], handle: DeploymentHandle) -> None:
+    async def _first_statuses(self, keys: list[tuple[str, str]]) -> None:
+        """Wait (bounded) until each of `keys` has answered its first status probe.
+
+        Serve sends a replica traffic as soon as its first `reconfigure` returns. Without this
+        wait a new ingress replica (a restart, a scale-up) would answer 503 "no ready revision"
+        for revisions that have been serving for minutes, until its probes came back.
+        """
+        events = [self._answered[key] for key in keys if key in self._answered]
+        waiters = [asyncio.create_task(event.wait()) for event in events if not event.is_set()]
+        if not waiters:
+            return
+        _, pending = await asyncio.wait(waiters, timeout=FIRST_STATUS_WAIT_S)
+        for waiter in pending:
+            waiter.cancel()
+
+    async def _probe(self, key: tuple[str, str]) -> None:
         """Watch the engine: route to it once it has loaded, never while it refuses its artifact.
 
         Polled every 0.5 s until it settles, then every 5 s, so an engine application that Serve
-        replaced (a fixed artifact, a crashed replica that came back refusing) is noticed.
+        replaced (a fixed artifact, a crashed replica that came back refusing) is noticed. The
+        handles are made here, not in `reconfigure`: Serve builds applications asynchronously, so
+        the routing table may name an engine application that does not exist yet.
         """
         ready_gauge = metrics.REVISION_READY.labels(self._pool, *key)
         ready_gauge.set(0)
+        handles: _EngineHandles | None = None
         while True:
             try:
-                status = await asyncio.wait_for(self._call(handle.status.remote()), STATUS_PROBE_TIMEOUT_S)
-            except Exception:  # not deployed yet, or a replica restarting: try again
+                handles = handles or _EngineHandles.of(engine_app_name(*key))
+                status = await asyncio.wait_for(
+                    self._call(handles.unary.status.remote()), STATUS_PROBE_TIMEOUT_S
+                )
+            except Exception:  # not built or deployed yet, or a replica restarting: try again
                 await asyncio.sleep(STATUS_PROBE_INTERVAL_S)
                 continue
+            self._engines[key] = handles
             self._status[key] = status
+            self._answered[key].set()
             settled = bool(status["ready"] or status["error"])
             if settled:
                 ready_gauge.set(1 if status["ready"] else 0)
@@ -436,12 +479,12 @@ class OpenAIIngress:
         span = self._tracer.start_request_span(
             "chat" if kind == "chat" else "text_completion", body.model, parameters
         )
-        handle = live.handles[revision]
+        engine = self._engines[(body.model, revision)]
         in_flight = metrics.IN_FLIGHT.labels(*labels)
         in_flight.inc()
         if not body.stream:
             try:
-                result = await handle.generate.remote(generation)
+                result = await engine.unary.generate.remote(generation)
             except Exception as error:
                 in_flight.dec()
                 return self._fail(labels, endpoint, _as_openai_error(error), started, span)
@@ -452,7 +495,7 @@ class OpenAIIngress:
             )
             self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
             return JSONResponse(result, headers={REVISION_HEADER: revision})
-        stream = live.streaming_handles[revision].stream.remote(generation)
+        stream = engine.streaming.stream.remote(generation)
         try:
             first = await stream.__anext__()
         except Exception as error:
@@ -549,7 +592,7 @@ class OpenAIIngress:
         span.end()
         shadow = live.router.shadow_for(labels[2], self._ready(labels[1]))
         if shadow is not None:
-            task = asyncio.create_task(self._mirror(live, labels[1], shadow, generation, answer.text))
+            task = asyncio.create_task(self._mirror(labels[1], shadow, generation, answer.text))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -580,7 +623,6 @@ class OpenAIIngress:
 
     async def _mirror(
         self,
-        live: _LiveDeployment,
         deployment: str,
         shadow: str,
         generation: GenerationRequest,
@@ -590,7 +632,7 @@ class OpenAIIngress:
         labels = (self._pool, deployment, shadow)
         started = time.perf_counter()
         try:
-            result = await live.handles[shadow].generate.remote(generation)
+            result = await self._engines[(deployment, shadow)].unary.generate.remote(generation)
         except Exception as error:
             self._record_failure(labels, "shadow", _as_openai_error(error), started)
             metrics.SHADOW_COMPARISONS.labels(*labels, "error").inc()

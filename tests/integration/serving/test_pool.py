@@ -24,7 +24,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from baton_serving.config import PoolConfig
+from baton_serving.app import apply_serve_config, render_serve_config
+from baton_serving.config import PoolConfig, engine_app_name
 
 pytestmark = pytest.mark.integration
 
@@ -242,6 +243,36 @@ def test_weights_change_under_load_without_failures_or_restarts(pool, local_serv
             before[name]["replica_id"],
         )
     pool()  # back to the standard split for the tests that follow
+
+
+def test_routing_table_may_name_an_engine_serve_has_not_built_yet(pool, local_serve, artifacts, spans_file):
+    """Serve builds applications asynchronously: the ingress may learn of a revision first.
+
+    Its `reconfigure` must not fail then (Serve would replace the ingress replica, dropping requests);
+    the revision stays unready until its engine answers, and the others serve throughout.
+    """
+    ingress_before = ingress_replicas(local_serve.url)
+    revisions = {**artifacts, "late": artifacts["champion"]}
+    weights = {"champion": 80, "candidate": 20, "late": 0}
+    tracing = {"enabled": True, "jsonl_path": str(spans_file)}  # as the pool's: a change restarts the ingress
+    config = render_serve_config(pool_config(revisions, weights, tracing=tracing))
+    late_app = engine_app_name("medical", "late")
+    config["applications"] = [app for app in config["applications"] if app["name"] != late_app]
+    apply_serve_config(config)
+
+    deadline = time.monotonic() + 60
+    while "late" not in httpx.get(f"{local_serve.url}/v1/baton/revisions", timeout=30).json()["medical"]:
+        assert time.monotonic() < deadline, "the ingress never applied the routing table"
+        time.sleep(0.5)
+    time.sleep(3)  # several probe rounds against the missing application
+    assert [complete(local_serve.url).status_code for _ in range(20)] == [200] * 20
+    late = httpx.get(f"{local_serve.url}/v1/baton/revisions", timeout=30).json()["medical"]["late"]
+    assert late["ready"] is False and late["error"] is None
+
+    status = local_serve.deploy(pool_config(revisions, weights, tracing=tracing))
+    assert status["medical"]["late"]["ready"] is True
+    assert ingress_replicas(local_serve.url) == ingress_before
+    pool()
 
 
 def test_a_wrong_or_corrupt_candidate_never_serves(pool, local_serve, artifacts, tmp_path):
