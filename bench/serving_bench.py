@@ -156,8 +156,8 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[
     import ray
     from ray import serve
 
-    from baton_serving.app import INGRESS_APP, apply_serve_config, render_serve_config, wait_until_running
-    from baton_serving.config import PoolConfig
+    from baton_serving.app import apply_serve_config, wait_until_running
+    from baton_serving.config import INGRESS_APP, PoolConfig, render_serve_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     port = free_port()

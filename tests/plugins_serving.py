@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from baton_serving.app import (
+from baton_serving.app import apply_serve_config, wait_until_running
+from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_APP,
-    apply_serve_config,
+    PoolConfig,
+    engine_app_name,
     render_serve_config,
-    wait_until_running,
 )
-from baton_serving.config import PoolConfig, engine_app_name
 
 DEPLOY_TIMEOUT_S = 300.0
 

@@ -1,4 +1,4 @@
-"""The Ray Serve applications of a model pool, and how a `PoolConfig` becomes a Serve config.
+"""The Ray Serve applications of a model pool, and how a rendered Serve config reaches a local Serve.
 
 A pool is several Serve applications, so each one can change without touching the others:
 
@@ -8,9 +8,10 @@ A pool is several Serve applications, so each one can change without touching th
 - one engine application per revision (`<deployment>.<revision>`, no HTTP route): the loaded model.
   Adding a candidate adds an application; the champion's replicas are not rebuilt.
 
-`render_serve_config` gives the `serveConfigV2` body that the operator puts into a KubeRay
-`RayService`; `apply_serve_config` applies the same body to a local Ray Serve (laptop and tests),
-through the declarative path KubeRay uses, so both behave the same way.
+`baton_serving.config.render_serve_config` (Ray-free, so the operator need not load Ray) gives the
+`serveConfigV2` body that the operator puts into a KubeRay `RayService`; `apply_serve_config` here
+applies the same body to a local Ray Serve (laptop and tests), through the declarative path KubeRay
+uses, so both behave the same way.
 """
 
 import asyncio
@@ -29,21 +30,22 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jsonschema import ValidationError, validate
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from baton_serving import metrics
 from baton_serving.artifacts import ArtifactError, fetch_verified
 from baton_serving.config import (
+    ENGINE_DEPLOYMENT,
+    INGRESS_DEPLOYMENT,
+    EngineArgs,
     EngineKind,
-    PoolConfig,
+    IngressArgs,
     RevisionRoute,
     RevisionSpec,
     RouteTable,
     TracingConfig,
     engine_app_name,
-    route_table,
 )
 from baton_serving.engines import EngineRequestError, GenerationRequest
 from baton_serving.openai_protocol import (
@@ -60,9 +62,6 @@ from baton_serving.tracing import RequestTracer
 
 logger = logging.getLogger("baton_serving")
 
-INGRESS_APP = "baton"
-INGRESS_DEPLOYMENT = "OpenAIIngress"
-ENGINE_DEPLOYMENT = "EngineServer"
 REVISION_HEADER = "X-Baton-Revision"
 INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
@@ -81,26 +80,6 @@ VLLM_NOT_ROUTED = (
 
 class EngineUnavailableError(RuntimeError):
     """The revision's engine refused its artifact (or is a kind the ingress cannot call)."""
-
-
-class IngressArgs(BaseModel):
-    """Builder arguments of the ingress application: only what needs a restart to change."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pool: str = Field(description="Pool name; a label on every metric.")
-    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
-    ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the ingress.")
-
-
-class EngineArgs(BaseModel):
-    """Builder arguments of one revision's engine application."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    deployment: str = Field(description="Deployment the revision belongs to.")
-    revision: RevisionSpec = Field(description="The revision to load.")
-    artifact_cache_dir: str | None = Field(default=None, description="Download cache for artifacts.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,40 +654,6 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
         max_ongoing_requests=revision.max_ongoing_requests,
         ray_actor_options={**replica_actor_options(revision), "runtime_env": {"env_vars": REPLICA_ENV}},
     ).bind(spec.deployment, revision.model_dump(mode="json"), spec.artifact_cache_dir)
-
-
-def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
-    """The `serveConfigV2` body for a pool: the ingress application plus one engine app per revision.
-
-    Weights live only in the ingress deployment's `user_config`, never in builder `args`: Serve
-    hashes `args` into the code version, and a new code version would restart every replica.
-    """
-    ingress_args = IngressArgs(pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas)
-    applications: list[dict[str, Any]] = [
-        {
-            "name": INGRESS_APP,
-            "route_prefix": "/",
-            "import_path": "baton_serving.app:build_ingress_app",
-            "args": ingress_args.model_dump(mode="json"),
-            "deployments": [
-                {"name": INGRESS_DEPLOYMENT, "user_config": route_table(pool).model_dump(mode="json")}
-            ],
-        }
-    ]
-    for deployment in pool.deployments:
-        for revision in deployment.revisions:
-            engine_args = EngineArgs(
-                deployment=deployment.name, revision=revision, artifact_cache_dir=pool.artifact_cache_dir
-            )
-            applications.append(
-                {
-                    "name": engine_app_name(deployment.name, revision.name),
-                    "route_prefix": None,
-                    "import_path": "baton_serving.app:build_engine_app",
-                    "args": engine_args.model_dump(mode="json"),
-                }
-            )
-    return {"applications": applications}
 
 
 def apply_serve_config(serve_config: dict[str, Any]) -> None:

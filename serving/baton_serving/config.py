@@ -1,7 +1,7 @@
 """The serve configuration of one model pool: the contract between the control plane and the data plane.
 
 The operator renders a `PoolConfig` into a KubeRay `RayService`'s `serveConfigV2` (see
-`baton_serving.app.render_serve_config`); the laptop shell applies the same rendering to a local
+`render_serve_config` below); the laptop shell applies the same rendering to a local
 Ray Serve. Every field is described because these types are part of the user documentation.
 
 A pool holds many deployments (one per domain endpoint, e.g. `medical`); a deployment holds
@@ -12,6 +12,7 @@ between them.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -247,3 +248,61 @@ def route_table(pool: PoolConfig) -> RouteTable:
             for deployment in pool.deployments
         ]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The `serveConfigV2` rendering. Ray-free on purpose: the operator renders pools without loading Ray.
+
+INGRESS_APP = "baton"
+INGRESS_DEPLOYMENT = "OpenAIIngress"
+ENGINE_DEPLOYMENT = "EngineServer"
+
+
+class IngressArgs(_Strict):
+    """Builder arguments of the ingress application: only what needs a restart to change."""
+
+    pool: str = Field(description="Pool name; a label on every metric.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
+    ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the ingress.")
+
+
+class EngineArgs(_Strict):
+    """Builder arguments of one revision's engine application."""
+
+    deployment: str = Field(description="Deployment the revision belongs to.")
+    revision: RevisionSpec = Field(description="The revision to load.")
+    artifact_cache_dir: str | None = Field(default=None, description="Download cache for artifacts.")
+
+
+def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
+    """The `serveConfigV2` body for a pool: the ingress application plus one engine app per revision.
+
+    Weights live only in the ingress deployment's `user_config`, never in builder `args`: Serve
+    hashes `args` into the code version, and a new code version would restart every replica.
+    """
+    ingress_args = IngressArgs(pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas)
+    applications: list[dict[str, Any]] = [
+        {
+            "name": INGRESS_APP,
+            "route_prefix": "/",
+            "import_path": "baton_serving.app:build_ingress_app",
+            "args": ingress_args.model_dump(mode="json"),
+            "deployments": [
+                {"name": INGRESS_DEPLOYMENT, "user_config": route_table(pool).model_dump(mode="json")}
+            ],
+        }
+    ]
+    for deployment in pool.deployments:
+        for revision in deployment.revisions:
+            engine_args = EngineArgs(
+                deployment=deployment.name, revision=revision, artifact_cache_dir=pool.artifact_cache_dir
+            )
+            applications.append(
+                {
+                    "name": engine_app_name(deployment.name, revision.name),
+                    "route_prefix": None,
+                    "import_path": "baton_serving.app:build_engine_app",
+                    "args": engine_args.model_dump(mode="json"),
+                }
+            )
+    return {"applications": applications}

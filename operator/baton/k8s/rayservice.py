@@ -17,8 +17,7 @@ import yaml
 from baton.api.common import API_VERSION
 from baton.rollout.model import RevisionHealth, RevisionState
 from baton.rollout.render import RenderedPool
-from baton_serving.app import INGRESS_APP, INGRESS_DEPLOYMENT, render_serve_config
-from baton_serving.config import engine_app_name
+from baton_serving.config import INGRESS_APP, INGRESS_DEPLOYMENT, engine_app_name, render_serve_config
 
 POOL_LABEL = "baton.dev/pool"
 # KubeRay application statuses (ray.serve's ApplicationStatus).

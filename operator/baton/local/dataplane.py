@@ -121,7 +121,8 @@ class LocalServe:
 
     def apply(self, config: PoolConfig) -> None:
         """Serve `config`; revisions it drops drain first. Returns once Serve accepted the config."""
-        from baton_serving.app import apply_serve_config, render_serve_config
+        from baton_serving.app import apply_serve_config
+        from baton_serving.config import render_serve_config
 
         now = time.monotonic()
         for deployment, revision in removed_revisions(self._rendered, config):
@@ -142,7 +143,8 @@ class LocalServe:
             self.apply(self._rendered)
 
     def wait_for_ingress(self, timeout_s: float = READY_TIMEOUT_SECONDS) -> None:
-        from baton_serving.app import INGRESS_APP, wait_until_running
+        from baton_serving.app import wait_until_running
+        from baton_serving.config import INGRESS_APP
 
         wait_until_running([INGRESS_APP], timeout_s=timeout_s)
 

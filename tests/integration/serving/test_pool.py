@@ -24,8 +24,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from baton_serving.app import apply_serve_config, render_serve_config
-from baton_serving.config import PoolConfig, engine_app_name
+from baton_serving.app import apply_serve_config
+from baton_serving.config import PoolConfig, engine_app_name, render_serve_config
 
 pytestmark = pytest.mark.integration
 

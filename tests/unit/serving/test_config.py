@@ -3,8 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from baton_serving.app import render_serve_config
-from baton_serving.config import PoolConfig, RoutePolicy, route_table
+from baton_serving.config import PoolConfig, RoutePolicy, render_serve_config, route_table
 
 pytestmark = pytest.mark.unit
 
