@@ -11,7 +11,8 @@ help: ## list the targets
 setup: ## install everything the demo and the tests need (cached: seconds when warm)
 	.ci/setup
 
-demo: setup ## the local closed loop: models built, served, a better candidate promoted, a worse one rejected
+demo: ## the local closed loop: models built, served, a better candidate promoted, a worse one rejected
+	.ci/setup demo
 	$(ENV) baton demo
 
 test: setup ## lint, CRD freshness, then unit, integration and end-to-end tests against real components
