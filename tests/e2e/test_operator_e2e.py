@@ -185,6 +185,9 @@ def test_rollout_promotes_better_rejects_worse_and_fails_corrupt(
             ),
             60,
         )
+        (scores,) = cluster.get("modelcandidate", namespace, "medical-v2")["status"]["scores"]
+        assert scores["benchmark"] == "medical-routing" and scores["items"] > 0, scores
+        assert scores["candidate"] > scores["champion"], scores
         assert {"RolloutStarted", "CanaryStarted", "Promoting", "Promoted"} <= {
             event["reason"] for event in cluster.events(namespace, "medical")
         }

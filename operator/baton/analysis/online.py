@@ -14,7 +14,7 @@ counts it wrote to status.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -54,6 +54,16 @@ class ArmStats:
             n=len(listed), total=math.fsum(listed), total_sq=math.fsum(value * value for value in listed)
         )
 
+    @classmethod
+    def from_histogram(cls, cumulative: Mapping[float, float]) -> ArmStats:
+        """The observations of a histogram (upper bound -> cumulative count): see `histogram_points`."""
+        points = histogram_points(cumulative)
+        return cls(
+            n=sum(count for _, count in points),
+            total=math.fsum(value * count for value, count in points),
+            total_sq=math.fsum(value * value * count for value, count in points),
+        )
+
     def __add__(self, other: ArmStats) -> ArmStats:
         return ArmStats(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq)
 
@@ -69,6 +79,24 @@ class ArmStats:
         if self.n < 2:
             return math.nan
         return max(0.0, (self.total_sq - self.total * self.total / self.n) / (self.n - 1))
+
+
+def histogram_points(cumulative: Mapping[float, float]) -> list[tuple[float, int]]:
+    """(value, count) of each bucket of a histogram given as upper bound -> cumulative count.
+
+    A histogram keeps bucket counts, not single values: each observation is taken at its bucket's
+    midpoint (the +Inf bucket's at its lower bound), which keeps the spread the sequential test
+    needs where a mean per scrape would hide it.
+    """
+    points = []
+    lower, below = 0.0, 0.0
+    for bound in sorted(cumulative):
+        count = round(cumulative[bound] - below)
+        below = cumulative[bound]
+        if count > 0:
+            points.append((lower if math.isinf(bound) else (lower + bound) / 2, count))
+        lower = lower if math.isinf(bound) else bound
+    return points
 
 
 @dataclass(frozen=True)

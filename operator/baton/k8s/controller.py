@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from baton.api import ModelCandidate, ModelDeployment, ModelPool, ModelSource
-from baton.api.candidate import ModelCandidateStatus
+from baton.api.candidate import BenchmarkScore, ModelCandidateStatus
 from baton.api.common import GROUP, VERSION, Condition, ConditionStatus
 from baton.api.deployment import Runtime
 from baton.k8s import gates, inference_service
@@ -320,6 +320,16 @@ class Controller:
                 action.decision.message,
             )
 
+    async def _record_scores(self, namespace: str, name: str, scores: list[BenchmarkScore]) -> None:
+        """Put the benchmark scores on the ModelCandidate's status, next to the decision they led to."""
+        body = self.objects["modelcandidates"].get((namespace, name))
+        if body is None:
+            return
+        status = {**(body.get("status") or {}), "scores": [score.to_wire() for score in scores]}
+        # The cache first: a status update racing this one must carry the scores, not drop them.
+        self.objects["modelcandidates"][(namespace, name)] = {**body, "status": status}
+        await asyncio.to_thread(self.kube.patch_status, "modelcandidates", namespace, name, status)
+
     def _start_benchmark(self, namespace: str, deployment: ModelDeployment, action: RunBenchmark) -> None:
         key = ("benchmark", namespace, deployment.metadata.name, action.candidate, *action.benchmarks)
         if key in self.running:
@@ -329,7 +339,7 @@ class Controller:
 
         async def run() -> None:
             try:
-                outcome = await asyncio.to_thread(
+                outcome, scores = await asyncio.to_thread(
                     gates.offline_outcome,
                     self.kube,
                     endpoint,
@@ -341,6 +351,9 @@ class Controller:
                 self.offline[(namespace, deployment.metadata.name)] = OfflineResult(
                     action.candidate, action.benchmarks, outcome
                 )
+                candidate = deployment.status.candidate if deployment.status else None
+                if candidate is not None and candidate.candidate is not None and scores:
+                    await self._record_scores(namespace, candidate.candidate, scores)
             finally:
                 self.running.pop(key, None)
             self.enqueue((DEPLOYMENT, namespace, deployment.metadata.name))

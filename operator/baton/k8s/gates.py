@@ -1,12 +1,13 @@
 """Gathering the gates' evidence for the operator: benchmark runs and live canary samples.
 
 The rollout core asks (`RunBenchmark`, `ObserveCanary`); this module measures with the analysis
-providers and turns measurements into `GateOutcome`s with the analysis core's pure functions.
-It never decides a phase: the core does. Blocking calls; the controller runs them in threads.
+providers and hands the measurements to `baton.analysis.gates`, the same pure judgement `baton up`
+uses. It never decides a phase: the core does. Blocking calls; the controller runs them in threads.
 
-Live samples come from the pool's own `/metrics` (the in-process provider: per-revision request,
-error and latency counters since the canary step started) or from Prometheus for metrics with
-`provider: prometheus`. Anything that cannot be measured is an evaluation failure, never a pass.
+Live samples come from the pool's own `/metrics` (per-revision request, error, latency-histogram
+and structured-output counters since the canary step started, client traffic only) or from
+Prometheus for metrics with `provider: prometheus`. Anything that cannot be measured is an
+evaluation failure, never a pass.
 """
 
 from __future__ import annotations
@@ -21,31 +22,36 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from baton.analysis import GateOutcome, OfflinePolicy, SanityLimits, decide, evaluation_failed, offline_gate
+from baton.analysis import ArmStats, GateOutcome, decide, evaluation_failed
+from baton.analysis import gates as analysis_gates
+from baton.analysis.gates import ArmSamples, benchmark_scores
 from baton.analysis.providers import Measurement
-from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
+from baton.analysis.providers.benchmark import BenchmarkResult, BenchmarkRun, BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
-from baton.analysis.verdict import threshold_gate
 from baton.api import Benchmark, ModelDeployment, Verdict
 from baton.api.benchmark import BenchmarkItem
+from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate
-from baton.api.deployment import MetricKind, MetricProvider
+from baton.api.deployment import MetricProvider
 from baton.k8s.kube import Kube
 from baton.rollout import ObserveCanary, RunBenchmark
 
 CANARY_SAMPLE_INTERVAL_S = 2.0
+CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Cumulative per-revision counters of one deployment, read from the pool's `/metrics`."""
+    """Cumulative per-revision counters of one deployment's client traffic, read from the pool's `/metrics`.
+
+    `latency_buckets` maps revision -> histogram bucket upper bound -> cumulative count.
+    """
 
     requests: Mapping[str, float] = field(default_factory=dict)
     errors: Mapping[str, float] = field(default_factory=dict)
-    latency_sum: Mapping[str, float] = field(default_factory=dict)
-    latency_count: Mapping[str, float] = field(default_factory=dict)
     structured_valid: Mapping[str, float] = field(default_factory=dict)
     structured_total: Mapping[str, float] = field(default_factory=dict)
+    latency_buckets: Mapping[str, Mapping[float, float]] = field(default_factory=dict)
 
 
 # --- offline ------------------------------------------------------------------------------------
@@ -58,15 +64,15 @@ def offline_outcome(
     action: RunBenchmark,
     benchmarks: Mapping[str, dict[str, Any] | None],
     concurrency: int,
-) -> GateOutcome:
-    """Both revisions answer every benchmark; one combined, fail-closed verdict."""
-    analysis = deployment.spec.analysis
+) -> tuple[GateOutcome, list[BenchmarkScore]]:
+    """Both revisions answer every benchmark: one combined, fail-closed verdict, and the scores."""
     runner = BenchmarkRunner(endpoint, concurrency=concurrency, show_progress=False)
-    outcomes = []
+    failures: list[GateOutcome] = []
+    results: dict[str, BenchmarkResult] = {}
     for name in action.benchmarks:
         document = benchmarks.get(name)
         if document is None:
-            outcomes.append(
+            failures.append(
                 evaluation_failed(name, f"Benchmark {name!r} not found in the deployment's namespace")
             )
             continue
@@ -74,7 +80,7 @@ def offline_outcome(
         try:
             items = resolve_items(kube, benchmark)
         except (OSError, ValueError, httpx.HTTPError) as error:
-            outcomes.append(evaluation_failed(name, f"cannot read the items of Benchmark {name!r}: {error}"))
+            failures.append(evaluation_failed(name, f"cannot read the items of Benchmark {name!r}: {error}"))
             continue
         run = BenchmarkRun(
             benchmark=name,
@@ -84,17 +90,10 @@ def offline_outcome(
             spec=benchmark.spec,
             items=items,
         )
-        result = runner.query(run)
-        policy = OfflinePolicy(
-            benchmark=name,
-            alpha=analysis.alpha,
-            margin=analysis.margin or 0.0,
-            limits=SanityLimits(
-                min_valid_samples=analysis.min_samples, max_error_rate=analysis.max_error_rate
-            ),
-        )
-        outcomes.append(offline_gate(result.paired_scores(), policy))
-    return decide(outcomes)
+        results[name] = runner.query(run)
+    if failures:
+        return decide(failures), benchmark_scores(results)
+    return analysis_gates.offline_outcome(deployment.spec.analysis, results), benchmark_scores(results)
 
 
 def resolve_items(kube: Kube, benchmark: Benchmark) -> tuple[BenchmarkItem, ...]:
@@ -137,29 +136,33 @@ def engine_statuses(endpoint: str) -> dict[str, dict[str, Any]] | None:
 
 
 def scrape_counts(endpoint: str, deployment: str) -> Counts:
-    """Read the pool's Prometheus exposition and keep this deployment's per-revision counters."""
+    """Read the pool's Prometheus exposition and keep this deployment's per-revision client counters."""
     text = httpx.get(f"{endpoint}/metrics", timeout=10.0).raise_for_status().text
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
             if labels.get("deployment") != deployment:
                 continue
             revision = labels.get("revision", "")
+            if labels.get("endpoint", "chat_completions") not in CLIENT_ENDPOINTS:
+                continue  # shadow answers are not client traffic
             match sample.name:
                 case "baton_requests_total":
                     sums["requests"][revision] += sample.value
                 case "baton_request_errors_total":
                     sums["errors"][revision] += sample.value
-                case "baton_request_duration_seconds_sum":
-                    sums["latency_sum"][revision] += sample.value
-                case "baton_request_duration_seconds_count":
-                    sums["latency_count"][revision] += sample.value
+                case "baton_request_duration_seconds_bucket":
+                    buckets[revision][float(labels["le"])] += sample.value
                 case "baton_structured_outputs_total":
                     sums["structured_total"][revision] += sample.value
                     if labels.get("valid") == "true":
                         sums["structured_valid"][revision] += sample.value
-    return Counts(**{name: dict(values) for name, values in sums.items()})
+    return Counts(
+        **{name: dict(values) for name, values in sums.items()},
+        latency_buckets={revision: dict(by_bound) for revision, by_bound in buckets.items()},
+    )
 
 
 def canary_outcome(
@@ -187,53 +190,41 @@ def online_outcome(
     current: Counts,
     prometheus_url: str | None = None,
 ) -> tuple[GateOutcome, int]:
-    """Every live metric checked against its bound, and the candidate's requests since the step began."""
-    candidate = action.candidate
-
-    def delta(series: str) -> float:
-        return getattr(current, series).get(candidate, 0.0) - getattr(baseline, series).get(candidate, 0.0)
-
-    requests = delta("requests")  # answered and failed alike (the counter is labelled by HTTP code)
-    outcomes = []
-    for metric in deployment.spec.analysis.metrics:
-        if metric.provider == MetricProvider.PROMETHEUS:
-            measurement = _prometheus(metric.query or "", deployment.metadata.name, candidate, prometheus_url)
-        else:
-            measurement = _in_process(metric.kind, delta)
-        if metric.max_value is None:
-            outcomes.append(evaluation_failed(metric.name, "a live metric needs maxValue to be judged"))
-        else:
-            outcomes.append(
-                threshold_gate(
-                    metric.name, measurement, max_value=metric.max_value, alpha=deployment.spec.analysis.alpha
-                )
-            )
-    if not outcomes:
-        outcomes.append(
-            GateOutcome(
-                Verdict.CONTINUE, Gate.ONLINE, "NoLiveMetrics", "no live metrics configured for the canary"
-            )
-        )
-    return decide(outcomes), int(requests)
+    """The step's samples of both arms judged by the shared online gate, and the candidate's requests."""
+    champion = window_samples(baseline, current, action.champion)
+    candidate = window_samples(baseline, current, action.candidate)
+    name = deployment.metadata.name
+    external = {
+        metric.name: _prometheus(metric.query or "", name, action.candidate, prometheus_url)
+        for metric in deployment.spec.analysis.metrics
+        if metric.provider == MetricProvider.PROMETHEUS
+    }
+    outcome = analysis_gates.online_outcome(deployment.spec.analysis, champion, candidate, external)
+    return outcome, candidate.requests
 
 
-def _in_process(kind: MetricKind, delta: Any) -> Measurement:
-    query = f"in-process {kind}"
-    match kind:
-        case MetricKind.ERROR_RATE:
-            total, failed = delta("requests"), delta("errors")
-            return Measurement(query, failed / total if total else None, None if total else "no requests yet")
-        case MetricKind.LATENCY:
-            count = delta("latency_count")
-            return Measurement(
-                query, delta("latency_sum") / count if count else None, None if count else "no data"
-            )
-        case _:
-            total = delta("structured_total")
-            invalid = total - delta("structured_valid")
-            return Measurement(
-                query, invalid / total if total else None, None if total else "no structured answers"
-            )
+def window_samples(baseline: Counts, current: Counts, revision: str) -> ArmSamples:
+    """What `revision` answered between two scrapes (a counter that went down was reset: all of it is new)."""
+
+    def grown(now: float, before: float) -> float:
+        return now - before if now >= before else now
+
+    def delta(series: str) -> int:
+        now, before = getattr(current, series), getattr(baseline, series)
+        return round(grown(now.get(revision, 0.0), before.get(revision, 0.0)))
+
+    before = baseline.latency_buckets.get(revision, {})
+    buckets = {
+        bound: grown(count, before.get(bound, 0.0))
+        for bound, count in current.latency_buckets.get(revision, {}).items()
+    }
+    return ArmSamples(
+        requests=delta("requests"),
+        errors=delta("errors"),
+        latency=ArmStats.from_histogram(buckets),
+        structured=delta("structured_total"),
+        valid=delta("structured_valid"),
+    )
 
 
 def _prometheus(query: str, deployment: str, revision: str, url: str | None) -> Measurement:

@@ -7,21 +7,19 @@ labelled with the deployment's current *window* (one canary step of one candidat
 step is then judged on exactly the requests that arrived while it ran.
 
 Shadow answers are not client traffic and are left out. Latency histograms give bucket counts,
-not single values: each new observation is taken at its bucket's midpoint, which keeps the
-spread the sequential test needs (a per-scrape mean would hide it).
+not single values: each new observation is taken at its bucket's midpoint (`histogram_points`).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from baton.analysis.online import ArmStats
+from baton.analysis.gates import ArmSamples
+from baton.analysis.online import ArmStats, histogram_points
 from baton.analysis.providers.inprocess import InProcessProvider, LocalMetrics, SeriesQuery
-from baton.local.gates import ArmSamples
 
 CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
 NO_WINDOW = "-"
@@ -81,18 +79,13 @@ class MetricsRecorder:
             self._observe_buckets(self._labels(deployment, revision), cumulative)
 
     def _observe_buckets(self, labels: dict[str, str], cumulative: list[tuple[float, float]]) -> None:
-        # Bucket growths are cumulative over `le` (and summed over endpoints): difference them per bound.
+        # Bucket growths are cumulative over `le`; summed here over endpoints.
         by_bound: dict[float, float] = defaultdict(float)
         for bound, growth in cumulative:
             by_bound[bound] += growth
-        lower, below = 0.0, 0.0
-        for bound in sorted(by_bound):
-            count = round(by_bound[bound] - below)
-            below = by_bound[bound]
-            value = lower if math.isinf(bound) else (lower + bound) / 2
-            for _ in range(max(0, count)):
+        for value, count in histogram_points(by_bound):
+            for _ in range(count):
                 self.metrics.observe("latency", labels, value)
-            lower = lower if math.isinf(bound) else bound
 
     def _labels(self, deployment: str, revision: str) -> dict[str, str]:
         return {

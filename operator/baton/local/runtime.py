@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from baton.analysis.gates import benchmark_scores, offline_outcome, online_outcome
 from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import evaluation_failed
@@ -35,11 +36,10 @@ from baton.api import (
     ModelDeploymentSpec,
     ModelPool,
 )
-from baton.api.candidate import ModelCandidateStatus
+from baton.api.candidate import BenchmarkScore, ModelCandidateStatus
 from baton.api.deployment import MetricProvider, Phase
 from baton.local.dataplane import LocalServe
 from baton.local.discovery import discover
-from baton.local.gates import offline_outcome, online_outcome
 from baton.local.loader import (
     LoadedResource,
     Problem,
@@ -61,7 +61,7 @@ from baton.rollout import (
     parse_duration,
     reconcile,
 )
-from baton.rollout.machine import FINAL_CANDIDATE_PHASES
+from baton.rollout.machine import FINAL_CANDIDATE_PHASES, revision_name
 from baton.rollout.render import render_pool
 from baton_serving.artifacts import ArtifactError, fetch_verified
 
@@ -164,6 +164,8 @@ class LocalRuntime:
         self.prometheus = PrometheusProvider(options.prometheus_url) if options.prometheus_url else None
         self._benchmarks = _Benchmarks()
         self._offline: dict[str, OfflineResult] = {}
+        # Benchmark scores by candidate revision, written by the benchmark thread, shown on the candidate.
+        self._scores: dict[str, list[BenchmarkScore]] = {}
         self._online: dict[str, OnlineResult] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -353,12 +355,14 @@ class LocalRuntime:
         if candidate is None:
             return
         previous = candidate.status or ModelCandidateStatus()
+        revision = revision_name(candidate.spec.deployment, candidate.spec.version)
         status = previous.model_copy(
             update={
                 "phase": update.phase,
                 "message": update.message,
                 "decision": update.decision or previous.decision,
                 "observed_generation": candidate.metadata.generation,
+                "scores": self._scores.get(revision, previous.scores),
             }
         )
         candidate = candidate.model_copy(update={"status": status})
@@ -458,6 +462,7 @@ class LocalRuntime:
                 )
                 results[benchmark_name] = runner.query(run)
             outcome = offline_outcome(spec.analysis, results)
+            self._scores[action.candidate] = benchmark_scores(results)
         except Exception as error:  # a failed evaluation is Inconclusive, never a pass
             logger.exception("benchmark of %s failed", action.candidate)
             outcome = evaluation_failed(",".join(action.benchmarks), f"benchmark run failed: {error}")

@@ -3,8 +3,8 @@
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from baton.analysis.gates import ArmSamples, online_outcome
 from baton.api import AnalysisSpec, Verdict
-from baton.local.gates import ArmSamples, online_outcome
 from baton.local.recorder import MetricsRecorder
 
 pytestmark = pytest.mark.unit

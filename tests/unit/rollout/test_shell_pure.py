@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
 from baton.api import ModelPool, ModelSource, Phase, Verdict
-from baton.k8s.gates import Counts, online_outcome
+from baton.k8s.gates import Counts, online_outcome, window_samples
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.rayservice import observe_revisions, ray_service
 from baton.k8s.sources import DigestCache, candidate_manifest, discover, version_and_quantization
@@ -154,13 +155,36 @@ def _canary_outcome(metrics: list[dict], before: Counts, after: Counts):
 
 def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_began() -> None:
     metric = [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}]
-    before = Counts(requests={CANDIDATE: 100}, errors={CANDIDATE: 0})
-    outcome, requests = _canary_outcome(
-        metric, before, Counts(requests={CANDIDATE: 120}, errors={CANDIDATE: 5})
-    )
-    assert (outcome.verdict, requests) == (Verdict.REJECT, 20)
-    outcome, _ = _canary_outcome(metric, before, Counts(requests={CANDIDATE: 120}, errors={CANDIDATE: 0}))
-    assert outcome.verdict == Verdict.PROMOTE
+    before = Counts(requests={CHAMPION: 1000, CANDIDATE: 100}, errors={CHAMPION: 3, CANDIDATE: 0})
+
+    def after(candidate_errors: int) -> Counts:
+        return Counts(
+            requests={CHAMPION: 1400, CANDIDATE: 500}, errors={CHAMPION: 3, CANDIDATE: candidate_errors}
+        )
+
+    outcome, requests = _canary_outcome(metric, before, after(40))
+    assert (outcome.verdict, outcome.reason, requests) == (Verdict.REJECT, "CanaryWorse", 400)
+    # no error on either side: no violation, but not yet evidence of non-inferiority either
+    outcome, _ = _canary_outcome(metric, before, after(0))
+    assert outcome.verdict == Verdict.CONTINUE
+
+
+def test_online_latency_is_judged_on_the_histogram_buckets_of_both_arms() -> None:
+    fast = {0.1: 300.0, 0.25: 390.0, 0.5: 400.0, math.inf: 400.0}
+    slow = {0.1: 0.0, 0.25: 10.0, 0.5: 100.0, 1.0: 300.0, 2.5: 400.0, math.inf: 400.0}
+    metric = [{"name": "latency", "kind": "latency", "maxValue": 1.0}]
+    requests = {CHAMPION: 400.0, CANDIDATE: 400.0}
+    for candidate, verdict in ((fast, Verdict.PROMOTE), (slow, Verdict.REJECT)):
+        after = Counts(requests=requests, latency_buckets={CHAMPION: fast, CANDIDATE: candidate})
+        outcome, _ = _canary_outcome(metric, Counts(), after)
+        assert outcome.verdict == verdict, outcome
+
+
+def test_a_reset_counter_counts_from_zero() -> None:
+    before = Counts(requests={CANDIDATE: 500.0}, latency_buckets={CANDIDATE: {0.1: 500.0, math.inf: 500.0}})
+    after = Counts(requests={CANDIDATE: 30.0}, latency_buckets={CANDIDATE: {0.1: 30.0, math.inf: 30.0}})
+    samples = window_samples(before, after, CANDIDATE)
+    assert (samples.requests, samples.latency.n, samples.latency.mean) == (30, 30, 0.05)
 
 
 def test_online_gate_fails_closed_without_data_or_without_prometheus() -> None:
@@ -168,12 +192,12 @@ def test_online_gate_fails_closed_without_data_or_without_prometheus() -> None:
     outcome, requests = _canary_outcome(
         [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}], nothing, nothing
     )
-    assert (outcome.verdict, requests) == (Verdict.INCONCLUSIVE, 0)
+    assert (outcome.verdict, requests) == (Verdict.CONTINUE, 0)  # never a pass without samples
     prometheus = [{"name": "ttft", "kind": "latency", "provider": "prometheus", "query": "x", "maxValue": 1}]
     outcome, _ = _canary_outcome(prometheus, nothing, nothing)
     assert outcome.verdict == Verdict.INCONCLUSIVE
     outcome, _ = _canary_outcome([], nothing, nothing)
-    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoLiveMetrics")
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
 
 
 def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:

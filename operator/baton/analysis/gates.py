@@ -2,14 +2,15 @@
 
 The analysis core provides the tests (paired offline comparison, mSPRT, thresholds, sanity) and
 the fail-closed combination (`decide`); this module only says which test each field of the spec
-asks for, so the local shell hands the rollout core the same kind of `GateOutcome` the operator
-does. Nothing here does I/O: the shell measures, these functions judge.
+asks for. Both shells call it, the operator and `baton up`, so a spec is judged the same way
+wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import fmean
 
 from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess
 from baton.analysis.outcome import GateOutcome
@@ -17,6 +18,7 @@ from baton.analysis.providers import Measurement
 from baton.analysis.providers.benchmark import BenchmarkResult
 from baton.analysis.sanity import SanityLimits
 from baton.analysis.verdict import OfflinePolicy, decide, offline_gate, threshold_gate
+from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate, Verdict
 from baton.api.deployment import AnalysisSpec, OnlineMetric
 from baton.api.deployment import MetricKind as SpecMetricKind
@@ -48,6 +50,23 @@ def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResul
     return GateOutcome(
         deciding.verdict, deciding.gate, deciding.reason, deciding.message, (deciding.evidence + extra)[:16]
     )
+
+
+def benchmark_scores(results: Mapping[str, BenchmarkResult]) -> list[BenchmarkScore]:
+    """Each arm's mean score on the items both answered, per benchmark: what a candidate's status shows."""
+    scores = []
+    for name, result in results.items():
+        paired = result.paired_scores()
+        both = len(paired.item_ids)
+        scores.append(
+            BenchmarkScore(
+                benchmark=name,
+                items=both,
+                champion=round(fmean(paired.champion), 4) if both else None,
+                candidate=round(fmean(paired.candidate), 4) if both else None,
+            )
+        )
+    return scores
 
 
 @dataclass(frozen=True)
