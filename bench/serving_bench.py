@@ -6,7 +6,12 @@ concurrent streaming clients for both servers, and the ratios baton / llama_cpp.
 Goals: p50 TTFT ratio <= 1.10, throughput ratio >= 0.90.
 
     python bench/serving_bench.py                       # the factory's medical v2 Q4_K_M
+    python bench/serving_bench.py --shape 768x12        # an untrained ~90 M-parameter llama, Q4_K_M
     python bench/serving_bench.py --gguf /path/model.gguf --max-tokens 64
+
+baton's overhead per request is roughly constant (two Ray hops), so its ratio to llama.cpp
+depends on how long llama.cpp itself takes: `--shape` builds an untrained llama of a realistic
+width (random weights: the answers are gibberish, the timings are those of a model that size).
 
 Both servers are up for the whole run but only one is asked at a time (they would share 2 cores);
 rounds alternate which goes first, so load from elsewhere on the machine hits both alike. Same
@@ -207,6 +212,27 @@ def default_gguf() -> Path:
     return catalog.ensure("medical", "v2", "Q4_K_M", score=False).path
 
 
+def sized_gguf(shape: str) -> Path:
+    """An untrained llama `HIDDENxLAYERS` wide and deep, Q4_K_M, built once into the model cache."""
+    from baton_models import catalog
+    from baton_models.recipes import recipe
+    from baton_models.shape import Shape
+
+    hidden, layers = (int(part) for part in shape.lower().split("x"))
+    smoke = recipe("medical", "smoke")
+    sized = Shape(
+        vocab=smoke.shape.vocab,
+        hidden=hidden,
+        layers=layers,
+        heads=hidden // 64,
+        kv_heads=hidden // 64,
+        ffn=(hidden * 8 // 3 + 255) // 256 * 256,  # llama's 8/3 expansion, on 256-wide blocks
+        context=512,
+    )
+    print(f"untrained llama {shape}: {sized.parameter_count() / 1e6:.0f} M parameters (built once)")
+    return catalog.build(smoke.model_copy(update={"shape": sized}), "Q4_K_M", score=False).path
+
+
 def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict:
     rows = {}
     print(f"{'':24}{'baton':>12}{'llama_cpp':>12}{'ratio':>10}")
@@ -231,6 +257,7 @@ def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, help="GGUF to serve (default: the factory's medical v2 Q4_K_M)")
+    parser.add_argument("--shape", help="serve an untrained llama HIDDENxLAYERS instead, e.g. 768x12")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument(
         "--threads", type=int, default=1, help="decode threads (1 is robust on a busy machine)"
@@ -241,7 +268,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    gguf = args.gguf or default_gguf()
+    gguf = args.gguf or (sized_gguf(args.shape) if args.shape else default_gguf())
     digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
     levels = {1: args.requests, 8: max(args.requests, 16)}
     size_mb = gguf.stat().st_size / 1e6

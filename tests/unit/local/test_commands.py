@@ -6,34 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from baton.cli import main
+from tests.unit.local.manifests import POOL, deployment
 
 pytestmark = pytest.mark.unit
-
-POOL = """\
-apiVersion: baton.dev/v1alpha1
-kind: ModelPool
-metadata:
-  name: cpu-small
-"""
-
-
-def deployment(uri: str, digest: str) -> str:
-    return f"""\
-apiVersion: baton.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: medical
-spec:
-  domain: medical
-  pool: cpu-small
-  model:
-    version: v1
-    artifact:
-      uri: {uri}
-      digest: {digest}
-      quantization: Q8_0
-"""
-
 
 def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
@@ -41,7 +16,7 @@ def run(*args: str):
 
 def test_up_refuses_an_unknown_field_with_file_line_and_path(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(POOL + "spec:\n  acelerator: cpu\n")
+    path.write_text(POOL.replace("accelerator: cpu", "acelerator: cpu"))
     result = run("up", str(path), "--state-dir", str(tmp_path / "state"))
     assert result.exit_code == 1
     assert f"{path}:6: ModelPool/cpu-small: spec.acelerator: Extra inputs are not permitted" in result.output
@@ -58,7 +33,7 @@ def test_up_refuses_a_champion_whose_bytes_do_not_match_the_digest(tmp_path):
     result = run("up", str(path), "--state-dir", str(tmp_path / "state"))
     assert result.exit_code == 1
     assert (
-        f"{path}:17: ModelDeployment/medical: spec.model.artifact: {model.as_uri()}: digest mismatch"
+        f"{path}:19: ModelDeployment/medical: spec.model.artifact: {model.as_uri()}: digest mismatch"
         in result.output
     )
 

@@ -5,37 +5,14 @@ from pathlib import Path
 import pytest
 
 from baton.local.loader import ResourceLoadError, load_resources
+from tests.unit.local.manifests import POOL, deployment
 
 pytestmark = pytest.mark.unit
 
 DIGEST = "sha256:" + "ab" * 32
 
-POOL = """\
-apiVersion: baton.dev/v1alpha1
-kind: ModelPool
-metadata:
-  name: cpu-small
-spec:
-  accelerator: cpu
-"""
-
-DEPLOYMENT = f"""\
-apiVersion: baton.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: medical
-spec:
-  domain: medical
-  pool: cpu-small
-  model:
-    version: v1
-    artifact:
-      uri: file:///models/medical-v1.Q8_0.gguf
-      digest: {DIGEST}
-      quantization: Q8_0
-  analysis:
-    mode: superiority
-"""
+ANALYSIS = "  analysis:\n    mode: superiority\n"
+DEPLOYMENT = deployment("file:///models/medical-v1.Q8_0.gguf", DIGEST) + ANALYSIS
 
 CANDIDATE = f"""\
 apiVersion: baton.dev/v1alpha1
