@@ -63,11 +63,11 @@ class Handler(BaseHTTPRequestHandler):
             self.server.in_flight += 1
             self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
         time.sleep(0.005)
-        try:
-            self._answer(body, revision)
-        finally:
-            with self.server.lock:
-                self.server.in_flight -= 1
+        # Out of flight before answering: once the answer is sent, the client may send its next
+        # request before this thread would get to count this one as done.
+        with self.server.lock:
+            self.server.in_flight -= 1
+        self._answer(body, revision)
 
     def _answer(self, body: dict, revision: str) -> None:
         n = int(body["messages"][-1]["content"].split("+ ")[1].rstrip("?"))
