@@ -205,25 +205,42 @@ class ControlPlane:
         )
 
     def apply(
-        self, *paths: str | os.PathLike[str], namespace: str | None = None, timeout: float = 120.0
+        self,
+        *paths: str | os.PathLike[str],
+        namespace: str | None = None,
+        server_side: bool = False,
+        timeout: float = 120.0,
     ) -> list[str]:
         """`kubectl apply -R -f` each path (file or directory tree), into `namespace` if given; returns names.
 
+        `server_side` for objects too big for client-side apply's last-applied annotation (256 kB),
+        such as KServe's InferenceService CRD.
         Waits until applied CustomResourceDefinitions are Established, so their kinds can be used next.
         Raises CalledProcessError (with kubectl's message) if the server refuses anything.
         """
         files = [arg for path in paths for arg in ("-f", str(path))]
         scope = ["--namespace", namespace] if namespace else []
-        result = self.kubectl("apply", "--recursive", *scope, *files, "-o", "name", timeout=timeout)
+        mode = ["--server-side"] if server_side else []
+        result = self.kubectl("apply", "--recursive", *mode, *scope, *files, "-o", "name", timeout=timeout)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         names = result.stdout.split()
         crds = [name for name in names if name.startswith("customresourcedefinition.")]
         if crds:
-            wait = self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *crds)
-            if wait.returncode != 0:
-                raise subprocess.CalledProcessError(wait.returncode, wait.args, wait.stdout, wait.stderr)
+            self._wait_established(crds, timeout)
         return names
+
+    def _wait_established(self, crds: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *crds)
+            if wait.returncode == 0:
+                return
+            # A large CRD (KServe's) shows `status.conditions: null` for a moment after it is stored,
+            # which kubectl wait reports as an error instead of waiting.
+            if "accessor error" not in wait.stderr or time.monotonic() > deadline:
+                raise subprocess.CalledProcessError(wait.returncode, wait.args, wait.stdout, wait.stderr)
+            time.sleep(0.2)
 
     @property
     def pids(self) -> dict[str, int]:

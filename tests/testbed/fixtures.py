@@ -1,9 +1,9 @@
 """pytest fixtures for the real test bed: `kube` (one API server per session) and `prometheus` (a factory).
 
-A test that needs the cluster asks for `kube` (or `baton_crds`: the same, with baton's CRDs installed);
-the first such test pays the start-up (seconds once the binaries are built), every later one reuses it.
-A missing binary or a server that does not start fails the test with the reason and the server's log,
-never a silent skip.
+A test that needs the cluster asks for `kube` (or `baton_crds` / `kserve_crd`: the same, with baton's
+CRDs / KServe's InferenceService CRD installed); the first such test pays the start-up (seconds once the
+binaries are built), every later one reuses it. A missing binary or a server that does not start fails
+the test with the reason and the server's log, never a silent skip.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.testbed.processes import StartupError
 from tests.testbed.prometheus import Prometheus
 
 CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+KSERVE_CRD = CRDS.parent / "third_party" / "inferenceservices.serving.kserve.io.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,16 @@ def baton_crds(kube: ControlPlane) -> ControlPlane:
         kube.apply(CRDS)
     except subprocess.CalledProcessError as error:
         pytest.fail(f"the API server refused {CRDS}: {error.stderr}", pytrace=False)
+    return kube
+
+
+@pytest.fixture(scope="session")
+def kserve_crd(kube: ControlPlane) -> ControlPlane:
+    """`kube` with KServe's real InferenceService CRD (vendored in manifests/third_party/) Established."""
+    try:
+        kube.apply(KSERVE_CRD, server_side=True)
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"the API server refused {KSERVE_CRD.name}: {error.stderr}", pytrace=False)
     return kube
 
 
