@@ -48,6 +48,11 @@ def test_demo_promotes_every_v2_and_rejects_every_v3_without_a_failed_request(tm
     assert offline_passes == set(DOMAINS), "every v2 passed the paired benchmark before its canary"
     for rejection in (d for d in report["decisions"] if d["candidate"] == "v3"):
         assert rejection["gate"] == "offline" and rejection["evidence"][0]["effect"] < 0, rejection
+    for path in sorted((state / "objects" / "ModelCandidate").glob("*.json")):
+        scores = json.loads(path.read_text())["status"]["scores"]  # the evidence beside the decision
+        assert scores and all(score["items"] > 0 for score in scores), (path.name, scores)
+        better = path.stem.endswith("v2")
+        assert any((score["candidate"] > score["champion"]) == better for score in scores), (path.name, scores)
     traffic = report["traffic"]
     assert traffic["failures"] == []
     answered_by = {(a["deployment"], a["revision"]) for a in traffic["answered"]}
