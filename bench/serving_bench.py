@@ -98,10 +98,12 @@ async def one_request(
     return Sample(ttft_s=first - started, tokens=tokens)
 
 
-async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> LevelResult:
+async def run_level(
+    url: str, model: str, prompts: list[str], concurrency: int, requests: int, max_tokens: int
+) -> LevelResult:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for index in range(requests):
-        queue.put_nowait(PROMPTS[index % len(PROMPTS)])
+        queue.put_nowait(prompts[index % len(prompts)])
     samples: list[Sample] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -110,7 +112,7 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
             samples.append(await one_request(client, url, model, prompt, max_tokens))
 
     async with httpx.AsyncClient(timeout=300) as client:
-        await one_request(client, url, model, PROMPTS[0], max_tokens)  # warm-up
+        await one_request(client, url, model, prompts[0], max_tokens)  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
@@ -191,7 +193,31 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[
         ray.shutdown()
 
 
-def interleaved(urls: dict[str, str], levels: dict[int, int], rounds: int, max_tokens: int):
+def visible_prompts(urls: list[str], max_tokens: int) -> list[str]:
+    """The prompts whose streamed greedy answer shows text on every server.
+
+    An untrained model may answer only tokens that decode to nothing (pieces of a UTF-8 character),
+    which leaves no first token to time.
+    """
+
+    async def shows_text(prompt: str) -> bool:
+        async with httpx.AsyncClient(timeout=300) as client:
+            for url in urls:
+                try:
+                    await one_request(client, url, "bench", prompt, max_tokens)
+                except RuntimeError:
+                    return False
+        return True
+
+    kept = [prompt for prompt in PROMPTS if asyncio.run(shows_text(prompt))]
+    if not kept:
+        raise RuntimeError("the model answers no prompt with visible text")
+    return kept
+
+
+def interleaved(
+    urls: dict[str, str], prompts: list[str], levels: dict[int, int], rounds: int, max_tokens: int
+):
     """Alternate the servers round by round, so load from elsewhere on the machine hits both alike."""
     results: dict[str, dict[int, LevelResult]] = {
         name: {c: LevelResult(c, [], 0.0) for c in levels} for name in urls
@@ -200,7 +226,9 @@ def interleaved(urls: dict[str, str], levels: dict[int, int], rounds: int, max_t
         order = list(urls) if index % 2 == 0 else list(reversed(urls))
         for name in order:
             for concurrency, requests in levels.items():
-                level = asyncio.run(run_level(urls[name], "bench", concurrency, requests, max_tokens))
+                level = asyncio.run(
+                    run_level(urls[name], "bench", prompts, concurrency, requests, max_tokens)
+                )
                 results[name][concurrency].samples.extend(level.samples)
                 results[name][concurrency].wall_s += level.wall_s
     return results["baton"], results["llama_cpp"]
@@ -277,8 +305,10 @@ def main() -> None:
         llama_cpp_server(gguf, args.context, args.threads) as llama_url,
         baton_pool(gguf, digest, args.context, args.threads) as baton_url,
     ):
+        prompts = visible_prompts([llama_url, baton_url], args.max_tokens)
+        print(f"{len(prompts)} of {len(PROMPTS)} prompts answered with visible text (the others are skipped)")
         baton, llama = interleaved(
-            {"baton": baton_url, "llama_cpp": llama_url}, levels, args.rounds, args.max_tokens
+            {"baton": baton_url, "llama_cpp": llama_url}, prompts, levels, args.rounds, args.max_tokens
         )
     rows = report(baton, llama)
     if args.json:
