@@ -52,7 +52,7 @@ def test_demo_promotes_every_v2_and_rejects_every_v3_without_a_failed_request(tm
         scores = json.loads(path.read_text())["status"]["scores"]  # the evidence beside the decision
         assert scores and all(score["items"] > 0 for score in scores), (path.name, scores)
         better = path.stem.endswith("v2")
-        assert any((score["candidate"] > score["champion"]) == better for score in scores), (path.name, scores)
+        assert any((score["candidate"] > score["champion"]) == better for score in scores), path.name
     traffic = report["traffic"]
     assert traffic["failures"] == []
     answered_by = {(a["deployment"], a["revision"]) for a in traffic["answered"]}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from baton.api import ModelCandidate, ModelDeployment, ModelPool, ModelSource
 from baton.api.candidate import BenchmarkScore, ModelCandidateStatus
 from baton.api.common import GROUP, VERSION, Condition, ConditionStatus
-from baton.api.deployment import Runtime
+from baton.api.deployment import Phase, Runtime
 from baton.k8s import gates, inference_service
 from baton.k8s.kube import (
     INFERENCE_SERVICES,
@@ -59,6 +59,7 @@ from baton.rollout import (
     parse_duration,
     reconcile,
 )
+from baton.rollout.machine import ACTIVE_PHASES
 from baton.rollout.render import RenderedPool, render_pool
 
 log = logging.getLogger("baton.operator")
@@ -70,6 +71,20 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
 POOL_RENDER_DELAY_S = 0.3  # a burst of deployment changes becomes one RayService write
 ENGINE_CACHE_S = 1.0
+# Deployments waiting on the data plane are reconciled again at least this often, as any
+# level-triggered controller resyncs: a watch event lost or handled out of order then costs
+# seconds, never a rollout stuck for good.
+RESYNC_S = 10.0
+WAITING_PHASES = ACTIVE_PHASES | {Phase.PENDING}
+
+
+def waiting_deployments(documents: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(namespace, name) of every deployment not at rest: no status yet, pending, or mid-rollout."""
+    return [
+        key
+        for key, document in documents.items()
+        if (document.get("status") or {}).get("phase", Phase.PENDING) in WAITING_PHASES
+    ]
 
 
 @dataclass(frozen=True)
@@ -169,7 +184,13 @@ class Controller:
     # --- workers --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(self.settings.workers)))
+        await asyncio.gather(*(self._worker() for _ in range(self.settings.workers)), self._resync())
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            for namespace, name in waiting_deployments(self.objects["modeldeployments"]):
+                self.enqueue((DEPLOYMENT, namespace, name))
 
     async def _worker(self) -> None:
         while True:

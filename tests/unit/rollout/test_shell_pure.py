@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from baton.api import ModelPool, ModelSource, Phase, Verdict
+from baton.k8s.controller import waiting_deployments
 from baton.k8s.gates import Counts, online_outcome, window_samples
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.rayservice import observe_revisions, ray_service
@@ -211,3 +212,17 @@ def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:
     assert (health[CANDIDATE].state, health[CANDIDATE].message) == (RevisionState.FAILED, "sha256 mismatch")
     health, _ = observe_revisions("medical", running, engines={CHAMPION: {"ready": False, "error": None}})
     assert health[CHAMPION].state == health[CANDIDATE].state == RevisionState.LOADING
+
+
+def test_only_deployments_not_at_rest_are_resynced() -> None:
+    documents = {
+        ("ml", "new"): {},
+        ("ml", "pending"): {"status": {"phase": "Pending"}},
+        ("ml", "canary"): {"status": {"phase": "Canary"}},
+        ("ml", "promoting"): {"status": {"phase": "Promoting"}},
+        ("ml", "serving"): {"status": {"phase": "Serving"}},
+        ("ml", "promoted"): {"status": {"phase": "Promoted"}},
+        ("ml", "rejected"): {"status": {"phase": "Rejected"}},
+    }
+    waiting = [("ml", "new"), ("ml", "pending"), ("ml", "canary"), ("ml", "promoting")]
+    assert waiting_deployments(documents) == waiting
