@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 from tests.testbed.controlplane import ControlPlane  # noqa: E402
 from tests.testbed.processes import free_ports  # noqa: E402
 
+from baton.k8s.rayservice import observe_revisions  # noqa: E402
+
 NAMESPACE = "bench"
 DIGEST = "sha256:" + "ab" * 32
 STEP_PAUSE_S = 5.0
@@ -196,6 +198,10 @@ def main() -> int:
                             (ray.get("status") or {}).get("observedGeneration"), len(apps), len(reported),
                             [a for a in apps if any(a.startswith(f"{name}.") for name in stuck)],
                         )  # fmt: skip
+                        for name in stuck:
+                            if any(a.startswith(f"{name}.") for a in apps):
+                                # what the operator's observation makes of the API's current RayService
+                                print(" ", name, observe_revisions(name, ray))
                     break
             reconcile_all = time.monotonic() - started
             time.sleep(2)  # let trailing pool renders land before counting

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from baton.api import ModelCandidate, ModelDeployment, ModelPool, ModelSource
 from baton.api.candidate import BenchmarkScore, ModelCandidateStatus
 from baton.api.common import GROUP, VERSION, Condition, ConditionStatus
-from baton.api.deployment import Phase, Runtime
+from baton.api.deployment import Runtime
 from baton.k8s import gates, inference_service
 from baton.k8s.kube import (
     INFERENCE_SERVICES,
@@ -59,7 +59,6 @@ from baton.rollout import (
     parse_duration,
     reconcile,
 )
-from baton.rollout.machine import ACTIVE_PHASES
 from baton.rollout.render import RenderedPool, render_pool
 
 log = logging.getLogger("baton.operator")
@@ -71,20 +70,18 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
 POOL_RENDER_DELAY_S = 0.3  # a burst of deployment changes becomes one RayService write
 ENGINE_CACHE_S = 1.0
-# Deployments waiting on the data plane are reconciled again at least this often, as any
-# level-triggered controller resyncs: a watch event lost or handled out of order then costs
-# seconds, never a rollout stuck for good.
+# The RayServices are re-read this often, as level-triggered controllers resync: a watch event
+# lost then costs seconds, never a rollout stuck for good.
 RESYNC_S = 10.0
-WAITING_PHASES = ACTIVE_PHASES | {Phase.PENDING}
 
 
-def waiting_deployments(documents: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(namespace, name) of every deployment not at rest: no status yet, pending, or mid-rollout."""
-    return [
-        key
-        for key, document in documents.items()
-        if (document.get("status") or {}).get("phase", Phase.PENDING) in WAITING_PHASES
-    ]
+def newer(listed: Mapping[str, Any], cached: Mapping[str, Any]) -> bool:
+    """Whether a listed object is newer than the cached one. resourceVersion is opaque to clients in
+    general, but it is etcd's revision on every API server baton runs against."""
+    try:
+        return int(listed["resourceVersion"]) > int(cached["resourceVersion"])
+    except (KeyError, ValueError):
+        return listed.get("resourceVersion") != cached.get("resourceVersion")
 
 
 @dataclass(frozen=True)
@@ -183,14 +180,28 @@ class Controller:
 
     # --- workers --------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(self.settings.workers)), self._resync())
+    async def run(self, namespace: str | None) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(self.settings.workers)), self._resync(namespace))
 
-    async def _resync(self) -> None:
+    async def _resync(self, namespace: str | None) -> None:
+        """Every RESYNC_S: re-read the RayServices; one found newer than the watch delivered (a
+        missed status event) re-queues its pool's deployments, as a watch event would."""
         while True:
             await asyncio.sleep(RESYNC_S)
-            for namespace, name in waiting_deployments(self.objects["modeldeployments"]):
-                self.enqueue((DEPLOYMENT, namespace, name))
+            try:
+                bodies = await asyncio.to_thread(
+                    self.kube.list, RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace
+                )
+            except ApiException:
+                log.exception("re-reading the RayServices failed; the watch still runs")
+                bodies = []
+            for body in bodies:
+                metadata = body["metadata"]
+                cached = self.objects["rayservices"].get(
+                    (metadata.get("namespace", "default"), metadata["name"])
+                )
+                if cached is None or newer(metadata, cached.get("metadata", {})):
+                    self.observed("rayservices", None, body)
 
     async def _worker(self) -> None:
         while True:

@@ -77,7 +77,7 @@ def build_registry(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
         # Startup activities finish before kopf starts listing, so kopf's listing is never older.
         await controller.prime(namespace, plurals)
-        asyncio.get_running_loop().create_task(controller.run())
+        asyncio.get_running_loop().create_task(controller.run(namespace))
 
     return registry
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from baton.api import ModelPool, ModelSource, Phase, Verdict
-from baton.k8s.controller import waiting_deployments
+from baton.k8s.controller import newer
 from baton.k8s.gates import Counts, online_outcome, window_samples
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.rayservice import observe_revisions, ray_service
@@ -214,15 +214,7 @@ def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:
     assert health[CHAMPION].state == health[CANDIDATE].state == RevisionState.LOADING
 
 
-def test_only_deployments_not_at_rest_are_resynced() -> None:
-    documents = {
-        ("ml", "new"): {},
-        ("ml", "pending"): {"status": {"phase": "Pending"}},
-        ("ml", "canary"): {"status": {"phase": "Canary"}},
-        ("ml", "promoting"): {"status": {"phase": "Promoting"}},
-        ("ml", "serving"): {"status": {"phase": "Serving"}},
-        ("ml", "promoted"): {"status": {"phase": "Promoted"}},
-        ("ml", "rejected"): {"status": {"phase": "Rejected"}},
-    }
-    waiting = [("ml", "new"), ("ml", "pending"), ("ml", "canary"), ("ml", "promoting")]
-    assert waiting_deployments(documents) == waiting
+def test_a_relisted_object_replaces_the_cached_one_only_when_newer() -> None:
+    assert newer({"resourceVersion": "1000"}, {"resourceVersion": "999"})  # compared as numbers
+    assert not newer({"resourceVersion": "999"}, {"resourceVersion": "1000"})
+    assert not newer({"resourceVersion": "7"}, {"resourceVersion": "7"})
