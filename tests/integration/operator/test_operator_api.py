@@ -195,6 +195,16 @@ def test_deleting_a_pool_deletes_its_ray_service(cluster: Cluster, namespace: st
         TIMEOUT,
         diagnose=operator.tail,
     )
+    # The operator's finalizer must be on the pool before it goes: a pool deleted earlier leaves its
+    # RayService to Kubernetes' garbage collector (owner reference), and the test bed runs none.
+    wait_for(
+        "the operator's finalizer on the pool",
+        lambda: ((cluster.get("modelpool", namespace, "cpu-small") or {}).get("metadata") or {}).get(
+            "finalizers"
+        ),
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
     cluster.kubectl("delete", "modelpool", "cpu-small", "--namespace", namespace, "--wait=false")
     wait_for(
         "RayService and pool gone",
