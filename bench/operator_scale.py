@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import yaml
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from tests.testbed.controlplane import ControlPlane  # noqa: E402
 from tests.testbed.processes import free_ports  # noqa: E402
 
-from baton.k8s.rayservice import observe_revisions  # noqa: E402
+from baton.k8s.rayservice import observe_revisions, serve_config  # noqa: E402
 
 NAMESPACE = "bench"
 DIGEST = "sha256:" + "ab" * 32
@@ -92,7 +91,7 @@ class KubeRayStandIn(threading.Thread):
                 generation = body["metadata"]["generation"]
                 if (body.get("status") or {}).get("observedGeneration") == generation:
                     continue
-                apps = yaml.safe_load(body["spec"]["serveConfigV2"])["applications"]
+                apps = serve_config(body)["applications"]
                 status = {
                     "observedGeneration": generation,
                     "serviceStatus": "Running",
@@ -188,8 +187,7 @@ def main() -> int:
                         "items"
                     ]
                     for ray in rays:
-                        serve_config = yaml.safe_load(ray["spec"]["serveConfigV2"])
-                        apps = [a["name"] for a in serve_config["applications"]]
+                        apps = [a["name"] for a in serve_config(ray)["applications"]]
                         reported = ((ray.get("status") or {}).get("activeServiceStatus") or {}).get(
                             "applicationStatuses", {}
                         )

@@ -81,6 +81,12 @@ class ArmStats:
         return max(0.0, (self.total_sq - self.total * self.total / self.n) / (self.n - 1))
 
 
+def counter_increase(now: float, before: float) -> float:
+    """How much a Prometheus counter grew between two reads; one that went down was reset (a
+    replica restarted), so all of its value is new."""
+    return now - before if now >= before else now
+
+
 def histogram_points(cumulative: Mapping[float, float]) -> list[tuple[float, int]]:
     """(value, count) of each bucket of a histogram given as upper bound -> cumulative count.
 

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from baton.analysis import ArmStats, GateOutcome, decide, evaluation_failed
 from baton.analysis import gates as analysis_gates
 from baton.analysis.gates import ArmSamples, benchmark_scores
+from baton.analysis.online import counter_increase
 from baton.analysis.providers import Measurement
 from baton.analysis.providers.benchmark import BenchmarkResult, BenchmarkRun, BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
@@ -35,9 +36,9 @@ from baton.api.decision import Gate
 from baton.api.deployment import MetricProvider
 from baton.k8s.kube import Kube
 from baton.rollout import ObserveCanary, RunBenchmark
+from baton_serving.metrics import CLIENT_ENDPOINTS
 
 CANARY_SAMPLE_INTERVAL_S = 2.0
-CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
 
 
 @dataclass(frozen=True)
@@ -206,16 +207,13 @@ def online_outcome(
 def window_samples(baseline: Counts, current: Counts, revision: str) -> ArmSamples:
     """What `revision` answered between two scrapes (a counter that went down was reset: all of it is new)."""
 
-    def grown(now: float, before: float) -> float:
-        return now - before if now >= before else now
-
     def delta(series: str) -> int:
         now, before = getattr(current, series), getattr(baseline, series)
-        return round(grown(now.get(revision, 0.0), before.get(revision, 0.0)))
+        return round(counter_increase(now.get(revision, 0.0), before.get(revision, 0.0)))
 
     before = baseline.latency_buckets.get(revision, {})
     buckets = {
-        bound: grown(count, before.get(bound, 0.0))
+        bound: counter_increase(count, before.get(bound, 0.0))
         for bound, count in current.latency_buckets.get(revision, {}).items()
     }
     return ArmSamples(

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from prometheus_client.parser import text_string_to_metric_families
 
 from baton.analysis.gates import ArmSamples
-from baton.analysis.online import ArmStats, histogram_points
+from baton.analysis.online import ArmStats, counter_increase, histogram_points
 from baton.analysis.providers.inprocess import InProcessProvider, LocalMetrics, SeriesQuery
+from baton_serving.metrics import CLIENT_ENDPOINTS
 
-CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
 NO_WINDOW = "-"
 
 
@@ -42,8 +42,7 @@ class MetricsRecorder:
         key = _key(name, labels)
         previous = self._last.get(key, 0.0)
         self._last[key] = value
-        # A counter that went down was reset (a replica restarted): all of its value is new.
-        return value - previous if value >= previous else value
+        return counter_increase(value, previous)
 
     def ingest(self, exposition: str) -> None:
         buckets: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
