@@ -40,7 +40,7 @@ from baton.k8s.kube import (
     RAY_VERSION,
     Kube,
 )
-from baton.k8s.rayservice import observe_revisions, ray_service
+from baton.k8s.rayservice import ENGINE_STARTING, deployment_views, observe_revisions, ray_service
 from baton.k8s.sources import DigestCache, Release, candidate_manifest, discover
 from baton.observability.rollout_metrics import RolloutMetrics
 from baton.rollout import (
@@ -57,6 +57,7 @@ from baton.rollout import (
     format_time,
     merge_conditions,
     parse_duration,
+    parse_time,
     reconcile,
 )
 from baton.rollout.render import RenderedPool, render_pool
@@ -68,7 +69,8 @@ ROLLOUT = RolloutMetrics(REGISTRY)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
-POOL_RENDER_DELAY_S = 0.3  # a burst of deployment changes becomes one RayService write
+# A pool renders at most once per window: a burst of deployment changes becomes one RayService write.
+POOL_RENDER_WINDOW_S = 0.3
 ENGINE_CACHE_S = 1.0
 # The RayServices are re-read this often, as level-triggered controllers resync: a watch event
 # lost then costs seconds, never a rollout stuck for good.
@@ -112,6 +114,9 @@ class Controller:
         self.processing: set[Key] = set()
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.rendered_at: dict[Key, float] = {}  # event-loop time of each pool's last render
+        # Per RayService (namespace, name): what each deployment last saw of it (deployment_views).
+        self.ray_views: dict[tuple[str, str], dict[str, tuple[Any, ...]]] = {}
         self.engine_cache: dict[tuple[str, str], tuple[datetime, dict[str, dict[str, Any]] | None]] = {}
 
     # --- events in ------------------------------------------------------------------------------
@@ -130,15 +135,19 @@ class Controller:
             case "modeldeployments":
                 self.enqueue((DEPLOYMENT, namespace, name))
                 if spec.get("pool"):
-                    self.enqueue_later((POOL, namespace, spec["pool"]))
+                    self.schedule_render(namespace, spec["pool"])
             case "modelcandidates":
                 if spec.get("deployment"):
                     self.enqueue((DEPLOYMENT, namespace, spec["deployment"]))
             case "modelpools":
                 self.enqueue((POOL, namespace, name))
             case "rayservices":
+                before = self.ray_views.get(key)
+                after = deployment_views(body, before) if event_type != "DELETED" else {}
+                self.ray_views[key] = after
                 for (ns, deployment), other in self.objects["modeldeployments"].items():
-                    if ns == namespace and other.get("spec", {}).get("pool") == name:
+                    in_pool = ns == namespace and other.get("spec", {}).get("pool") == name
+                    if in_pool and (before is None or before.get(deployment) != after.get(deployment)):
                         self.enqueue((DEPLOYMENT, ns, deployment))
             case "inferenceservices":
                 self.enqueue((DEPLOYMENT, namespace, name))
@@ -150,16 +159,32 @@ class Controller:
             self.queued.add(key)
             self.queue.put_nowait(key)
 
-    def enqueue_later(self, key: Key, delay: float = POOL_RENDER_DELAY_S) -> None:
-        if key in self.timers or key in self.queued:
+    def enqueue_later(self, key: Key, delay: float) -> None:
+        """Queue `key` after `delay`; of several pending requests for one key, the earliest wins."""
+        if key in self.queued:
             return
         loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        pending = self.timers.get(key)
+        if pending is not None:
+            if pending.when() <= due:
+                return
+            pending.cancel()
 
         def fire() -> None:
             self.timers.pop(key, None)
             self.enqueue(key)
 
-        self.timers[key] = loop.call_later(delay, fire)
+        self.timers[key] = loop.call_at(due, fire)
+
+    def schedule_render(self, namespace: str, pool: str) -> None:
+        """Render the pool now, or when its render window ends if it rendered less than a window ago.
+
+        Leading edge first: a lone change (a canary step) reaches the data plane without waiting.
+        """
+        key = (POOL, namespace, pool)
+        since = asyncio.get_running_loop().time() - self.rendered_at.get(key, float("-inf"))
+        self.enqueue_later(key, max(0.0, POOL_RENDER_WINDOW_S - since))
 
     async def prime(self, namespace: str | None, plurals: dict[str, tuple[str, str]]) -> None:
         """Fill the view with one LIST per kind before any reconcile.
@@ -279,7 +304,7 @@ class Controller:
             if deployment.spec.runtime == Runtime.KSERVE:
                 await self._apply_inference_service(namespace, name)
             else:
-                self.enqueue_later((POOL, namespace, deployment.spec.pool))
+                self.schedule_render(namespace, deployment.spec.pool)
         for action in result.actions:
             if isinstance(action, UpdateCandidateStatus):
                 await self._update_candidate(namespace, action)
@@ -289,6 +314,9 @@ class Controller:
                 self._start_canary_observation(namespace, deployment, action)
         if result.requeue_after is not None:
             self.enqueue_later((DEPLOYMENT, namespace, name), max(result.requeue_after, 0.05))
+        if any(health.message == ENGINE_STARTING for health in observations.revisions.values()):
+            # No RayService event will tell when the model is ready: the ingress is asked again.
+            self.enqueue_later((DEPLOYMENT, namespace, name), ENGINE_CACHE_S)
 
     async def _engines(self, namespace: str, pool: str) -> dict[str, dict[str, Any]] | None:
         """Per-revision engine readiness from the pool's ingress, fetched at most once a second per pool."""
@@ -404,6 +432,8 @@ class Controller:
         baseline_key = (namespace, name, action.candidate, action.step)
 
         async def run() -> None:
+            started = self.clock()
+            previous = self.online.get((namespace, name))
             try:
                 outcome, requests = await asyncio.to_thread(
                     gates.canary_outcome,
@@ -414,11 +444,17 @@ class Controller:
                     self.settings.prometheus_url,
                 )
                 self.online[(namespace, name)] = OnlineResult(
-                    action.candidate, action.step, requests, outcome
+                    action.candidate, action.step, requests, outcome, started
                 )
             finally:
                 self.running.pop(key, None)
-            self.enqueue_later((DEPLOYMENT, namespace, name), gates.CANARY_SAMPLE_INTERVAL_S)
+            same_step = previous is not None and (previous.candidate, previous.step) == (
+                action.candidate,
+                action.step,
+            )
+            read_before = previous.observed_at if previous is not None and same_step else None
+            delay = gates.next_sample_delay(read_before, started, self.clock(), parse_time(action.until))
+            self.enqueue_later((DEPLOYMENT, namespace, name), delay)
 
         self.running[key] = asyncio.get_running_loop().create_task(run())
 
@@ -484,6 +520,7 @@ class Controller:
         body = self.objects["modelpools"].get((namespace, name))
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
+        self.rendered_at[(POOL, namespace, name)] = asyncio.get_running_loop().time()
         pool = ModelPool.model_validate(body)
         members = [
             deployment

@@ -16,6 +16,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -39,6 +40,21 @@ from baton.rollout import ObserveCanary, RunBenchmark
 from baton_serving.metrics import CLIENT_ENDPOINTS
 
 CANARY_SAMPLE_INTERVAL_S = 2.0
+
+
+def next_sample_delay(
+    previous: datetime | None, started: datetime, finished: datetime, step_ends: datetime
+) -> float:
+    """Seconds until the canary step is looked at again, after a sample read from `started` to `finished`.
+
+    `previous` is when the step's sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
+    step runs, so a violation stops it early; at once when the pause has ended since the sample
+    began (the step's verdict waits for a sample read after its end) or when this is that sample.
+    """
+    if started >= step_ends:
+        first_after_end = previous is None or previous < step_ends
+        return 0.0 if first_after_end else CANARY_SAMPLE_INTERVAL_S
+    return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from baton.k8s.kube import RAY_GROUP, RAY_SERVICES, RAY_VERSION, Kube, load_config
+from baton.k8s.rayservice import serve_config
 
 log = logging.getLogger("baton.pool_runner")
 SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
@@ -97,8 +96,8 @@ class PoolRunner:
         body = self.kube.get(RAY_GROUP, RAY_VERSION, RAY_SERVICES, self.namespace, self.name)
         if body is None:
             return
-        text = body.get("spec", {}).get("serveConfigV2") or "applications: []"
-        config = yaml.safe_load(text) or {"applications": []}
+        text = body.get("spec", {}).get("serveConfigV2") or ""
+        config = serve_config(body)
         if text != self.applied_config:
             log.info("applying serveConfigV2 of generation %s", body["metadata"].get("generation"))
             apply_serve_config(config)

@@ -21,9 +21,16 @@ from baton.rollout.render import RenderedPool
 from baton_serving.config import INGRESS_APP, INGRESS_DEPLOYMENT, engine_app_name, render_serve_config
 
 POOL_LABEL = "baton.dev/pool"
+# libyaml's safe dumper and loader when PyYAML has them (its wheels do): 5-7x faster than the pure
+# Python ones on a 200-application serveConfigV2 (18 vs 81 ms to write, 23 vs 171 ms to read),
+# and the operator's event loop waits for both.
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # KubeRay application statuses (ray.serve's ApplicationStatus).
 _RUNNING = "RUNNING"
 _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
+# A revision whose engine application runs while the ingress does not yet call its model ready.
+ENGINE_STARTING = "the engine application runs; the ingress does not report its model ready yet"
 
 
 def ray_service_name(pool: str) -> str:
@@ -59,7 +66,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             ],
         },
         "spec": {
-            "serveConfigV2": yaml.safe_dump(render_serve_config(rendered.config), sort_keys=True),
+            "serveConfigV2": yaml.dump(render_serve_config(rendered.config), Dumper=_Dumper, sort_keys=True),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
                 "headGroupSpec": {
@@ -92,7 +99,7 @@ def serve_config(ray_service_body: Mapping[str, Any] | None) -> dict[str, Any]:
 def _parse_serve_config(text: str) -> dict[str, Any]:
     # Every deployment of a pool reads the same text: parsed once, not once per reconcile (a
     # 100-deployment pool's YAML took ~10 ms to parse, times 1,000 reconciles per pass).
-    return yaml.safe_load(text) or {"applications": []}
+    return yaml.load(text, Loader=_Loader) or {"applications": []}
 
 
 def observe_revisions(
@@ -130,7 +137,7 @@ def observe_revisions(
     for revision in unschedulable:
         if revision.startswith(f"{deployment}-"):
             health[revision] = RevisionHealth(RevisionState.UNSCHEDULABLE, "the pool's memory is full")
-    return health, _served_weights(deployment, config, ray_service_body)
+    return health, _served_routes(config, ray_service_body).get(deployment, {})
 
 
 def _engine_health(revision: str, engines: Mapping[str, Mapping[str, Any]] | None) -> RevisionHealth:
@@ -142,9 +149,43 @@ def _engine_health(revision: str, engines: Mapping[str, Mapping[str, Any]] | Non
         return (
             RevisionHealth(RevisionState.FAILED, str(error)[:500])
             if error
-            else RevisionHealth(RevisionState.LOADING)
+            else RevisionHealth(RevisionState.LOADING, ENGINE_STARTING)
         )
     return RevisionHealth(RevisionState.READY)
+
+
+def deployment_views(
+    ray_service_body: Mapping[str, Any] | None, previous: Mapping[str, tuple[Any, ...]] | None = None
+) -> dict[str, tuple[Any, ...]]:
+    """Per deployment, what its reconcile reads of a RayService: engine statuses and served weights.
+
+    A RayService event changes nothing for a deployment whose view is the same before and after
+    it, so only the others need a reconcile: in a pool of 100 deployments each canary step would
+    otherwise reconcile all 100, twice. Between a spec write and the runner reporting it, served
+    weights are unknown for everyone; the view keeps the weights last served (from `previous`),
+    so only the deployment whose route changed is woken, once the new weights are served.
+    """
+    config = serve_config(ray_service_body)
+    statuses = _application_statuses(ray_service_body)
+    engines: dict[str, list[tuple[Any, ...]]] = {}
+    for application in config.get("applications", []):
+        name = application["name"]
+        if name == INGRESS_APP:
+            continue
+        deployment, _, revision = name.partition(".")
+        reported = statuses.get(name, {})
+        engines.setdefault(deployment, []).append((revision, reported.get("status"), reported.get("message")))
+    if _generation_observed(ray_service_body):
+        served = {
+            deployment: tuple(sorted(weights.items()))
+            for deployment, weights in _served_routes(config, ray_service_body).items()
+        }
+    else:
+        served = {deployment: view[1] for deployment, view in (previous or {}).items()}
+    return {
+        deployment: (tuple(engines.get(deployment, ())), served.get(deployment, ()))
+        for deployment in engines.keys() | served.keys()
+    }
 
 
 def _application_statuses(ray_service_body: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -154,14 +195,11 @@ def _application_statuses(ray_service_body: Mapping[str, Any] | None) -> dict[st
     return (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
 
 
-def _served_weights(
-    deployment: str, config: Mapping[str, Any], ray_service_body: Mapping[str, Any] | None
-) -> dict[str, int]:
-    if not ray_service_body:
-        return {}
-    generation = ray_service_body.get("metadata", {}).get("generation")
-    observed = (ray_service_body.get("status") or {}).get("observedGeneration")
-    if generation is None or observed != generation:
+def _served_routes(
+    config: Mapping[str, Any], ray_service_body: Mapping[str, Any] | None
+) -> dict[str, dict[str, int]]:
+    """Deployment -> the weights its route was given, once the runner reports the current generation."""
+    if not _generation_observed(ray_service_body):
         return {}
     for application in config.get("applications", []):
         if application["name"] != INGRESS_APP:
@@ -169,7 +207,17 @@ def _served_weights(
         for serve_deployment in application.get("deployments", []):
             if serve_deployment.get("name") != INGRESS_DEPLOYMENT:
                 continue
-            for route in serve_deployment.get("user_config", {}).get("deployments", []):
-                if route["name"] == deployment:
-                    return {name: round(weight) for name, weight in route["route"]["weights"].items()}
+            return {
+                route["name"]: {name: round(weight) for name, weight in route["route"]["weights"].items()}
+                for route in serve_deployment.get("user_config", {}).get("deployments", [])
+            }
     return {}
+
+
+def _generation_observed(ray_service_body: Mapping[str, Any] | None) -> bool:
+    """Whether the runner (KubeRay, `baton pool-runner`) reports on the RayService's current spec."""
+    if not ray_service_body:
+        return False
+    generation = ray_service_body.get("metadata", {}).get("generation")
+    observed = (ray_service_body.get("status") or {}).get("observedGeneration")
+    return generation is not None and observed == generation

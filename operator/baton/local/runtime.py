@@ -59,6 +59,7 @@ from baton.rollout import (
     RunBenchmark,
     UpdateCandidateStatus,
     parse_duration,
+    parse_time,
     reconcile,
 )
 from baton.rollout.machine import FINAL_CANDIDATE_PHASES, revision_name
@@ -319,7 +320,9 @@ class LocalRuntime:
                 self.deployments[name] = deployment
                 self.store.write_object(deployment)
             for action in result.actions:
-                self._carry_out(deployment, action)
+                if isinstance(action, ObserveCanary) and self._closes_step(name, action, now):
+                    delay = BUSY_TICK_SECONDS  # the step's verdict waits for this sample only
+                self._carry_out(deployment, action, now)
             if result.requeue_after is not None:
                 delay = min(delay, max(BUSY_TICK_SECONDS, result.requeue_after))
         rendered = render_pool(self.pool, list(self.deployments.values()))
@@ -327,13 +330,13 @@ class LocalRuntime:
         self.serve.refresh()
         return min(delay, MAX_TICK_SECONDS)
 
-    def _carry_out(self, deployment: ModelDeployment, action: object) -> None:
+    def _carry_out(self, deployment: ModelDeployment, action: object, now: datetime) -> None:
         name = deployment.metadata.name
         match action:
             case RunBenchmark():
                 self._request_benchmark(deployment, action)
             case ObserveCanary():
-                self._observe_canary(deployment, action)
+                self._observe_canary(deployment, action, now)
             case EmitEvent():
                 self._event(name, action)
             case UpdateCandidateStatus():
@@ -468,7 +471,14 @@ class LocalRuntime:
             outcome = evaluation_failed(",".join(action.benchmarks), f"benchmark run failed: {error}")
         return OfflineResult(candidate=action.candidate, benchmarks=action.benchmarks, outcome=outcome)
 
-    def _observe_canary(self, deployment: ModelDeployment, action: ObserveCanary) -> None:
+    def _closes_step(self, name: str, action: ObserveCanary, now: datetime) -> bool:
+        """Whether a sample taken `now` is the first since the step's pause ended."""
+        previous = self._online.get(name)
+        ends = parse_time(action.until)
+        return ends <= now and (previous is None or previous.observed_at < ends)
+
+    def _observe_canary(self, deployment: ModelDeployment, action: ObserveCanary, now: datetime) -> None:
+        """Judge the step's samples so far; `now` is when this tick read the pool's metrics."""
         name = deployment.metadata.name
         window = f"{action.candidate}@{action.step}@{action.since}"
         if self.recorder.windows.get(name) != window:
@@ -488,6 +498,7 @@ class LocalRuntime:
             step=action.step,
             candidate_requests=candidate.requests,
             outcome=outcome,
+            observed_at=now,
         )
 
 

@@ -24,6 +24,7 @@ from baton.rollout.machine import (
     format_time,
     merge_conditions,
     parse_duration,
+    parse_time,
     reconcile,
     revision_name,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "format_time",
     "merge_conditions",
     "parse_duration",
+    "parse_time",
     "reconcile",
     "revision_name",
 ]

@@ -34,7 +34,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from baton.api.candidate import ModelCandidate
@@ -346,9 +346,11 @@ def _canary(context: _Context, status: ModelDeploymentStatus) -> _Step:
         return _Step(
             status, (_weights(context, status), EmitEvent("Normal", "CanaryStepsChanged", message)), 0
         )
-    pause = parse_duration(steps[step].pause)
-    remaining = max(0.0, pause - (context.now - parse_time(canary.step_started_at)).total_seconds())
-    observe = ObserveCanary(champion.revision, candidate.revision, step, canary.step_started_at)
+    step_ends = parse_time(canary.step_started_at) + timedelta(seconds=parse_duration(steps[step].pause))
+    remaining = max(0.0, (step_ends - context.now).total_seconds())
+    observe = ObserveCanary(
+        champion.revision, candidate.revision, step, canary.step_started_at, format_time(step_ends)
+    )
     online = context.observations.online
     if online is None or online.candidate != candidate.revision or online.step != step:
         return _Step(status, (observe,), remaining or None)
@@ -357,6 +359,10 @@ def _canary(context: _Context, status: ModelDeploymentStatus) -> _Step:
         return _roll_back(context, status, decision)
     if remaining > 0 or online.candidate_requests < steps[step].min_requests:
         return _Step(status, (observe,), remaining or None)
+    if online.observed_at < step_ends:
+        # Read before the pause ended: the step's verdict must cover all of it. The shell samples
+        # right after `until` and calls again.
+        return _Step(status, (observe,))
     if decision.verdict == Verdict.INCONCLUSIVE:
         return _roll_back(context, status, decision)
     status.last_decision = decision

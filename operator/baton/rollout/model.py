@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -53,12 +54,17 @@ class OfflineResult:
 
 @dataclass(frozen=True)
 class OnlineResult:
-    """The online gate's outcome for the current canary step, from samples since the step started."""
+    """The online gate's outcome for the current canary step, from samples since the step started.
+
+    `observed_at` is when the samples were read (the read's start): a step ends only on a result
+    read after its pause, so its verdict covers the whole pause.
+    """
 
     candidate: str
     step: int
     candidate_requests: int
     outcome: GateOutcome
+    observed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -122,12 +128,17 @@ class RunBenchmark:
 
 @dataclass(frozen=True)
 class ObserveCanary:
-    """Collect live samples of both revisions since `since` (RFC 3339) and report an OnlineResult."""
+    """Collect live samples of both revisions since `since` (RFC 3339) and report an OnlineResult.
+
+    `until` (RFC 3339) is when the step's pause ends: the shell samples again right after it, since
+    the step's verdict waits for that sample.
+    """
 
     champion: str
     candidate: str
     step: int
     since: str
+    until: str
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from baton.rollout import (
 from baton.rollout.model import RevisionState
 
 NOW = datetime(2026, 11, 29, 6, 0, 0, tzinfo=UTC)
+# When the tables' live samples were read unless a row says otherwise: after every pause they run.
+SAMPLES_READ_AT = NOW + timedelta(hours=1)
 DIGEST = "sha256:" + "a" * 64
 CHAMPION = "medical-v1"
 CANDIDATE = "medical-v2"
@@ -101,12 +103,15 @@ def observe(
     online: Verdict | None = None,
     step: int = 0,
     requests: int = 100,
+    read_at: datetime = SAMPLES_READ_AT,
 ) -> Observations:
     return Observations(
         revisions=healthy(CHAMPION, CANDIDATE) if revisions is None else revisions,
         served_weights=served,
         offline=OfflineResult(CANDIDATE, benchmarks, outcome(offline)) if offline else None,
-        online=OnlineResult(CANDIDATE, step, requests, outcome(online, Gate.ONLINE)) if online else None,
+        online=(
+            OnlineResult(CANDIDATE, step, requests, outcome(online, Gate.ONLINE), read_at) if online else None
+        ),
     )
 
 

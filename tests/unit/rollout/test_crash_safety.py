@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 
@@ -31,7 +32,7 @@ from baton.rollout import (
     UpdateCandidateStatus,
     reconcile,
 )
-from tests.unit.rollout.helpers import candidate, deployment, later, outcome
+from tests.unit.rollout.helpers import NOW, candidate, deployment, later, outcome
 
 pytestmark = pytest.mark.unit
 
@@ -49,6 +50,7 @@ class World:
     # In operator memory: lost on every crash.
     offline: OfflineResult | None = None
     online: OnlineResult | None = None
+    now: datetime = NOW
 
     def observations(self) -> Observations:
         health = {
@@ -69,7 +71,8 @@ class World:
             case RunBenchmark(candidate=revision, benchmarks=benchmarks):
                 self.offline = OfflineResult(revision, benchmarks, outcome(Verdict.PROMOTE))
             case ObserveCanary(candidate=revision, step=step):
-                self.online = OnlineResult(revision, step, 100, outcome(VERDICTS[revision], Gate.ONLINE))
+                verdict = outcome(VERDICTS[revision], Gate.ONLINE)
+                self.online = OnlineResult(revision, step, 100, verdict, self.now)
             case UpdateCandidateStatus(candidate=name, phase=phase, message=message, decision=decision):
                 status = ModelCandidateStatus(phase=phase, message=message, decision=decision)
                 status = ModelCandidateStatus.model_validate(status.to_wire())
@@ -87,7 +90,7 @@ def test_random_crashes_converge_without_double_promotion(seed: int) -> None:
         {"medical-v2": candidate("v2"), "medical-v3": candidate("v3", created="2026-11-29T05:30:00Z")},
     )
     for tick in range(400):
-        now = later(tick * 7)
+        now = world.now = later(tick * 7)
         for revision in world.running:
             world.running[revision] += 1
         result = reconcile(world.deployment, list(world.candidates.values()), world.observations(), now)

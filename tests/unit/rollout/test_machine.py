@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from baton.api import Phase, Verdict
@@ -15,7 +17,9 @@ from baton.rollout import (
     RunBenchmark,
     SetWeights,
     UpdateCandidateStatus,
+    format_time,
     parse_duration,
+    parse_time,
     revision_name,
 )
 from baton.rollout.model import RevisionState
@@ -206,12 +210,25 @@ def test_without_benchmarks_the_canary_starts_after_the_revision_is_ready() -> N
 def test_canary_waits_for_its_pause_and_asks_for_live_samples() -> None:
     resource = in_phase(Phase.CANARY)
     _, result = advance(resource, [candidate()], observe(), later(10))
-    assert actions_of(result, ObserveCanary) == [
-        ObserveCanary(CHAMPION, CANDIDATE, 0, resource.status.canary.step_started_at)
-    ]
+    started = resource.status.canary.step_started_at
+    step_ends = format_time(parse_time(started) + timedelta(seconds=30))
+    assert actions_of(result, ObserveCanary) == [ObserveCanary(CHAMPION, CANDIDATE, 0, started, step_ends)]
     assert result.requeue_after == pytest.approx(20)
     _, result = advance(resource, [candidate()], observe(online=Verdict.CONTINUE), later(10))
     assert result.status.canary.step == 0 and result.requeue_after == pytest.approx(20)
+
+
+def test_a_step_ends_only_on_samples_read_after_its_pause() -> None:
+    resource = in_phase(Phase.CANARY)
+    step_ends = parse_time(resource.status.canary.step_started_at) + timedelta(seconds=30)
+    early = observe(online=Verdict.CONTINUE, read_at=step_ends - timedelta(seconds=1))
+    _, result = advance(resource, [candidate()], early, later(31))
+    assert (result.status.canary.step, result.status.canary_weight) == (0, 10)
+    assert [action.until for action in actions_of(result, ObserveCanary)] == [format_time(step_ends)]
+    assert result.requeue_after is None  # the shell calls again once the closing sample is in
+    on_time = observe(online=Verdict.CONTINUE, read_at=step_ends)
+    _, result = advance(resource, [candidate()], on_time, later(31))
+    assert (result.status.canary.step, result.status.canary_weight) == (1, 50)
 
 
 @pytest.mark.parametrize(

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from baton.api import ModelPool, ModelSource, Phase, Verdict
-from baton.k8s.controller import newer
-from baton.k8s.gates import Counts, online_outcome, window_samples
+from baton.k8s.controller import Controller, Settings, newer
+from baton.k8s.gates import (
+    CANARY_SAMPLE_INTERVAL_S,
+    Counts,
+    next_sample_delay,
+    online_outcome,
+    window_samples,
+)
 from baton.k8s.pool_runner import ray_service_status
-from baton.k8s.rayservice import observe_revisions, ray_service
+from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service
 from baton.k8s.sources import DigestCache, candidate_manifest, discover, version_and_quantization
 from baton.rollout import ObserveCanary
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
-from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, deployment, in_phase
+from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, NOW, deployment, in_phase
 
 pytestmark = pytest.mark.unit
 
@@ -150,7 +158,7 @@ def test_directory_discovery_pins_digests(tmp_path: Path) -> None:
 
 def _canary_outcome(metrics: list[dict], before: Counts, after: Counts):
     resource = deployment(analysis={"metrics": metrics})
-    action = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z")
+    action = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z", "2026-11-29T06:00:30.000Z")
     return online_outcome(resource, action, before, after)
 
 
@@ -218,3 +226,57 @@ def test_a_relisted_object_replaces_the_cached_one_only_when_newer() -> None:
     assert newer({"resourceVersion": "1000"}, {"resourceVersion": "999"})  # compared as numbers
     assert not newer({"resourceVersion": "999"}, {"resourceVersion": "1000"})
     assert not newer({"resourceVersion": "7"}, {"resourceVersion": "7"})
+
+
+@pytest.mark.parametrize(
+    ("previous", "started", "finished", "delay"),
+    [
+        (None, 0.0, 0.1, CANARY_SAMPLE_INTERVAL_S),  # mid-step: the regular cadence
+        (7.0, 9.0, 9.1, 0.9),  # the pause ends before the next regular sample: look at its end
+        (7.0, 9.9, 10.2, 0.0),  # began before the end, finished after it: a closing sample is due now
+        (9.9, 10.0, 10.1, 0.0),  # the closing sample is in: the step's verdict can be taken now
+        (None, 10.5, 10.6, 0.0),  # the same, when the step's first sample is its closing one
+        (10.0, 12.0, 12.1, CANARY_SAMPLE_INTERVAL_S),  # still undecided after the end: more traffic needed
+    ],
+)
+def test_canary_samples_keep_a_cadence_and_close_the_step_at_once(previous, started, finished, delay) -> None:
+    def at(seconds: float | None) -> datetime | None:
+        return None if seconds is None else NOW + timedelta(seconds=seconds)
+
+    assert next_sample_delay(at(previous), at(started), at(finished), at(10)) == pytest.approx(delay)
+
+
+def test_of_two_requeues_of_one_key_the_earlier_wins() -> None:
+    async def scenario() -> list[str]:
+        controller = Controller(kube=None, settings=Settings())  # type: ignore[arg-type]
+        key = ("deployment", "ns", "medical")
+        controller.enqueue_later(key, 5.0)  # e.g. the end of a canary pause
+        controller.enqueue_later(key, 0.01)  # e.g. the next canary sample
+        controller.enqueue_later(key, 3.0)  # later than what is pending: no effect
+        await asyncio.sleep(0.1)
+        queued = [controller.queue.get_nowait()[2] for _ in range(controller.queue.qsize())]
+        assert not controller.timers
+        return queued
+
+    assert asyncio.run(scenario()) == ["medical"]
+
+
+def test_a_ray_service_update_concerns_only_deployments_whose_view_changed() -> None:
+    medical = rendered_ray_service(in_phase(Phase.CANARY))
+    apps = {"baton": "RUNNING", f"medical.{CHAMPION}": "RUNNING", f"medical.{CANDIDATE}": "RUNNING"}
+    before = deployment_views(with_status(medical, apps))
+    assert set(before) == {"medical"}
+    assert before == deployment_views(with_status(medical, apps), before)
+    loading = deployment_views(with_status(medical, {**apps, f"medical.{CANDIDATE}": "DEPLOYING"}), before)
+    assert loading["medical"] != before["medical"]
+    # a view holds exactly the served weights observe_revisions reads
+    assert observe_revisions("medical", with_status(medical, apps))[1] == dict(before["medical"][1])
+
+
+def test_until_the_runner_reports_a_new_spec_the_weights_last_served_stand() -> None:
+    medical = rendered_ray_service(in_phase(Phase.CANARY))
+    apps = {"baton": "RUNNING", f"medical.{CHAMPION}": "RUNNING", f"medical.{CANDIDATE}": "RUNNING"}
+    served = deployment_views(with_status(medical, apps))
+    written = with_status(medical, apps, observed=None)  # a spec write the runner has not seen yet
+    assert deployment_views(written, served) == served
+    assert deployment_views(written)["medical"][1] == ()  # nothing was ever served
