@@ -5,13 +5,16 @@ on top of llama.cpp itself? It prints p50/p99 time to first token and output tok
 concurrent streaming clients for both servers, and the ratios baton / llama_cpp.server, from one run.
 Goals: p50 TTFT ratio <= 1.10, throughput ratio >= 0.90.
 
-    python bench/serving_bench.py                       # the factory's medical v2 Q4_K_M
-    python bench/serving_bench.py --shape 768x12        # an untrained ~90 M-parameter llama, Q4_K_M
+    python bench/serving_bench.py                       # both default models, one after the other
+    python bench/serving_bench.py --shape 768x12        # only an untrained ~90 M-parameter llama
     python bench/serving_bench.py --gguf /path/model.gguf --max-tokens 64
 
 baton's overhead per request is roughly constant (two Ray hops), so its ratio to llama.cpp
-depends on how long llama.cpp itself takes: `--shape` builds an untrained llama of a realistic
-width (random weights: the answers are gibberish, the timings are those of a model that size).
+depends on how long llama.cpp itself takes. By default both ends are measured: the factory's
+trained tiny medical v2 (1 MB, where llama.cpp answers in ~6 ms and the hops dominate) and an
+untrained llama of a realistic width, 768x12 (random weights: the answers are gibberish, the
+timings are those of a model that size). Each table ends with the HTTP round trip of both servers
+on an endpoint that touches no model, the floor of what a request costs.
 
 Both servers are up for the whole run but only one is asked at a time (they would share 2 cores);
 rounds alternate which goes first, so load from elsewhere on the machine hits both alike. Same
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import httpx
 
+DEFAULT_SHAPE = "768x12"
 PROMPTS = [
     "Summarise the triage note: 54 year old, chest pain radiating to the left arm since this morning.",
     "Extract the material from: 12 m3 of C30/37 concrete for the ground floor slab.",
@@ -282,10 +286,45 @@ def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict
     return rows
 
 
+def round_trip_ms(url: str, count: int = 200) -> float:
+    """p50 of sequential GETs that touch no model: the cost of the HTTP stack alone."""
+    timings = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.get(url).raise_for_status()
+            timings.append(time.perf_counter() - started)
+    return sorted(timings)[len(timings) // 2] * 1e3
+
+
+def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
+    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    levels = {1: args.requests, 8: max(args.requests, 16)}
+    size_mb = gguf.stat().st_size / 1e6
+    print(f"\nmodel {gguf} ({size_mb:.1f} MB), {args.threads} threads, max_tokens {args.max_tokens}")
+    with (
+        llama_cpp_server(gguf, args.context, args.threads) as llama_url,
+        baton_pool(gguf, digest, args.context, args.threads) as baton_url,
+    ):
+        prompts = visible_prompts([llama_url, baton_url], args.max_tokens)
+        print(f"{len(prompts)} of {len(PROMPTS)} prompts answered with visible text (the others are skipped)")
+        floors = (round_trip_ms(f"{baton_url}/healthz"), round_trip_ms(f"{llama_url}/v1/models"))
+        baton, llama = interleaved(
+            {"baton": baton_url, "llama_cpp": llama_url}, prompts, levels, args.rounds, args.max_tokens
+        )
+    rows = report(baton, llama)
+    print(
+        f"HTTP round trip without a model, p50: baton /healthz {floors[0]:.2f} ms (Ray Serve proxy -> "
+        f"ingress), llama_cpp.server /v1/models {floors[1]:.2f} ms"
+    )
+    floor = {"baton": floors[0], "llama_cpp": floors[1]}
+    return {"model": str(gguf), "results": rows, "round_trip_ms": floor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gguf", type=Path, help="GGUF to serve (default: the factory's medical v2 Q4_K_M)")
-    parser.add_argument("--shape", help="serve an untrained llama HIDDENxLAYERS instead, e.g. 768x12")
+    parser.add_argument("--gguf", type=Path, help="GGUF to serve instead of the default two models")
+    parser.add_argument("--shape", help="serve only an untrained llama HIDDENxLAYERS, e.g. 768x12")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument(
         "--threads", type=int, default=1, help="decode threads (1 is robust on a busy machine)"
@@ -296,23 +335,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    gguf = args.gguf or (sized_gguf(args.shape) if args.shape else default_gguf())
-    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
-    levels = {1: args.requests, 8: max(args.requests, 16)}
-    size_mb = gguf.stat().st_size / 1e6
-    print(f"model {gguf} ({size_mb:.1f} MB), {args.threads} threads, max_tokens {args.max_tokens}")
-    with (
-        llama_cpp_server(gguf, args.context, args.threads) as llama_url,
-        baton_pool(gguf, digest, args.context, args.threads) as baton_url,
-    ):
-        prompts = visible_prompts([llama_url, baton_url], args.max_tokens)
-        print(f"{len(prompts)} of {len(PROMPTS)} prompts answered with visible text (the others are skipped)")
-        baton, llama = interleaved(
-            {"baton": baton_url, "llama_cpp": llama_url}, prompts, levels, args.rounds, args.max_tokens
-        )
-    rows = report(baton, llama)
+    if args.gguf or args.shape:
+        models = [args.gguf or sized_gguf(args.shape)]
+    else:
+        models = [default_gguf(), sized_gguf(DEFAULT_SHAPE)]
+    results = [bench_model(gguf, args) for gguf in models]
     if args.json:
-        args.json.write_text(json.dumps({"model": str(gguf), "results": rows}, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

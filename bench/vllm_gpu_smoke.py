@@ -1,17 +1,21 @@
-"""GPU smoke test of the vLLM path: a baton revision rendered as `LLMConfig`, served by Ray Serve LLM.
+"""GPU smoke test of the vLLM path: a baton pool whose revision runs on vLLM, asked through baton's ingress.
 
 No machine of this project's CI has a GPU; run this by hand on one that has (and has `vllm`):
 
     python bench/vllm_gpu_smoke.py --model-source /models/Qwen2.5-0.5B-Instruct --digest sha256:<hex>
 
-It renders the revision exactly as a GPU pool would (`baton_serving.engines.vllm.render_llm_config`),
-starts Ray Serve LLM's OpenAI application on 127.0.0.1, asks one chat question with the official
-`openai` client and prints the answer and the time it took. Exit code 0 means the path works.
+It renders a one-deployment pool exactly as the operator does (`render_serve_config`: the baton
+ingress plus one engine application, here `VllmEngineServer`, Ray Serve LLM's server answering
+baton's engine protocol), applies it to a local Ray Serve on 127.0.0.1, waits until the ingress
+reports the revision ready, then asks with the official `openai` client: one chat answer, one
+streamed answer, one JSON-schema answer. It checks the answering revision header and prints the
+answers and timings. Exit code 0 means the path works.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -28,35 +32,67 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import httpx
     import openai
     import ray
     from ray import serve
-    from ray.serve.llm import LLMConfig, build_openai_app
 
-    from baton_serving.config import RevisionSpec
-    from baton_serving.engines.vllm import render_llm_config
+    from baton_serving.app import REVISION_HEADER, apply_serve_config, wait_until_running
+    from baton_serving.config import INGRESS_APP, PoolConfig, engine_app_name, render_serve_config
 
-    revision = RevisionSpec.model_validate(
-        {
-            "name": "gpu-smoke",
-            "engine": "vllm",
-            "quantization": args.quantization,
-            "context_length": args.context,
-            "artifact": {"uri": args.model_source, "digest": args.digest},
-        }
-    )
-    llm_config = LLMConfig(**render_llm_config("smoke", revision))
+    revision = {
+        "name": "gpu-smoke",
+        "engine": "vllm",
+        "quantization": args.quantization,
+        "context_length": args.context,
+        "artifact": {"uri": args.model_source, "digest": args.digest},
+    }
+    deployment = {"name": "smoke", "revisions": [revision], "route": {"weights": {"gpu-smoke": 100}}}
+    pool = PoolConfig.model_validate({"pool": "gpu", "deployments": [deployment]})
     ray.init(include_dashboard=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    url = f"http://127.0.0.1:{args.port}"
     started = time.monotonic()
-    serve.run(build_openai_app({"llm_configs": [llm_config]}), blocking=False)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{args.port}/v1", api_key="unused")
-    answer = client.chat.completions.create(
-        model="smoke", messages=[{"role": "user", "content": "Say hello in five words."}], max_tokens=16
-    )
-    print(f"ready and answered in {time.monotonic() - started:.1f} s: {answer.choices[0].message.content!r}")
-    serve.shutdown()
-    ray.shutdown()
+    try:
+        apply_serve_config(render_serve_config(pool))
+        wait_until_running([INGRESS_APP, engine_app_name("smoke", "gpu-smoke")], timeout_s=1800)
+        while not httpx.get(f"{url}/v1/baton/revisions", timeout=30).json()["smoke"]["gpu-smoke"]["ready"]:
+            time.sleep(1)
+        print(f"ready in {time.monotonic() - started:.1f} s")
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        messages = [{"role": "user", "content": "Say hello in five words."}]
+
+        asked = time.monotonic()
+        raw = client.chat.completions.with_raw_response.create(
+            model="smoke", messages=messages, max_tokens=16
+        )
+        assert raw.headers[REVISION_HEADER] == "gpu-smoke", raw.headers
+        answer = raw.parse()
+        print(
+            f"chat in {time.monotonic() - asked:.2f} s: {answer.choices[0].message.content!r} {answer.usage}"
+        )
+
+        asked = time.monotonic()
+        pieces = [
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="smoke", messages=messages, max_tokens=16, stream=True
+            )
+            if chunk.choices
+        ]
+        print(f"stream in {time.monotonic() - asked:.2f} s, {len(pieces)} chunks: {''.join(pieces)!r}")
+
+        schema = {"type": "object", "properties": {"greeting": {"type": "string"}}, "required": ["greeting"]}
+        structured = client.chat.completions.create(
+            model="smoke",
+            messages=messages,
+            max_tokens=64,
+            response_format={"type": "json_schema", "json_schema": {"name": "greeting", "schema": schema}},
+        )
+        print(f"json_schema answer: {json.loads(structured.choices[0].message.content or '')}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -73,9 +73,6 @@ STREAM_BATCH_INTERVAL_S = 0.02
 # Ray Serve's documented low-overhead mode: user code and the handle router share the replica's
 # event loop, and handle calls go over gRPC. Both replica kinds are fully async, so it is safe.
 REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-VLLM_NOT_ROUTED = (
-    "vLLM revisions are served by Ray Serve LLM's own OpenAI application, not routed by the baton ingress"
-)
 
 
 class EngineUnavailableError(RuntimeError):
@@ -285,7 +282,7 @@ class OpenAIIngress:
         live: dict[str, _LiveDeployment] = {}
         for deployment in table.deployments:
             for revision in deployment.revisions:
-                self._watch((deployment.name, revision.name), revision)
+                self._watch((deployment.name, revision.name))
             live[deployment.name] = _LiveDeployment(
                 router=Router(deployment.name, deployment.route),
                 revisions={revision.name: revision for revision in deployment.revisions},
@@ -309,12 +306,9 @@ class OpenAIIngress:
         )
         logger.info("routing table applied: %s", {d: dep.router.policy.weights for d, dep in live.items()})
 
-    def _watch(self, key: tuple[str, str], revision: RevisionRoute) -> None:
+    def _watch(self, key: tuple[str, str]) -> None:
         """Start probing a revision that this routing table names for the first time."""
         if key in self._status:  # already known from an earlier routing table
-            return
-        if revision.engine != EngineKind.LLAMACPP:
-            self._status[key] = {"ready": False, "error": VLLM_NOT_ROUTED}
             return
         self._status[key] = {"ready": False, "error": None}
         self._answered[key] = asyncio.Event()
@@ -647,8 +641,13 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
         from ray.serve.llm import LLMConfig, build_llm_deployment
 
         from baton_serving.engines.vllm import render_llm_config
+        from baton_serving.engines.vllm_server import VllmEngineServer
 
-        return build_llm_deployment(LLMConfig(**render_llm_config(spec.deployment, revision)))
+        return build_llm_deployment(
+            LLMConfig(**render_llm_config(spec.deployment, revision)),
+            deployment_cls=VllmEngineServer,
+            override_serve_options={"name": ENGINE_DEPLOYMENT},  # the name the ingress calls
+        )
     return EngineServer.options(
         num_replicas=revision.num_replicas,
         max_ongoing_requests=revision.max_ongoing_requests,
