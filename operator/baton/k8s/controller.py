@@ -70,7 +70,7 @@ ROLLOUT = RolloutMetrics(REGISTRY)
 Key = tuple[str, str, str]  # (kind, namespace, name)
 DEPLOYMENT, POOL = "deployment", "pool"
 # A pool renders at most once per window: a burst of deployment changes becomes one RayService write.
-POOL_RENDER_WINDOW_S = 0.3
+POOL_RENDER_WINDOW_S = 0.1
 ENGINE_CACHE_S = 1.0
 # The RayServices are re-read this often, as level-triggered controllers resync: a watch event
 # lost then costs seconds, never a rollout stuck for good.
