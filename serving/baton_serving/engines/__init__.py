@@ -30,6 +30,17 @@ class GenerationRequest:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
 
+    def sampling(self, stream: bool) -> dict[str, Any]:
+        """The OpenAI-named sampling arguments both engines take as they are."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+            "seed": self.seed,
+            "stream": stream,
+        }
+
 
 class Engine(Protocol):
     """A loaded model that answers generation requests, one at a time."""

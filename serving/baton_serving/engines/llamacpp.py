@@ -88,15 +88,7 @@ class LlamaCppEngine:
         }
 
     def _run(self, request: GenerationRequest, stream: bool, logits_processor: Any = None) -> Any:
-        options: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "stop": request.stop,
-            "seed": request.seed,
-            "stream": stream,
-            "logits_processor": logits_processor,
-        }
+        options: dict[str, Any] = {**request.sampling(stream), "logits_processor": logits_processor}
         if request.json_schema is not None:
             # Key order is part of the contract: the grammar makes the model write fields in the
             # schema's order, so the schema text must not be re-sorted (it also keys the cache).

@@ -58,15 +58,7 @@ def render_llm_config(deployment: str, revision: RevisionSpec, accelerator_type:
 
 def openai_body(model: str, request: GenerationRequest, stream: bool) -> dict[str, Any]:
     """The OpenAI request body that vLLM's `ChatCompletionRequest`/`CompletionRequest` is built from."""
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "stop": request.stop,
-        "seed": request.seed,
-        "stream": stream,
-    }
+    body: dict[str, Any] = {"model": model, **request.sampling(stream)}
     if stream:
         body["stream_options"] = {"include_usage": True}  # baton's streams end with a usage chunk
     if request.kind == "chat":
