@@ -448,11 +448,9 @@ class Controller:
                 )
             finally:
                 self.running.pop(key, None)
-            same_step = previous is not None and (previous.candidate, previous.step) == (
-                action.candidate,
-                action.step,
-            )
-            read_before = previous.observed_at if previous is not None and same_step else None
+            read_before = None  # when this step's sample before this one was read
+            if previous and previous.candidate == action.candidate and previous.step == action.step:
+                read_before = previous.observed_at
             delay = gates.next_sample_delay(read_before, started, self.clock(), parse_time(action.until))
             self.enqueue_later((DEPLOYMENT, namespace, name), delay)
 
