@@ -9,7 +9,8 @@ change in place: only the ingress application's `user_config` differs between tw
 
 from __future__ import annotations
 
-import functools
+import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,7 +67,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             ],
         },
         "spec": {
-            "serveConfigV2": yaml.dump(render_serve_config(rendered.config), Dumper=_Dumper, sort_keys=True),
+            "serveConfigV2": serve_config_text(render_serve_config(rendered.config)),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
                 "headGroupSpec": {
@@ -95,11 +96,43 @@ def serve_config(ray_service_body: Mapping[str, Any] | None) -> dict[str, Any]:
     return _parse_serve_config(ray_service_body.get("spec", {}).get("serveConfigV2") or "")
 
 
-@functools.lru_cache(maxsize=64)
+def serve_config_text(config: dict[str, Any]) -> str:
+    """The `serveConfigV2` YAML of a rendered config, remembered both ways.
+
+    A pool is rendered again on every change of any of its deployments, mostly to the same config,
+    and each RayService event brings a text back: libyaml still takes ~20 ms per 200 applications
+    each way, on the operator's event loop. A text the operator wrote is never parsed.
+    """
+    key = json.dumps(config, sort_keys=True)
+    text = _TEXT_BY_CONFIG.get(key)
+    if text is None:
+        text = yaml.dump(config, Dumper=_Dumper, sort_keys=True)
+        _remember(_TEXT_BY_CONFIG, key, text)
+        _remember(_CONFIG_BY_TEXT, text, config)
+    return text
+
+
 def _parse_serve_config(text: str) -> dict[str, Any]:
     # Every deployment of a pool reads the same text: parsed once, not once per reconcile (a
     # 100-deployment pool's YAML took ~10 ms to parse, times 1,000 reconciles per pass).
-    return yaml.load(text, Loader=_Loader) or {"applications": []}
+    config = _CONFIG_BY_TEXT.get(text)
+    if config is None:
+        config = yaml.load(text, Loader=_Loader) or {"applications": []}
+        _remember(_CONFIG_BY_TEXT, text, config)
+    return config
+
+
+_CACHED_CONFIGS = 64
+_TEXT_BY_CONFIG: dict[str, str] = {}  # canonical JSON of a config -> its YAML
+_CONFIG_BY_TEXT: dict[str, dict[str, Any]] = {}  # YAML -> its config (shared: never changed)
+_CACHE_LOCK = threading.Lock()  # the pool runner and the scale bench read from several threads
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
+    with _CACHE_LOCK:
+        cache[key] = value
+        while len(cache) > _CACHED_CONFIGS:
+            del cache[next(iter(cache))]  # the oldest entry
 
 
 def observe_revisions(

@@ -21,7 +21,7 @@ from baton.k8s.gates import (
     window_samples,
 )
 from baton.k8s.pool_runner import ray_service_status
-from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service
+from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service, serve_config
 from baton.k8s.sources import DigestCache, candidate_manifest, discover, version_and_quantization
 from baton.rollout import ObserveCanary
 from baton.rollout.model import RevisionState
@@ -280,3 +280,11 @@ def test_until_the_runner_reports_a_new_spec_the_weights_last_served_stand() -> 
     written = with_status(medical, apps, observed=None)  # a spec write the runner has not seen yet
     assert deployment_views(written, served) == served
     assert deployment_views(written)["medical"][1] == ()  # nothing was ever served
+
+
+def test_a_written_serve_config_reads_back_as_libyaml_would_parse_it() -> None:
+    body = rendered_ray_service(in_phase(Phase.CANARY))
+    text = body["spec"]["serveConfigV2"]
+    assert serve_config(body) == yaml.safe_load(text)
+    assert serve_config(rendered_ray_service(in_phase(Phase.CANARY)))["applications"]  # remembered text
+    assert serve_config({"spec": {"serveConfigV2": text + "\n"}}) == yaml.safe_load(text)  # parsed anew
