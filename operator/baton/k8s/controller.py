@@ -448,9 +448,9 @@ class Controller:
                 )
             finally:
                 self.running.pop(key, None)
-            read_before = None  # when this step's sample before this one was read
-            if previous and previous.candidate == action.candidate and previous.step == action.step:
-                read_before = previous.observed_at
+            # A sample of an earlier step or candidate was read before this step began, so it
+            # counts as read before this step's end, like no sample at all.
+            read_before = previous.observed_at if previous else None
             delay = gates.next_sample_delay(read_before, started, self.clock(), parse_time(action.until))
             self.enqueue_later((DEPLOYMENT, namespace, name), delay)
 

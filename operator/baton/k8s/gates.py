@@ -36,7 +36,7 @@ from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate
 from baton.api.deployment import MetricProvider
 from baton.k8s.kube import Kube
-from baton.rollout import ObserveCanary, RunBenchmark
+from baton.rollout import ObserveCanary, RunBenchmark, closes_step
 from baton_serving.metrics import CLIENT_ENDPOINTS
 
 CANARY_SAMPLE_INTERVAL_S = 2.0
@@ -51,13 +51,12 @@ def next_sample_delay(
 ) -> float:
     """Seconds until the canary step is looked at again, after a sample read from `started` to `finished`.
 
-    `previous` is when the step's sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
+    `previous` is when the sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
     step runs, so a violation stops it early; at once when the pause has ended since the sample
     began (the step's verdict waits for a sample read after its end) or when this is that sample.
     """
     if started >= step_ends:
-        first_after_end = previous is None or previous < step_ends
-        return 0.0 if first_after_end else CANARY_SAMPLE_INTERVAL_S
+        return 0.0 if closes_step(step_ends, started, previous) else CANARY_SAMPLE_INTERVAL_S
     return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
 
 

@@ -58,6 +58,7 @@ from baton.rollout import (
     OnlineResult,
     RunBenchmark,
     UpdateCandidateStatus,
+    closes_step,
     parse_duration,
     parse_time,
     reconcile,
@@ -474,8 +475,7 @@ class LocalRuntime:
     def _closes_step(self, name: str, action: ObserveCanary, now: datetime) -> bool:
         """Whether a sample taken `now` is the first since the step's pause ended."""
         previous = self._online.get(name)
-        ends = parse_time(action.until)
-        return ends <= now and (previous is None or previous.observed_at < ends)
+        return closes_step(parse_time(action.until), now, previous.observed_at if previous else None)
 
     def _observe_canary(self, deployment: ModelDeployment, action: ObserveCanary, now: datetime) -> None:
         """Judge the step's samples so far; `now` is when this tick read the pool's metrics."""

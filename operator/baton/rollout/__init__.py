@@ -21,6 +21,7 @@ own data-plane handle (local mode) may apply them one by one.
 from baton.rollout.machine import (
     APPROVAL_ANNOTATION,
     candidate_phase,
+    closes_step,
     format_time,
     merge_conditions,
     parse_duration,
@@ -62,6 +63,7 @@ __all__ = [
     "SetWeights",
     "UpdateCandidateStatus",
     "candidate_phase",
+    "closes_step",
     "format_time",
     "merge_conditions",
     "parse_duration",

@@ -105,6 +105,12 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def closes_step(step_ends: datetime, read_at: datetime, previous_read: datetime | None) -> bool:
+    """Whether a canary sample read at `read_at` is the first read after its step's pause ended: the
+    one the step's verdict waits for (`previous_read`: when the sample before it was read, if any)."""
+    return read_at >= step_ends and (previous_read is None or previous_read < step_ends)
+
+
 def candidate_phase(decision: Decision) -> Phase:
     """The phase a ModelCandidate ends in, given the final decision about its version."""
     if decision.verdict == Verdict.PROMOTE:

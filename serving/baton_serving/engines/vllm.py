@@ -73,9 +73,14 @@ def openai_body(model: str, request: GenerationRequest, stream: bool) -> dict[st
     return body
 
 
+def payload_of(item: Any) -> dict[str, Any]:
+    """A response or error object of Ray Serve LLM (pydantic) as a plain dict."""
+    return item.model_dump() if hasattr(item, "model_dump") else dict(item or {})
+
+
 def raise_for_error(payload: dict[str, Any]) -> None:
     """Raise what an OpenAI error payload from vLLM means: a client error (4xx) or an engine failure."""
-    error = payload.get("error", payload) if isinstance(payload.get("error"), dict) else payload
+    error = payload["error"] if isinstance(payload.get("error"), dict) else payload
     message = str(error.get("message") or payload)
     code = error.get("code")
     if isinstance(code, int) and 400 <= code < 500:
@@ -92,7 +97,7 @@ def stream_chunks(batch: list[Any]) -> list[dict[str, Any]]:
     chunks: list[dict[str, Any]] = []
     for item in batch:
         if not isinstance(item, str):
-            raise_for_error(item.model_dump() if hasattr(item, "model_dump") else dict(item))
+            raise_for_error(payload_of(item))
         for line in item.splitlines():
             data = line.removeprefix("data:").strip()
             if not line.startswith("data:") or data == "[DONE]":

@@ -19,7 +19,7 @@ from ray.serve.llm.deployment import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
 from baton_serving.engines import GenerationRequest
-from baton_serving.engines.vllm import openai_body, raise_for_error, stream_chunks
+from baton_serving.engines.vllm import openai_body, payload_of, raise_for_error, stream_chunks
 
 
 class VllmEngineServer(LLMServer):
@@ -36,7 +36,7 @@ class VllmEngineServer(LLMServer):
     async def generate(self, request: GenerationRequest) -> dict[str, Any]:
         # Unary requests yield one item: the response, or an error object.
         response = await anext(await self._start(request, stream=False), None)
-        payload = response.model_dump() if hasattr(response, "model_dump") else dict(response or {})
+        payload = payload_of(response)
         if "error" in payload or not payload.get("choices"):
             raise_for_error(payload)
         return payload
