@@ -47,7 +47,7 @@ from baton_serving.config import (
     TracingConfig,
     engine_app_name,
 )
-from baton_serving.engines import EngineRequestError, GenerationRequest
+from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
 from baton_serving.openai_protocol import (
     SSE_DONE,
     ChatCompletionRequest,
@@ -59,10 +59,10 @@ from baton_serving.openai_protocol import (
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
 from baton_serving.tracing import RequestTracer
+from baton_serving.wire import METRICS_PATH, REVISION_HEADER, REVISIONS_PATH
 
 logger = logging.getLogger("baton_serving")
 
-REVISION_HEADER = "X-Baton-Revision"
 INGRESS_NUM_CPUS = 0.25
 STATUS_PROBE_INTERVAL_S = 0.5
 STATUS_PROBE_TIMEOUT_S = 10.0
@@ -112,7 +112,7 @@ class EngineServer:
         spec = RevisionSpec.model_validate(revision)
         self._name = f"{deployment}/{spec.name}"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
-        self._engine: LlamaCppEngine | None = None
+        self._engine: Engine | None = None
         self._error: str | None = None
         uri = spec.artifact.uri
         try:
@@ -136,7 +136,7 @@ class EngineServer:
             "replica_id": context.replica_id.unique_id,
         }
 
-    def _loaded(self) -> Any:
+    def _loaded(self) -> Engine:
         if self._engine is None:
             raise EngineUnavailableError(f"revision {self._name} is not serving: {self._error}")
         return self._engine
@@ -371,7 +371,7 @@ class OpenAIIngress:
         """Liveness, and which ingress replica answered (weight changes must not replace it)."""
         return {"status": "ok", "replica": serve.get_replica_context().replica_id.unique_id}
 
-    @fastapi_app.get("/metrics")
+    @fastapi_app.get(METRICS_PATH)
     async def prometheus_metrics(self) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -385,7 +385,7 @@ class OpenAIIngress:
             ],
         }
 
-    @fastapi_app.get("/v1/baton/revisions")
+    @fastapi_app.get(REVISIONS_PATH)
     async def revisions(self) -> dict[str, Any]:
         """Per revision: ready, or the reason it was refused (the operator reads this)."""
         return {

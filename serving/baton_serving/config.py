@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from baton_serving.wire import DIGEST_PATTERN, Quantization
+
 SERVE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 DEFAULT_STICKY_HEADER = "X-Baton-Session"
 
 
@@ -30,21 +31,6 @@ class EngineKind(StrEnum):
 
     LLAMACPP = "llamacpp"
     VLLM = "vllm"
-
-
-class Quantization(StrEnum):
-    """Weight format of the artifact. GGUF types for llama.cpp, the others for vLLM."""
-
-    F16 = "F16"
-    BF16 = "BF16"
-    Q8_0 = "Q8_0"
-    Q4_K_M = "Q4_K_M"
-    TQ2_0 = "TQ2_0"
-    TQ1_0 = "TQ1_0"
-    AWQ = "AWQ"
-    GPTQ = "GPTQ"
-    FP8 = "FP8"
-    NONE = "NONE"
 
 
 class ArtifactRef(_Strict):

@@ -19,8 +19,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REVISION_LABELS = ("pool", "deployment", "revision")
 UNROUTED = "none"  # deployment/revision label of requests refused before routing
-# `endpoint` label values of client traffic; a shadow revision's answers are labelled "shadow".
-CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
 
 LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)

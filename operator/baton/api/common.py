@@ -14,11 +14,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from baton_serving.wire import DIGEST_PATTERN, Quantization
+
 GROUP = "baton.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -42,24 +43,6 @@ class BatonModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The camelCase dict that goes into YAML or the Kubernetes API (unset fields omitted)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class Quantization(StrEnum):
-    """Weight formats the engines load. TQ1_0/TQ2_0 are llama.cpp's ternary (1.58-bit) types."""
-
-    F32 = "F32"
-    F16 = "F16"
-    BF16 = "BF16"
-    Q8_0 = "Q8_0"
-    Q6_K = "Q6_K"
-    Q5_K_M = "Q5_K_M"
-    Q4_K_M = "Q4_K_M"
-    Q4_0 = "Q4_0"
-    TQ2_0 = "TQ2_0"
-    TQ1_0 = "TQ1_0"
-    AWQ = "AWQ"
-    GPTQ = "GPTQ"
-    FP8 = "FP8"
 
 
 class ArtifactFormat(StrEnum):

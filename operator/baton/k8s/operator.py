@@ -30,7 +30,6 @@ from baton.k8s.kube import (
     load_config,
 )
 from baton.k8s.leader import LeaseElector
-from baton.k8s.rayservice import ray_service_name
 
 log = logging.getLogger("baton.operator")
 BATON_PLURALS = ("modelpools", "modeldeployments", "modelcandidates", "modelsources", "benchmarks")
@@ -62,7 +61,7 @@ def build_registry(
 
     @kopf.on.delete(GROUP, VERSION, "modelpools", registry=registry)
     def delete_ray_service(name: str, namespace: str, **_: Any) -> None:
-        controller.kube.delete(RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace, ray_service_name(name))
+        controller.kube.delete(RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace, name)  # the pool's RayService
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -34,10 +34,6 @@ _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 ENGINE_STARTING = "the engine application runs; the ingress does not report its model ready yet"
 
 
-def ray_service_name(pool: str) -> str:
-    return pool
-
-
 def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
     """The RayService manifest for a pool, owned by the ModelPool (deleted with it)."""
     metadata = pool["metadata"]
@@ -52,7 +48,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {
-            "name": ray_service_name(metadata["name"]),
+            "name": metadata["name"],  # the pool's RayService has the pool's name
             "namespace": metadata.get("namespace", "default"),
             "labels": {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"},
             "ownerReferences": [

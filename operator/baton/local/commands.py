@@ -50,9 +50,16 @@ def up(
     from baton.local.runtime import LocalRuntime, RuntimeOptions
 
     store = _store(state_dir)
+    inputs = list(paths)
+    if not inputs:
+        from rich.console import Console
+
+        from baton.demo import render_example_resources
+
+        inputs = [render_example_resources(store.state_dir / "resources", console=Console(stderr=True))]
     try:
         runtime = LocalRuntime.prepare(
-            RuntimeOptions(paths=list(paths), port=port, prometheus_url=prometheus_url, fresh=fresh), store
+            RuntimeOptions(paths=inputs, port=port, prometheus_url=prometheus_url, fresh=fresh), store
         )
     except ResourceLoadError as error:
         click.echo(str(error), err=True)
@@ -128,8 +135,8 @@ def candidate_add(
     deployment: str, gguf: Path, version: str | None, quantization: str | None, state_dir: Path | None
 ) -> None:
     """Offer GGUF as a new version of DEPLOYMENT; a running `baton up` evaluates it on its own."""
-    from baton.api import Quantization
-    from baton.local.discovery import DiscoveryError, candidate_for_file
+    from baton.evidence.releases import DiscoveryError, candidate_for_file
+    from baton_serving.wire import Quantization
 
     store = _store(state_dir)
     if store.read_object("ModelDeployment", deployment) is None:

@@ -20,8 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
-
+from baton.evidence.ingress import Ingress
 from baton.rollout import RevisionHealth, RevisionState
 from baton_serving.config import DeploymentSpec, PoolConfig, RevisionSpec, RoutePolicy
 
@@ -96,7 +95,7 @@ class LocalServe:
         self._applied: PoolConfig | None = None
         self._rendered: PoolConfig | None = None
         self._draining: dict[tuple[str, str], Draining] = {}
-        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(10.0))
+        self.ingress = Ingress(self.base_url)
 
     def start(self) -> None:
         import ray
@@ -150,27 +149,14 @@ class LocalServe:
 
     def revision_health(self) -> dict[str, dict[str, RevisionHealth]]:
         """Per deployment and revision: Ready, Failed (with the refusal) or Loading."""
-        try:
-            response = self._client.get("/v1/baton/revisions")
-            response.raise_for_status()
-            reported = response.json()
-        except (httpx.HTTPError, ValueError) as error:
-            logger.debug("revision health unavailable: %s", error)
-            return {}
+        reported = self.ingress.revision_statuses() or {}
         return {deployment: _health(revisions) for deployment, revisions in reported.items()}
-
-    def metrics_text(self) -> str | None:
-        try:
-            response = self._client.get("/metrics")
-        except httpx.HTTPError:
-            return None
-        return response.text if response.status_code == 200 else None
 
     def stop(self) -> None:
         import ray
         from ray import serve
 
-        self._client.close()
+        self.ingress.close()
         try:
             serve.shutdown()
         finally:

@@ -25,21 +25,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from baton.analysis.gates import benchmark_scores, offline_outcome, online_outcome
-from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
-from baton.analysis.providers.prometheus import PrometheusProvider, render_query
-from baton.analysis.sanity import evaluation_failed
-from baton.api import (
-    Benchmark,
-    ModelCandidate,
-    ModelDeployment,
-    ModelDeploymentSpec,
-    ModelPool,
-)
-from baton.api.candidate import BenchmarkScore, ModelCandidateStatus
-from baton.api.deployment import MetricProvider, Phase
+from baton.api import Benchmark, ModelCandidate, ModelDeployment, ModelPool
+from baton.api.deployment import Phase
+from baton.evidence.benchmarks import BenchmarkOutcome, BenchmarkSettings, run_benchmarks
+from baton.evidence.candidates import apply_candidate_update, record_scores
+from baton.evidence.ports import EventType, Involved
+from baton.evidence.samples import CanarySampler, Counts, parse_exposition
+from baton.evidence.sources import SourcePoller
 from baton.local.dataplane import LocalServe
-from baton.local.discovery import discover
 from baton.local.loader import (
     LoadedResource,
     Problem,
@@ -48,8 +41,7 @@ from baton.local.loader import (
     load_file,
     load_resources,
 )
-from baton.local.recorder import MetricsRecorder
-from baton.local.store import LocalStore
+from baton.local.store import LocalStore, LoopStore
 from baton.rollout import (
     EmitEvent,
     Observations,
@@ -59,11 +51,9 @@ from baton.rollout import (
     RunBenchmark,
     UpdateCandidateStatus,
     closes_step,
-    parse_duration,
     parse_time,
     reconcile,
 )
-from baton.rollout.machine import FINAL_CANDIDATE_PHASES, revision_name
 from baton.rollout.render import render_pool
 from baton_serving.artifacts import ArtifactError, fetch_verified
 
@@ -92,7 +82,8 @@ class _Benchmarks:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="benchmark")
     )
-    runs: dict[tuple[str, str, tuple[str, ...]], Future[OfflineResult]] = field(default_factory=dict)
+    runs: dict[tuple[str, str, tuple[str, ...]], Future[BenchmarkOutcome]] = field(default_factory=dict)
+    scored: set[tuple[str, str, tuple[str, ...]]] = field(default_factory=set)
 
 
 def preflight_problems(resources: ResourceSet) -> list[Problem]:
@@ -151,27 +142,23 @@ class LocalRuntime:
             resources.pools[name] for name in sorted({d.spec.pool for d in resources.deployments.values()})
         )
         self.benchmark_specs: dict[str, Benchmark] = resources.benchmarks
-        self.sources = resources.sources
         self.deployments: dict[str, ModelDeployment] = {
             name: store.with_stored_status(deployment) for name, deployment in resources.deployments.items()
         }
         self.candidates: dict[str, ModelCandidate] = {
             name: store.with_stored_status(candidate) for name, candidate in resources.candidates.items()
         }
-        self._input_candidates = set(resources.candidates)
+        self.sources = {name: store.with_stored_status(source) for name, source in resources.sources.items()}
         self._rejected_files: set[Path] = set()
-        self._last_poll: dict[str, float] = {}
+        self.evidence_store = LoopStore(store, self.candidates, self.sources, self._evidence_event)
+        self._pollers = {name: SourcePoller(self.evidence_store) for name in self.sources}
+        self._next_poll: dict[str, float] = {}
         self.serve = LocalServe(options.port)
-        self.recorder = MetricsRecorder()
-        self.prometheus = PrometheusProvider(options.prometheus_url) if options.prometheus_url else None
+        self.sampler = CanarySampler(self.evidence_store, options.prometheus_url)
         self._benchmarks = _Benchmarks()
-        self._offline: dict[str, OfflineResult] = {}
-        # Benchmark scores by candidate revision, written by the benchmark thread, shown on the candidate.
-        self._scores: dict[str, list[BenchmarkScore]] = {}
         self._online: dict[str, OnlineResult] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_event: Callable[[str, EmitEvent], None] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -193,10 +180,6 @@ class LocalRuntime:
                 else:
                     target.unlink(missing_ok=True)
         paths = list(options.paths)
-        if not paths:
-            from baton.demo import render_example_resources
-
-            paths = [render_example_resources(store.state_dir / "resources", console=console)]
         if store.candidates_dir.is_dir() and any(store.candidates_dir.iterdir()):
             paths.append(store.candidates_dir)
         resources = load_resources(paths)
@@ -292,18 +275,16 @@ class LocalRuntime:
     def tick(self) -> float:
         """One pass over every deployment; returns the seconds until the next pass is due."""
         self._refresh_candidates()
-        exposition = self.serve.metrics_text()
-        if exposition:
-            self.recorder.ingest(exposition)
         health = self.serve.revision_health()
         delay = IDLE_TICK_SECONDS
         now = now_utc()
+        scrape = _Scrape(self.serve.ingress.metrics_text)
         for name in sorted(self.deployments):
             deployment = self.deployments[name]
             observations = Observations(
                 revisions=health.get(name, {}),
                 served_weights=None,
-                offline=self._finished_offline(name),
+                offline=self._finished_offline(deployment),
                 online=self._online.get(name),
             )
             result = reconcile(deployment, list(self.candidates.values()), observations, now)
@@ -323,7 +304,7 @@ class LocalRuntime:
             for action in result.actions:
                 if isinstance(action, ObserveCanary) and self._closes_step(name, action, now):
                     delay = BUSY_TICK_SECONDS  # the step's verdict waits for this sample only
-                self._carry_out(deployment, action, now)
+                self._carry_out(deployment, action, now, scrape)
             if result.requeue_after is not None:
                 delay = min(delay, max(BUSY_TICK_SECONDS, result.requeue_after))
         rendered = render_pool(self.pool, list(self.deployments.values()))
@@ -331,67 +312,50 @@ class LocalRuntime:
         self.serve.refresh()
         return min(delay, MAX_TICK_SECONDS)
 
-    def _carry_out(self, deployment: ModelDeployment, action: object, now: datetime) -> None:
+    def _carry_out(self, deployment: ModelDeployment, action: object, now: datetime, scrape: _Scrape) -> None:
         name = deployment.metadata.name
         match action:
             case RunBenchmark():
                 self._request_benchmark(deployment, action)
             case ObserveCanary():
-                self._observe_canary(deployment, action, now)
+                sample = self.sampler.sample(deployment, action, scrape, now)
+                if sample.result is not None:
+                    self._online[name] = sample.result
             case EmitEvent():
-                self._event(name, action)
+                self._event(name, action.type, action.reason, action.message)
             case UpdateCandidateStatus():
-                self._update_candidate(name, action)
+                apply_candidate_update(self.evidence_store, action)
             case _:
                 # DeployRevision, SetWeights, RemoveRevision: the pool's serve config is rendered from
                 # the status just written and applied at the end of the tick.
                 pass
 
-    def _event(self, deployment: str, event: EmitEvent) -> None:
-        style = "yellow" if event.type == "Warning" else "cyan"
-        self.console.log(f"[{style}]{deployment}[/{style}] {event.reason}: {event.message}")
-        self.store.record_event(deployment, event.type, event.reason, event.message, now_utc().isoformat())
-        if self.on_event is not None:
-            self.on_event(deployment, event)
+    def _event(self, deployment: str, type_: str, reason: str, message: str) -> None:
+        style = "yellow" if type_ == "Warning" else "cyan"
+        self.console.log(f"[{style}]{deployment}[/{style}] {reason}: {message}")
+        self.store.record_event(deployment, type_, reason, message, now_utc().isoformat())
 
-    def _update_candidate(self, deployment: str, update: UpdateCandidateStatus) -> None:
-        candidate = self.candidates.get(update.candidate)
-        if candidate is None:
-            return
-        previous = candidate.status or ModelCandidateStatus()
-        revision = revision_name(candidate.spec.deployment, candidate.spec.version)
-        status = previous.model_copy(
-            update={
-                "phase": update.phase,
-                "message": update.message,
-                "decision": update.decision or previous.decision,
-                "observed_generation": candidate.metadata.generation,
-                "scores": self._scores.get(revision, previous.scores),
-            }
+    def _evidence_event(self, involved: Involved, type_: EventType, reason: str, message: str) -> None:
+        """An Event of the evidence layer, recorded under the deployment it concerns."""
+        kind, name = involved
+        deployment = name
+        if kind == "ModelCandidate" and (candidate := self.candidates.get(name)) is not None:
+            deployment = candidate.spec.deployment
+        elif kind == "ModelSource" and name in self.sources:
+            deployment = self.sources[name].spec.deployment
+        self._event(
+            deployment, type_, reason, f"{kind} {name}: {message}" if kind != "ModelDeployment" else message
         )
-        candidate = candidate.model_copy(update={"status": status})
-        self.candidates[update.candidate] = candidate
-        self.store.write_object(candidate)
-        if update.decision is not None and update.phase in FINAL_CANDIDATE_PHASES:
-            self.store.record_decision(deployment, update.decision, final=True)
 
     # --- candidates --------------------------------------------------------------------------
 
     def _refresh_candidates(self) -> None:
         """Pick up candidates from `baton candidate add` and files dropped into ModelSource directories."""
-        for source in self.sources.values():
-            interval = parse_duration(source.spec.poll_interval)
-            if time.monotonic() - self._last_poll.get(source.metadata.name, -interval) < interval:
+        for name, poller in self._pollers.items():
+            if time.monotonic() < self._next_poll.get(name, 0.0):
                 continue
-            self._last_poll[source.metadata.name] = time.monotonic()
-            try:
-                found = discover(source, self.candidates)
-            except (OSError, ValueError) as error:
-                self.console.log(f"[yellow]ModelSource {source.metadata.name}: {error}[/yellow]")
-                continue
-            for candidate in found:
-                path = self.store.add_candidate(candidate)
-                self.console.log(f"ModelSource {source.metadata.name}: new release -> {path.name}")
+            poll = poller.poll(self.sources[name], now_utc())
+            self._next_poll[name] = time.monotonic() + poll.next_in
         folder = self.store.candidates_dir
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
             if path in self._rejected_files or path.stem in self.candidates:
@@ -435,71 +399,54 @@ class LocalRuntime:
             return
         for stale in [k for k in self._benchmarks.runs if k[0] == key[0]]:
             self._benchmarks.runs.pop(stale).cancel()
+        settings = BenchmarkSettings(
+            concurrency=2, console=self.console, show_progress=self.options.show_benchmark_progress
+        )
         self._benchmarks.runs[key] = self._benchmarks.executor.submit(
-            self._run_benchmarks, deployment, action
+            run_benchmarks,
+            self.serve.ingress,
+            self.evidence_store,
+            deployment,
+            action,
+            self.benchmark_specs,
+            settings,
         )
 
-    def _finished_offline(self, deployment: str) -> OfflineResult | None:
-        for (name, _, _), future in self._benchmarks.runs.items():
-            if name == deployment and future.done() and not future.cancelled():
-                return future.result()
-        return None
-
-    def _run_benchmarks(self, deployment: ModelDeployment, action: RunBenchmark) -> OfflineResult:
+    def _finished_offline(self, deployment: ModelDeployment) -> OfflineResult | None:
+        """The finished benchmark run of the deployment, if any; its scores go on the candidate once."""
         name = deployment.metadata.name
-        spec: ModelDeploymentSpec = deployment.spec
-        runner = BenchmarkRunner(
-            self.serve.base_url,
-            concurrency=2,
-            console=self.console,
-            show_progress=self.options.show_benchmark_progress,
-        )
-        try:
-            results = {}
-            for benchmark_name in action.benchmarks:
-                benchmark = self.benchmark_specs[benchmark_name]
-                if benchmark.spec.inline is None:
-                    raise ValueError(f"Benchmark {benchmark_name}: local mode reads inline items only")
-                items = tuple(benchmark.spec.inline)
-                run = BenchmarkRun(
-                    benchmark_name, name, action.champion, action.candidate, benchmark.spec, items
-                )
-                results[benchmark_name] = runner.query(run)
-            outcome = offline_outcome(spec.analysis, results)
-            self._scores[action.candidate] = benchmark_scores(results)
-        except Exception as error:  # a failed evaluation is Inconclusive, never a pass
-            logger.exception("benchmark of %s failed", action.candidate)
-            outcome = evaluation_failed(",".join(action.benchmarks), f"benchmark run failed: {error}")
-        return OfflineResult(candidate=action.candidate, benchmarks=action.benchmarks, outcome=outcome)
+        for key, future in self._benchmarks.runs.items():
+            if key[0] == name and future.done() and not future.cancelled():
+                outcome = future.result()
+                candidate = deployment.status.candidate if deployment.status else None
+                if key not in self._benchmarks.scored and candidate is not None and candidate.candidate:
+                    self._benchmarks.scored.add(key)
+                    record_scores(self.evidence_store, candidate.candidate, outcome.scores)
+                return outcome.result
+        return None
 
     def _closes_step(self, name: str, action: ObserveCanary, now: datetime) -> bool:
         """Whether a sample taken `now` is the first since the step's pause ended."""
         previous = self._online.get(name)
         return closes_step(parse_time(action.until), now, previous.observed_at if previous else None)
 
-    def _observe_canary(self, deployment: ModelDeployment, action: ObserveCanary, now: datetime) -> None:
-        """Judge the step's samples so far; `now` is when this tick read the pool's metrics."""
-        name = deployment.metadata.name
-        window = f"{action.candidate}@{action.step}@{action.since}"
-        if self.recorder.windows.get(name) != window:
-            # Requests from here on count for this step; the step's judgement starts empty.
-            self.recorder.windows[name] = window
-        champion = self.recorder.samples(name, action.champion, window)
-        candidate = self.recorder.samples(name, action.candidate, window)
-        external = {}
-        if self.prometheus is not None:
-            for metric in deployment.spec.analysis.metrics:
-                if metric.provider == MetricProvider.PROMETHEUS and metric.query:
-                    query = render_query(metric.query, deployment=name, revision=action.candidate)
-                    external[metric.name] = self.prometheus.query(query)
-        outcome = online_outcome(deployment.spec.analysis, champion, candidate, external)
-        self._online[name] = OnlineResult(
-            candidate=action.candidate,
-            step=action.step,
-            candidate_requests=candidate.requests,
-            outcome=outcome,
-            observed_at=now,
-        )
+
+class _Scrape:
+    """The pool's counters, scraped at most once per tick and only if a canary step asks."""
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self._read = read
+        self._result: dict[str, Counts] | BaseException | None = None
+
+    def __call__(self) -> dict[str, Counts]:
+        if self._result is None:
+            try:
+                self._result = parse_exposition(self._read())
+            except Exception as error:
+                self._result = error
+        if isinstance(self._result, BaseException):
+            raise self._result
+        return self._result
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

@@ -18,13 +18,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from baton.api import Decision, ModelCandidate, Resource
+from baton.api import Decision, ModelCandidate, ModelSource, Resource
+from baton.api.candidate import ModelCandidateStatus, ModelSourceStatus
+from baton.evidence.ports import EventType, Involved
+from baton.evidence.supervision import EvidenceError
+from baton.rollout.machine import FINAL_CANDIDATE_PHASES
 
 DEFAULT_STATE_SUBDIR = "local"
 ResourceT = TypeVar("ResourceT", bound=Resource)
@@ -129,3 +134,71 @@ class LocalStore:
 
     def clear_running(self) -> None:
         (self.state_dir / "up.json").unlink(missing_ok=True)
+
+
+class LoopStore:
+    """The evidence layer's `Store` for a running `baton up`: the loop's resources, persisted here.
+
+    Reads come from the loop's in-memory resources (status included); each write goes to the
+    state directory first and to memory after, under one lock, since the benchmark thread writes
+    too. Events go to `on_event` (the loop logs and records them). A laptop has no ConfigMaps:
+    a Benchmark that reads its items from one is refused, as an evaluation that cannot run.
+    """
+
+    def __init__(
+        self,
+        store: LocalStore,
+        candidates: dict[str, ModelCandidate],
+        sources: dict[str, ModelSource],
+        on_event: Callable[[Involved, EventType, str, str], None],
+    ) -> None:
+        self.store = store
+        self._candidates = candidates
+        self._sources = sources
+        self._on_event = on_event
+        self._lock = threading.RLock()
+
+    def candidate(self, name: str) -> ModelCandidate | None:
+        with self._lock:
+            return self._candidates.get(name)
+
+    def candidates(self) -> list[ModelCandidate]:
+        with self._lock:
+            return list(self._candidates.values())
+
+    def write_candidate_status(self, name: str, status: ModelCandidateStatus) -> None:
+        with self._lock:
+            candidate = self._candidates.get(name)
+            if candidate is None:
+                return
+            candidate = candidate.model_copy(update={"status": status})
+            self.store.write_object(candidate)
+            self._candidates[name] = candidate
+        if status.decision is not None and status.phase in FINAL_CANDIDATE_PHASES:
+            self.store.record_decision(candidate.spec.deployment, status.decision, final=True)
+
+    def create_candidate(self, document: dict[str, Any]) -> bool:
+        candidate = ModelCandidate.model_validate(document)
+        with self._lock:
+            if candidate.metadata.name in self._candidates:
+                return False
+            path = self.store.add_candidate(candidate)
+            self._candidates[candidate.metadata.name] = self.store.with_stored_status(candidate)
+        self._on_event(
+            ("ModelCandidate", candidate.metadata.name), "Normal", "Discovered", f"new release -> {path.name}"
+        )
+        return True
+
+    def write_source_status(self, name: str, status: ModelSourceStatus) -> None:
+        with self._lock:
+            source = self._sources[name].model_copy(update={"status": status})
+            self.store.write_object(source)
+            self._sources[name] = source
+
+    def config_map_text(self, name: str, key: str) -> str | None:
+        raise EvidenceError(
+            f"local mode has no ConfigMaps (ConfigMap {name}): put the items inline or at a uri"
+        )
+
+    def event(self, involved: Involved, type_: EventType, reason: str, message: str) -> None:
+        self._on_event(involved, type_, reason, message)

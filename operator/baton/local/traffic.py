@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-REVISION_HEADER = "X-Baton-Revision"
+from baton_serving.wire import REVISION_HEADER
+
 SESSION_HEADER = "X-Baton-Session"
 
 

@@ -26,7 +26,6 @@ from baton_serving.config import (
     DeploymentSpec,
     EngineKind,
     PoolConfig,
-    Quantization,
     RevisionSpec,
     RoutePolicy,
 )
@@ -49,9 +48,6 @@ _QUANTITY_FACTORS = {
     "G": 10**9,
     "T": 10**12,
 }
-# The data plane names only the formats it has engines for; others (e.g. Q6_K) pass as NONE and the
-# engine reads the format from the GGUF header.
-_SERVING_QUANTIZATIONS = {quantization.value: quantization for quantization in Quantization}
 _ENGINES = {Runtime.LLAMACPP: EngineKind.LLAMACPP, Runtime.VLLM: EngineKind.VLLM}
 
 
@@ -172,7 +168,7 @@ def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> Rev
         name=revision.revision,
         artifact=ArtifactRef(uri=artifact.uri, digest=artifact.digest, size_bytes=artifact.size_bytes),
         engine=_ENGINES[Runtime(deployment.spec.runtime)],
-        quantization=_SERVING_QUANTIZATIONS.get(str(artifact.quantization), Quantization.NONE),
+        quantization=artifact.quantization,
         context_length=engine.context_length,
         threads=engine.threads or 1,
         num_replicas=engine.replicas,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from baton.local.discovery import candidate_for_file
+from baton.evidence.releases import candidate_for_file
 from baton.local.runtime import LocalRuntime, RuntimeOptions
 from baton.local.store import LocalStore
 from tests.testbed.processes import free_ports

@@ -25,8 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from baton.analysis.scorers import ScoreFunction, compile_scorer
 from baton.analysis.verdict import PairedScores
 from baton.api.benchmark import BenchmarkItem, BenchmarkSpec, ScorerType
-
-REVISION_HEADER = "X-Baton-Revision"
+from baton_serving.wire import REVISION_HEADER
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,37 @@
+"""The names of the pure core (and of the analysis providers) that the evidence layer uses, in one place.
+
+The shells never import `baton.analysis` for evidence: they go through this layer, and this layer
+goes through this module, so a move in the core is re-pointed here alone.
+"""
+
+from __future__ import annotations
+
+from baton.analysis.gates import ArmSamples, benchmark_scores, offline_outcome, online_outcome
+from baton.analysis.online import ArmStats, counter_increase
+from baton.analysis.outcome import GateOutcome
+from baton.analysis.providers import Measurement, MetricProvider
+from baton.analysis.providers.benchmark import BenchmarkResult, BenchmarkRun, BenchmarkRunner
+from baton.analysis.providers.prometheus import PrometheusProvider, render_query
+from baton.analysis.sanity import evaluation_failed
+from baton.analysis.scorers import compile_scorer
+from baton.analysis.verdict import decide
+
+__all__ = [
+    "ArmSamples",
+    "ArmStats",
+    "BenchmarkResult",
+    "BenchmarkRun",
+    "BenchmarkRunner",
+    "GateOutcome",
+    "Measurement",
+    "MetricProvider",
+    "PrometheusProvider",
+    "benchmark_scores",
+    "compile_scorer",
+    "counter_increase",
+    "decide",
+    "evaluation_failed",
+    "offline_outcome",
+    "online_outcome",
+    "render_query",
+]

@@ -1,0 +1,41 @@
+"""The data plane's wire contract: names the control plane and the ingress must spell alike.
+
+The operator pins benchmark requests to a revision, reads the ingress's revision statuses and its
+metrics exposition, and validates the artifacts it hands over; each of those names is defined
+here once. This module has no side effect and imports nothing beyond the standard library, so the
+control plane may import it without loading Ray, FastAPI or Prometheus collectors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# Request header pinning a request to one revision (the operator's benchmark identity), and the
+# response header naming the revision that answered.
+REVISION_HEADER = "X-Baton-Revision"
+# The ingress's per-revision engine statuses ({deployment: {revision: {ready, error}}}).
+REVISIONS_PATH = "/v1/baton/revisions"
+METRICS_PATH = "/metrics"
+# `endpoint` label values of client traffic; a shadow revision's answers are labelled "shadow".
+CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+class Quantization(StrEnum):
+    """Weight format of an artifact. GGUF types for llama.cpp (TQ1_0/TQ2_0 are its ternary, 1.58-bit
+    types), the others for vLLM; NONE is an unquantized checkpoint."""
+
+    F32 = "F32"
+    F16 = "F16"
+    BF16 = "BF16"
+    Q8_0 = "Q8_0"
+    Q6_K = "Q6_K"
+    Q5_K_M = "Q5_K_M"
+    Q4_K_M = "Q4_K_M"
+    Q4_0 = "Q4_0"
+    TQ2_0 = "TQ2_0"
+    TQ1_0 = "TQ1_0"
+    AWQ = "AWQ"
+    GPTQ = "GPTQ"
+    FP8 = "FP8"
+    NONE = "NONE"

@@ -1,0 +1,194 @@
+"""Canary samples from the data plane's own metrics, judged by the analysis core's tests (both shells)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from baton.analysis.gates import ArmSamples, online_outcome
+from baton.api import AnalysisSpec, Verdict
+from baton.evidence.samples import (
+    CANARY_SAMPLE_INTERVAL_S,
+    CanarySampler,
+    Counts,
+    StepWindow,
+    next_sample_delay,
+    parse_exposition,
+    window_samples,
+)
+from baton.rollout import ObserveCanary
+from tests.unit.evidence.stores import RecordingStore
+from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, NOW, deployment
+
+pytestmark = pytest.mark.unit
+
+LABELS = ("pool", "deployment", "revision")
+
+
+class FakeIngress:
+    """Real prometheus_client metrics with the data plane's names, exposed as text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("baton_requests", "", [*LABELS, "endpoint", "code"], registry=self.registry)
+        self.errors = Counter(
+            "baton_request_errors", "", [*LABELS, "endpoint", "type"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "baton_request_duration_seconds",
+            "",
+            [*LABELS, "endpoint"],
+            buckets=(0.1, 0.5, 1.0),
+            registry=self.registry,
+        )
+
+    def answer(
+        self, revision: str, seconds: float, code: str = "200", endpoint: str = "chat_completions"
+    ) -> None:
+        self.requests.labels("p", "medical", revision, endpoint, code).inc()
+        if code != "200":
+            self.errors.labels("p", "medical", revision, endpoint, "server_error").inc()
+        self.duration.labels("p", "medical", revision, endpoint).observe(seconds)
+
+    def counts(self) -> Counts:
+        return parse_exposition(generate_latest(self.registry).decode()).get("medical", Counts())
+
+
+def test_only_requests_after_the_window_opened_count_for_it():
+    ingress = FakeIngress()
+    for _ in range(5):
+        ingress.answer("medical-v2", 0.05)
+    before = ingress.counts()
+    window = StepWindow(last=before)
+    for _ in range(3):
+        ingress.answer("medical-v2", 0.3)
+    ingress.answer("medical-v2", 0.7, code="500")
+    ingress.answer("medical-v2", 0.3, endpoint="shadow")
+    window.add(ingress.counts())
+    window.add(ingress.counts())  # an unchanged scrape adds nothing
+    samples = window.total.arm("medical-v2")
+    assert (samples.requests, samples.errors) == (4, 1)
+    assert samples.latency.n == 4
+    assert samples.latency.mean == pytest.approx((3 * 0.3 + 0.75) / 4), "bucket midpoints"
+    assert window_samples(Counts(), before, "medical-v2").requests == 5
+
+
+def test_a_reset_counter_counts_again_from_zero():
+    first = FakeIngress()
+    window = StepWindow(last=Counts())
+    for _ in range(4):
+        first.answer("medical-v1", 0.05)
+    window.add(first.counts())
+    restarted = FakeIngress()
+    restarted.answer("medical-v1", 0.05)
+    window.add(restarted.counts())
+    assert window.total.arm("medical-v1").requests == 5
+
+
+def test_a_reset_counter_counts_from_zero() -> None:
+    before = Counts(requests={CANDIDATE: 500.0}, latency_buckets={CANDIDATE: {0.1: 500.0, math.inf: 500.0}})
+    after = Counts(requests={CANDIDATE: 30.0}, latency_buckets={CANDIDATE: {0.1: 30.0, math.inf: 30.0}})
+    samples = window_samples(before, after, CANDIDATE)
+    assert (samples.requests, samples.latency.n, samples.latency.mean) == (30, 30, 0.05)
+
+
+def analysis(**overrides) -> AnalysisSpec:
+    return AnalysisSpec.model_validate(
+        {"minSamples": 30, "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}]}
+        | overrides
+    )
+
+
+def test_too_few_samples_continue():
+    outcome = online_outcome(analysis(), ArmSamples(requests=10), ArmSamples(requests=5, errors=5))
+    assert outcome.verdict == Verdict.CONTINUE
+
+
+def test_a_failing_candidate_is_rejected_by_the_error_rate():
+    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=200, errors=60))
+    assert outcome.verdict == Verdict.REJECT
+    assert {evidence.metric for evidence in outcome.evidence} == {"error-rate"}
+
+
+def test_equal_healthy_arms_keep_the_canary_going():
+    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=200))
+    assert outcome.verdict == Verdict.CONTINUE
+    assert outcome.evidence[0].n_candidate == 200
+
+
+def test_no_metrics_is_an_explicit_continue():
+    outcome = online_outcome(AnalysisSpec(), ArmSamples(), ArmSamples())
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+
+
+ACTION = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z", "2026-11-29T06:00:30.000Z")
+
+
+def _canary_outcome(tmp_path, metrics: list[dict], before: Counts, after: Counts):
+    """The step's outcome after a baseline scrape `before` and a later one `after`, as both shells sample."""
+    resource = deployment(analysis={"metrics": metrics})
+    sampler = CanarySampler(RecordingStore(tmp_path))
+    sampler.sample(resource, ACTION, lambda: {"medical": before}, NOW)
+    sample = sampler.sample(resource, ACTION, lambda: {"medical": after}, NOW)
+    return sample.result.outcome, sample.result.candidate_requests
+
+
+def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_began(tmp_path) -> None:
+    metric = [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}]
+    before = Counts(requests={CHAMPION: 1000, CANDIDATE: 100}, errors={CHAMPION: 3, CANDIDATE: 0})
+
+    def after(candidate_errors: int) -> Counts:
+        return Counts(
+            requests={CHAMPION: 1400, CANDIDATE: 500}, errors={CHAMPION: 3, CANDIDATE: candidate_errors}
+        )
+
+    outcome, requests = _canary_outcome(tmp_path, metric, before, after(40))
+    assert (outcome.verdict, outcome.reason, requests) == (Verdict.REJECT, "CanaryWorse", 400)
+    # no error on either side: no violation, but not yet evidence of non-inferiority either
+    outcome, _ = _canary_outcome(tmp_path, metric, before, after(0))
+    assert outcome.verdict == Verdict.CONTINUE
+
+
+def test_online_latency_is_judged_on_the_histogram_buckets_of_both_arms(tmp_path) -> None:
+    fast = {0.1: 300.0, 0.25: 390.0, 0.5: 400.0, math.inf: 400.0}
+    slow = {0.1: 0.0, 0.25: 10.0, 0.5: 100.0, 1.0: 300.0, 2.5: 400.0, math.inf: 400.0}
+    metric = [{"name": "latency", "kind": "latency", "maxValue": 1.0}]
+    requests = {CHAMPION: 400.0, CANDIDATE: 400.0}
+    for candidate, verdict in ((fast, Verdict.PROMOTE), (slow, Verdict.REJECT)):
+        after = Counts(requests=requests, latency_buckets={CHAMPION: fast, CANDIDATE: candidate})
+        outcome, _ = _canary_outcome(tmp_path, metric, Counts(), after)
+        assert outcome.verdict == verdict, outcome
+
+
+def test_online_gate_fails_closed_without_data_or_without_prometheus(tmp_path) -> None:
+    nothing = Counts()
+    outcome, requests = _canary_outcome(
+        tmp_path, [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}], nothing, nothing
+    )
+    assert (outcome.verdict, requests) == (Verdict.CONTINUE, 0)  # never a pass without samples
+    prometheus = [{"name": "ttft", "kind": "latency", "provider": "prometheus", "query": "x", "maxValue": 1}]
+    outcome, _ = _canary_outcome(tmp_path, prometheus, nothing, nothing)
+    assert outcome.verdict == Verdict.INCONCLUSIVE
+    outcome, _ = _canary_outcome(tmp_path, [], nothing, nothing)
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+
+
+@pytest.mark.parametrize(
+    ("previous", "started", "finished", "delay"),
+    [
+        (None, 0.0, 0.1, CANARY_SAMPLE_INTERVAL_S),  # mid-step: the regular cadence
+        (7.0, 9.0, 9.1, 0.9),  # the pause ends before the next regular sample: look at its end
+        (7.0, 9.9, 10.2, 0.0),  # began before the end, finished after it: a closing sample is due now
+        (9.9, 10.0, 10.1, 0.0),  # the closing sample is in: the step's verdict can be taken now
+        (None, 10.5, 10.6, 0.0),  # the same, when the step's first sample is its closing one
+        (10.0, 12.0, 12.1, CANARY_SAMPLE_INTERVAL_S),  # still undecided after the end: more traffic needed
+    ],
+)
+def test_canary_samples_keep_a_cadence_and_close_the_step_at_once(previous, started, finished, delay) -> None:
+    def at(seconds: float | None) -> datetime | None:
+        return None if seconds is None else NOW + timedelta(seconds=seconds)
+
+    assert next_sample_delay(at(previous), at(started), at(finished), at(10)) == pytest.approx(delay)
