@@ -255,7 +255,3 @@ class CanarySampler:
             return Sample(OnlineResult(action.candidate, action.step, 0, failure.outcome(), started), failure)
         self._failures.pop(name, None)
         return Sample(OnlineResult(action.candidate, action.step, candidate.requests, outcome, started))
-
-    def forget(self, deployment: str) -> None:
-        self._windows.pop(deployment, None)
-        self._failures.pop(deployment, None)

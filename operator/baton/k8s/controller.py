@@ -114,6 +114,7 @@ class Controller:
         self.rendered_at: dict[Key, float] = {}  # event-loop time of each pool's last render
         # Per RayService (namespace, name): what each deployment last saw of it (deployment_views).
         self.ray_views: dict[tuple[str, str], dict[str, tuple[Any, ...]]] = {}
+        self.reported_generation: dict[tuple[str, str], int | None] = {}  # per RayService, by its runner
         self.engine_cache: dict[tuple[str, str], tuple[datetime, Mapping[str, Any] | None]] = {}
 
     # --- events in ------------------------------------------------------------------------------
@@ -142,9 +143,19 @@ class Controller:
                 before = self.ray_views.get(key)
                 after = deployment_views(body, before) if event_type != "DELETED" else {}
                 self.ray_views[key] = after
+                reported = (body.get("status") or {}).get("observedGeneration")
+                newly_reported = reported != self.reported_generation.get(key)
+                self.reported_generation[key] = reported
                 for (ns, deployment), other in self.objects["modeldeployments"].items():
                     in_pool = ns == namespace and other.get("spec", {}).get("pool") == name
-                    if in_pool and (before is None or before.get(deployment) != after.get(deployment)):
+                    # A rollout waits for its weights to be served; the runner may report only the
+                    # last of several generations, whose weights equal those served before the
+                    # skipped ones (a canary step, then its roll-back): its view did not change,
+                    # but it must be woken. Deployments without a rollout are not.
+                    rolling = newly_reported and ((other.get("status") or {}).get("candidate") is not None)
+                    if in_pool and (
+                        before is None or before.get(deployment) != after.get(deployment) or rolling
+                    ):
                         self.work.enqueue((DEPLOYMENT, ns, deployment))
             case "inferenceservices":
                 self.work.enqueue((DEPLOYMENT, namespace, name))

@@ -399,6 +399,7 @@ class LocalRuntime:
             return
         for stale in [k for k in self._benchmarks.runs if k[0] == key[0]]:
             self._benchmarks.runs.pop(stale).cancel()
+            self._benchmarks.scored.discard(stale)
         settings = BenchmarkSettings(
             concurrency=2, console=self.console, show_progress=self.options.show_benchmark_progress
         )

@@ -131,9 +131,13 @@ def test_an_ingress_without_metrics_ends_the_canary_inconclusive(
         cluster, namespace, operator, deployment_yaml("{metrics: [{name: errors, kind: errorRate}]}")
     )
     wait_for("the canary", lambda: status_of(cluster, namespace, "medical").get("phase") == "Canary", TIMEOUT)
-    decision = wait_for(
-        "a decision on v2", lambda: decided(cluster, namespace), TIMEOUT, diagnose=operator.tail
-    )
+
+    def rolled_back() -> dict | None:
+        if status_of(cluster, namespace, "medical").get("phase") == "RollingBack":
+            play_kuberay(cluster, namespace)  # the champion takes all traffic back
+        return decided(cluster, namespace)
+
+    decision = wait_for("a decision on v2", rolled_back, TIMEOUT, diagnose=operator.tail)
     assert decision["verdict"] == "Inconclusive" and "canary sampling" in decision["message"]
     assert "ConnectError" in decision["message"]
     reasons = [event["message"] for event in failure_events(cluster, namespace, "medical")]
