@@ -15,7 +15,7 @@ import yaml
 
 from baton.local.runtime import LocalRuntime, RuntimeOptions
 from baton.local.store import LocalStore
-from tests.integration.local.test_local_runtime import wait_for
+from tests.integration.local.test_local_runtime import resources, wait_for
 from tests.testbed.processes import free_ports
 
 pytestmark = pytest.mark.integration
@@ -31,51 +31,30 @@ def test_failed_evidence_ends_recorded(tmp_path):
     items = tmp_path / "items.jsonl"
     items.write_text(json.dumps({"id": 1, "prompt": SECRET}) + "\n")
     releases = tmp_path / "releases"
-    documents = [
-        {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu-small"}},
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "Benchmark",
-            "metadata": {"name": "medical-qa"},
-            "spec": {
-                "domain": "medical",
-                "scorer": {"type": "exact"},
-                "uri": {
-                    "url": items.as_uri(),
-                    "digest": "sha256:" + hashlib.sha256(items.read_bytes()).hexdigest(),
-                },
+    resources(tmp_path / "resources", champion)
+    written = tmp_path / "resources" / "medical.yaml"
+    pool, deployment = yaml.safe_load_all(written.read_text())
+    deployment["spec"]["analysis"] = {"benchmarks": [{"name": "medical-qa"}]}
+    benchmark = {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "Benchmark",
+        "metadata": {"name": "medical-qa"},
+        "spec": {
+            "domain": "medical",
+            "scorer": {"type": "exact"},
+            "uri": {
+                "url": items.as_uri(),
+                "digest": "sha256:" + hashlib.sha256(items.read_bytes()).hexdigest(),
             },
         },
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "cpu-small",
-                "model": {
-                    "version": "v1",
-                    "artifact": {
-                        "uri": champion.path.as_uri(),
-                        "digest": champion.digest,
-                        "quantization": "F16",
-                        "sizeBytes": champion.size_bytes,
-                    },
-                },
-                "engine": {"contextLength": 128, "maxOutputTokens": 16},
-                "rollout": {"steps": [{"weight": 50, "pause": "2s", "minRequests": 3}]},
-                "analysis": {"benchmarks": [{"name": "medical-qa"}]},
-            },
-        },
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelSource",
-            "metadata": {"name": "medical-drops"},
-            "spec": {"deployment": "medical", "directory": {"path": str(releases)}, "pollInterval": "1s"},
-        },
-    ]
-    (tmp_path / "resources").mkdir()
-    (tmp_path / "resources" / "medical.yaml").write_text(yaml.safe_dump_all(documents))
+    }
+    source = {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelSource",
+        "metadata": {"name": "medical-drops"},
+        "spec": {"deployment": "medical", "directory": {"path": str(releases)}, "pollInterval": "1s"},
+    }
+    written.write_text(yaml.safe_dump_all([pool, deployment, benchmark, source]))
     store = LocalStore(tmp_path / "state")
     (port,) = free_ports(1)
     options = RuntimeOptions(paths=[tmp_path / "resources"], port=port, show_benchmark_progress=False)

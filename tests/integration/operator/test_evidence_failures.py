@@ -15,31 +15,23 @@ from pathlib import Path
 import pytest
 
 from tests.integration.operator.fixtures import Cluster, wait_for
-from tests.integration.operator.test_operator_api import DIGEST, TIMEOUT, play_kuberay, pool_yaml, status_of
+from tests.integration.operator.test_operator_api import (
+    DIGEST,
+    TIMEOUT,
+    directory_source_yaml,
+    play_kuberay,
+    pool_yaml,
+    status_of,
+)
+from tests.integration.operator.test_operator_api import deployment_yaml as api_deployment_yaml
 
 pytestmark = pytest.mark.integration
 SECRET = "PATIENT-NAME-7f3a"  # item content that no status, condition or Event may echo
 
 
-def artifact(version: str) -> str:
-    return f'{{uri: "file:///models/medical-{version}.gguf", digest: "{DIGEST}", quantization: Q8_0}}'
-
-
 def deployment_yaml(analysis: str) -> str:
-    return f"""
-apiVersion: baton.dev/v1alpha1
-kind: ModelDeployment
-metadata: {{name: medical}}
-spec:
-  domain: medical
-  pool: cpu-small
-  model:
-    version: v1
-    artifact: {artifact("v1")}
-  rollout:
-    steps: [{{weight: 50, pause: 1s, minRequests: 0}}]
-  analysis: {analysis}
-"""
+    """The API tests' deployment with an `analysis` (spec's last field, so appended)."""
+    return api_deployment_yaml() + f"  analysis: {analysis}\n"
 
 
 def candidate_yaml() -> str:
@@ -50,7 +42,7 @@ metadata: {{name: medical-v2}}
 spec:
   deployment: medical
   version: v2
-  artifact: {artifact("v2")}
+  artifact: {{uri: "file:///models/medical-v2.gguf", digest: "{DIGEST}", quantization: Q8_0}}
 """
 
 
@@ -151,16 +143,7 @@ def test_a_source_directory_that_is_missing_is_reported_and_polled_again(
     operator = start_operator()
     cluster.apply_text(
         namespace,
-        deployment_yaml("{}")
-        + f"""---
-apiVersion: baton.dev/v1alpha1
-kind: ModelSource
-metadata: {{name: medical-drops}}
-spec:
-  deployment: medical
-  directory: {{path: "{releases}"}}
-  pollInterval: 1s
-""",
+        deployment_yaml("{}") + "---" + directory_source_yaml(releases),
     )
 
     def ready() -> dict:

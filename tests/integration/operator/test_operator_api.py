@@ -51,6 +51,19 @@ spec:
 """
 
 
+def directory_source_yaml(path: Path, extra: str = "") -> str:
+    """A ModelSource `medical-drops` polling `path` every second for deployment `medical`."""
+    return f"""
+apiVersion: baton.dev/v1alpha1
+kind: ModelSource
+metadata: {{name: medical-drops}}
+spec:
+  deployment: medical
+  directory: {{path: "{path}"}}
+  pollInterval: 1s
+{extra}"""
+
+
 def play_kuberay(cluster: Cluster, namespace: str, pool: str = "cpu-small") -> dict:
     """Write the RayService status KubeRay would write once every application runs."""
     ray = cluster.get("rayservice", namespace, pool)
@@ -261,17 +274,7 @@ def test_a_directory_source_creates_pinned_candidates(
     operator = start_operator()
     cluster.apply_text(
         namespace,
-        deployment_yaml()
-        + f"""---
-apiVersion: baton.dev/v1alpha1
-kind: ModelSource
-metadata: {{name: medical-drops}}
-spec:
-  deployment: medical
-  directory: {{path: "{releases}"}}
-  pollInterval: 1s
-  candidateLabels: {{team: medical}}
-""",
+        deployment_yaml() + "---" + directory_source_yaml(releases, "  candidateLabels: {team: medical}\n"),
     )
     candidate = wait_for(
         "a ModelCandidate for v3",
