@@ -334,7 +334,9 @@ class ControlPlane:
             "clusters": [
                 {"name": CONTEXT, "cluster": {"server": self.server, "certificate-authority-data": ca_data}}
             ],
-            "users": [{"name": f"{CONTEXT}-{key}", "user": {"token": self.users[key].token}} for key in users],
+            "users": [
+                {"name": f"{CONTEXT}-{key}", "user": {"token": self.users[key].token}} for key in users
+            ],
             "contexts": [
                 {"name": f"{CONTEXT}-{key}", "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-{key}"}}
                 for key in users

@@ -140,7 +140,7 @@ class Node:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self._start_containerd()
-            self.load_image(binaries.cache_dir() / "images" / "pause.tar")
+            self.load_image(binaries.image_archive("pause"))
             self._start_controllers()
             self._start_kubelet()
             self._route_kubernetes_service()
@@ -163,7 +163,11 @@ class Node:
             [binaries.system("containerd"), "--config", config], log, tied_to_parent=self.tied_to_parent
         )
         self.startup_seconds["containerd"] = wait_ready(
-            "containerd", self._processes["containerd"], log, lambda: self._ctr("version").returncode == 0, 60.0
+            "containerd",
+            self._processes["containerd"],
+            log,
+            lambda: self._ctr("version").returncode == 0,
+            60.0,
         )
 
     def _start_controllers(self) -> None:
@@ -312,11 +316,7 @@ class Node:
     # -- images --------------------------------------------------------------------------------
 
     def load_image(self, archive: Path) -> None:
-        """Imports a docker-archive (images/build, tests/testbed/build) into the kubelet's namespace."""
-        if not archive.exists():
-            raise binaries.MissingBinaryError(
-                f"{archive} is missing: run images/build and {binaries.BUILD_SCRIPT}"
-            )
+        """Imports a docker-archive (`binaries.image_archive`) into the kubelet's image namespace."""
         began = time.monotonic()
         result = self._ctr("images", "import", str(archive.resolve()), timeout=600)
         if result.returncode != 0:
@@ -335,7 +335,9 @@ class Node:
 
     @staticmethod
     def _iptables(*args: str, check: bool = True) -> None:
-        subprocess.run([str(binaries.system("iptables")), "-t", "nat", *args], check=check, capture_output=True)
+        subprocess.run(
+            [str(binaries.system("iptables")), "-t", "nat", *args], check=check, capture_output=True
+        )
 
     @property
     def pids(self) -> dict[str, int]:

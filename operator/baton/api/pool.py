@@ -11,7 +11,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from baton import __version__
 from baton.api.common import QUANTITY_PATTERN, BatonModel, Condition, PrinterColumn, Resource
+
+# The pool image images/pool.Containerfile builds, tagged with this release (the chart's appVersion).
+DEFAULT_RAY_IMAGE = f"baton/pool:{__version__}"
 
 
 class Accelerator(StrEnum):
@@ -51,9 +55,10 @@ class ModelPoolSpec(BatonModel):
         default_factory=WorkerResources, description="Resources per worker."
     )
     ray_image: str = Field(
-        default="rayproject/ray:2.60.0-py311-cpu",
+        default=DEFAULT_RAY_IMAGE,
         min_length=1,
-        description="Container image of the Ray head and workers (with `baton_serving` installed).",
+        description="Container image of the Ray head and workers: Ray Serve with `baton_serving` and "
+        "llama-cpp-python (baton's pool image, images/pool.Containerfile).",
     )
     memory_headroom_percent: int = Field(
         default=20, ge=0, le=90, description="Share of pool memory kept free when packing models."
