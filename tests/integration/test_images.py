@@ -34,6 +34,7 @@ OPERATOR_IMAGE = f"{VALUES['image']['repository']}:{APP_VERSION}"
 POOL_IMAGE = ModelPoolSpec.model_fields["ray_image"].default
 POD_TIMEOUT_S = 180.0
 SERVE_TIMEOUT_S = 420.0
+MODELS = "/models"  # where the pool pod sees the factory's model directory
 
 
 def run_pod(node: Node, pod: dict[str, Any]) -> None:
@@ -130,7 +131,8 @@ def ray_head(node: Node, smoke_gguf) -> Iterator[str]:
                             "ulimit -n 65536; ray start --head --block --dashboard-host=0.0.0.0"
                             " --num-cpus=2 --disable-usage-stats"
                         ],
-                        "volumeMounts": [{"name": "models", "mountPath": models, "readOnly": True}],
+                        # Not at the host's path: that is under /root, which the image's user cannot enter.
+                        "volumeMounts": [{"name": "models", "mountPath": MODELS, "readOnly": True}],
                     }
                 ],
                 "volumes": [{"name": "models", "hostPath": {"path": models, "type": "Directory"}}],
@@ -154,7 +156,7 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, smoke_gguf) -
                         {
                             "name": "champion",
                             "artifact": {
-                                "uri": str(smoke_gguf.path),
+                                "uri": f"{MODELS}/{Path(smoke_gguf.path).name}",
                                 "digest": smoke_gguf.digest,
                                 "size_bytes": smoke_gguf.size_bytes,
                             },
@@ -182,6 +184,11 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, smoke_gguf) -
         time.sleep(2)
     endpoint = f"http://{ray_head}:8000"
     while True:
+        applications = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json()["applications"]
+        failed = {
+            name: app["message"] for name, app in applications.items() if app["status"] == "DEPLOY_FAILED"
+        }
+        assert not failed, failed
         try:
             revisions = httpx.get(f"{endpoint}/v1/baton/revisions", timeout=30).json()
             state = revisions.get("medical", {}).get("champion", {})
@@ -190,7 +197,7 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, smoke_gguf) -
             assert not state.get("error"), state
         except (httpx.TransportError, json.JSONDecodeError):
             pass
-        assert time.monotonic() < deadline, httpx.get(f"{dashboard}/api/serve/applications/").text
+        assert time.monotonic() < deadline, applications
         time.sleep(2)
     answer = httpx.post(
         f"{endpoint}/v1/chat/completions",

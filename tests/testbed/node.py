@@ -30,7 +30,9 @@ from tests.testbed import binaries
 from tests.testbed.controlplane import NODE_IP, NODE_NAME, SERVICE_IP, ControlPlane
 from tests.testbed.processes import StartupError, free_ports, http_ok, log_tail, spawn, terminate, wait_ready
 
-POD_CIDR = "10.88.0.0/16"
+# Not 10.88.0.0/16: buildah's own CNI network (cni-podman0) routes that on build machines.
+POD_CIDR = "10.244.0.0/16"
+BRIDGE = "baton0"
 CNI_BIN = Path("/usr/lib/cni")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI (kubelet) containers and images
 SANDBOX_IMAGE = "docker.io/baton/pause:testbed"  # tests/testbed/pause.c, built by tests/testbed/build
@@ -69,7 +71,7 @@ def _cni_config(ipam_dir: Path) -> dict:
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": "baton0",
+                "bridge": BRIDGE,
                 "isGateway": True,
                 "ipMasq": True,
                 "ipam": {
@@ -150,6 +152,8 @@ class Node:
         self.startup_seconds["total"] = time.monotonic() - began
 
     def _start_containerd(self) -> None:
+        # A bridge left by an earlier run may carry another subnet, which the bridge plugin refuses.
+        subprocess.run([str(binaries.system("ip")), "link", "delete", BRIDGE], capture_output=True)
         work = self.socket.parent
         cni_conf = self.workdir / "cni"
         cni_conf.mkdir(parents=True)
