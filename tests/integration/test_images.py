@@ -37,7 +37,20 @@ SERVE_TIMEOUT_S = 420.0
 MODELS = "/models"  # where the pool pod sees the factory's model directory
 
 
-def run_pod(node: Node, pod: dict[str, Any]) -> None:
+def run_pod(node: Node, name: str, containers: list[dict[str, Any]], **spec: Any) -> None:
+    """Starts a pod that runs once, as non-root: with no runAsUser, the kubelet refuses to start a
+    container whose image's own USER is root."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True},
+            "containers": [{"imagePullPolicy": "Never", **container} for container in containers],
+            **spec,
+        },
+    }
     applied = node.plane.kubectl("apply", "-f", "-", input=json.dumps(pod))
     assert applied.returncode == 0, applied.stderr
 
@@ -70,33 +83,24 @@ def test_operator_image_runs_baton_as_the_charts_non_root_user(node: Node) -> No
     name = f"operator-image-{uuid.uuid4().hex[:6]}"
 
     def container(container_name: str, **command: list[str]) -> dict[str, Any]:
-        return {"name": container_name, "image": OPERATOR_IMAGE, "imagePullPolicy": "Never", **command}
+        return {"name": container_name, "image": OPERATOR_IMAGE, **command}
 
     run_pod(
         node,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "restartPolicy": "Never",
-                # No runAsUser: the kubelet refuses to start an image whose own USER is root.
-                "securityContext": {"runAsNonRoot": True},
-                "containers": [
-                    container("version", args=["--version"]),  # through the image's entrypoint
-                    container("user", command=["id", "-u"]),
-                    container(
-                        "no-data-plane",
-                        command=[
-                            "python3",
-                            "-c",
-                            "import importlib.util as u;"
-                            "print(sorted(m for m in ('ray', 'torch', 'llama_cpp') if u.find_spec(m)))",
-                        ],
-                    ),
+        name,
+        [
+            container("version", args=["--version"]),  # through the image's entrypoint
+            container("user", command=["id", "-u"]),
+            container(
+                "no-data-plane",
+                command=[
+                    "python3",
+                    "-c",
+                    "import importlib.util as u;"
+                    "print(sorted(m for m in ('ray', 'torch', 'llama_cpp') if u.find_spec(m)))",
                 ],
-            },
-        },
+            ),
+        ],
     )
     pod = wait_phase(node, name, {"Succeeded", "Failed"})
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
@@ -113,31 +117,22 @@ def ray_head(node: Node, smoke_gguf) -> Iterator[str]:
     models = str(Path(smoke_gguf.path).parent)
     run_pod(
         node,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {"runAsNonRoot": True},
-                "containers": [
-                    {
-                        "name": "ray-head",
-                        "image": POOL_IMAGE,
-                        "imagePullPolicy": "Never",
-                        # KubeRay's own wrapping of `ray start` (a login shell: /etc/profile's PATH).
-                        "command": ["/bin/bash", "-lc", "--"],
-                        "args": [
-                            "ulimit -n 65536; ray start --head --block --dashboard-host=0.0.0.0"
-                            " --num-cpus=2 --disable-usage-stats"
-                        ],
-                        # Not at the host's path: that is under /root, which the image's user cannot enter.
-                        "volumeMounts": [{"name": "models", "mountPath": MODELS, "readOnly": True}],
-                    }
+        name,
+        [
+            {
+                "name": "ray-head",
+                "image": POOL_IMAGE,
+                # KubeRay's own wrapping of `ray start` (a login shell: /etc/profile's PATH).
+                "command": ["/bin/bash", "-lc", "--"],
+                "args": [
+                    "ulimit -n 65536; ray start --head --block --dashboard-host=0.0.0.0"
+                    " --num-cpus=2 --disable-usage-stats"
                 ],
-                "volumes": [{"name": "models", "hostPath": {"path": models, "type": "Directory"}}],
-            },
-        },
+                # Not at the host's path: that is under /root, which the image's user cannot enter.
+                "volumeMounts": [{"name": "models", "mountPath": MODELS, "readOnly": True}],
+            }
+        ],
+        volumes=[{"name": "models", "hostPath": {"path": models, "type": "Directory"}}],
     )
     pod = wait_phase(node, name, {"Running", "Succeeded", "Failed"})
     assert pod["status"]["phase"] == "Running", logs(node, name, "ray-head")

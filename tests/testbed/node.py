@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
@@ -283,17 +282,6 @@ class Node:
         self._unroute_kubernetes_service()
         if remove_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Node:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if error is not None:
-            print(self.log_tails())
-        self.stop(remove_workdir=error is None)
 
     def _stop(self, name: str) -> None:
         process = self._processes.pop(name, None)
