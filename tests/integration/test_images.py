@@ -110,11 +110,18 @@ def test_operator_image_runs_baton_as_the_charts_non_root_user(node: Node) -> No
 
 
 @pytest.fixture(scope="module")
-def ray_head(node: Node, smoke_gguf) -> Iterator[str]:
+def gguf(smoke_artifacts):
+    """Q8_0, the factory's serving quantization (llama.cpp's native-CPU kernels for it crash on these
+    VMs; the pool image's wheel is the portable build)."""
+    return smoke_artifacts["medical"]
+
+
+@pytest.fixture(scope="module")
+def ray_head(node: Node, gguf) -> Iterator[str]:
     """A pod of the pool image started the way KubeRay starts a head; returns its IP."""
     node.load_image(binaries.image_archive("pool"))
     name = f"pool-head-{uuid.uuid4().hex[:6]}"
-    models = str(Path(smoke_gguf.path).parent)
+    models = str(Path(gguf.path).parent)
     run_pod(
         node,
         name,
@@ -140,7 +147,7 @@ def ray_head(node: Node, smoke_gguf) -> Iterator[str]:
     node.plane.kubectl("delete", "pod", name, "--wait=false")
 
 
-def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, smoke_gguf) -> None:
+def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, gguf) -> None:
     pool = PoolConfig.model_validate(
         {
             "pool": "image-test",
@@ -151,9 +158,9 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, smoke_gguf) -
                         {
                             "name": "champion",
                             "artifact": {
-                                "uri": f"{MODELS}/{Path(smoke_gguf.path).name}",
-                                "digest": smoke_gguf.digest,
-                                "size_bytes": smoke_gguf.size_bytes,
+                                "uri": f"{MODELS}/{Path(gguf.path).name}",
+                                "digest": gguf.digest,
+                                "size_bytes": gguf.size_bytes,
                             },
                             "context_length": 256,
                             "resources": {"num_cpus": 0.5},
