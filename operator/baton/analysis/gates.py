@@ -1,9 +1,14 @@
 """From a deployment's `spec.analysis` and what was measured to one gate outcome, as pure functions.
 
 The analysis core provides the tests (paired offline comparison, mSPRT, thresholds, sanity) and
-the fail-closed combination (`decide`); this module only says which test each field of the spec
-asks for. Both shells call it, the operator and `baton up`, so a spec is judged the same way
-wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
+the fail-closed combination (`baton.analysis.decision`); this module only says which test each
+field of the spec asks for. Both shells call it, the operator and `baton up`, so a spec is judged
+the same way wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
+
+An online metric is a guardrail: it passes once each arm has `minSamples` valid samples in the
+window and the anytime-valid test has not shown the candidate worse (nor its bound breached); the
+offline benchmark is what shows a candidate better. Below `minSamples` it is still collecting,
+which the step decision never takes for a pass.
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import fmean
 
-from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess
+from baton.analysis.decision import decide
+from baton.analysis.measurements import BenchmarkResult, Measurement
+from baton.analysis.offline import OfflinePolicy, offline_gate
+from baton.analysis.online import (
+    MSPRT_TEST_NAME,
+    ArmStats,
+    MetricKind,
+    SequentialState,
+    SequentialTest,
+    assess,
+)
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import Measurement
-from baton.analysis.providers.benchmark import BenchmarkResult
-from baton.analysis.sanity import SanityLimits
-from baton.analysis.verdict import OfflinePolicy, decide, offline_gate, threshold_gate
+from baton.analysis.sanity import SanityLimits, threshold_gate
 from baton.api.candidate import BenchmarkScore
-from baton.api.decision import Gate, Verdict
+from baton.api.decision import Evidence, Gate, Verdict
 from baton.api.deployment import AnalysisSpec, OnlineMetric
 from baton.api.deployment import MetricKind as SpecMetricKind
 
@@ -94,6 +106,8 @@ def online_outcome(
 
     `external` holds readings of metrics answered by Prometheus (by metric name): those are
     judged against their `maxValue` only, since Prometheus returns one number, not two arms.
+    With no online metric configured there is nothing to judge live: the deployment's other gates
+    (validation requires one, or `ungated: true`) decide.
     """
     outcomes = [
         _metric_outcome(analysis, metric, champion, candidate, (external or {}).get(metric.name))
@@ -101,10 +115,10 @@ def online_outcome(
     ]
     if not outcomes:
         return GateOutcome(
-            Verdict.CONTINUE,
+            Verdict.PROMOTE,
             Gate.ONLINE,
             "NoOnlineMetrics",
-            "no online metric configured: steps pass on time and traffic alone",
+            f"no online metric configured; the candidate answered {candidate.requests} requests",
         )
     return decide(outcomes)
 
@@ -116,14 +130,7 @@ def _metric_outcome(
     candidate: ArmSamples,
     reading: Measurement | None,
 ) -> GateOutcome:
-    if reading is not None:
-        if metric.max_value is None:
-            return GateOutcome(
-                Verdict.CONTINUE,
-                Gate.ONLINE,
-                "NoBound",
-                f"{metric.name}: Prometheus metric without maxValue: reported, not judged",
-            )
+    if reading is not None and metric.max_value is not None:
         return threshold_gate(metric.name, reading, max_value=metric.max_value, alpha=analysis.alpha)
     kind = SpecMetricKind(metric.kind)
     margin = 0.0
@@ -152,12 +159,60 @@ def _metric_outcome(
         margin=margin,
         min_samples=analysis.min_samples,
     )
-    sequential = assess(test, SequentialState(champion=arms[0], candidate=arms[1], looks=1))
-    if metric.max_value is None or arms[1].n < analysis.min_samples:
-        return sequential
+    guardrail = _guardrail(test, arms[0], arms[1], higher_is_better)
+    if metric.max_value is None or guardrail.verdict == Verdict.CONTINUE:
+        return guardrail
     bound = threshold_gate(
         metric.name,
         Measurement(query=f"{metric.name} of the candidate", value=arms[1].mean),
         max_value=metric.max_value,
     )
-    return decide([sequential, bound])
+    return decide([guardrail, bound])
+
+
+def _guardrail(
+    test: SequentialTest, champion: ArmStats, candidate: ArmStats, higher_is_better: bool
+) -> GateOutcome:
+    """The sequential test read as a guardrail: an undecided test on `min_samples` per arm is a pass.
+
+    Both arms without spread (every latency in one histogram bucket) leave the test without a
+    variance: then the means are compared as they are.
+    """
+    sequential = assess(test, SequentialState(champion=champion, candidate=candidate, looks=1))
+    if sequential.verdict != Verdict.CONTINUE or min(champion.n, candidate.n) < test.min_samples:
+        return sequential
+    n = f"{candidate.n} candidate and {champion.n} champion samples"
+    if sequential.evidence[0].effect is None:
+        raw = candidate.mean - champion.mean
+        effect = raw if higher_is_better else -raw
+        evidence = Evidence(
+            test=MSPRT_TEST_NAME,
+            metric=test.metric,
+            n_champion=champion.n,
+            n_candidate=candidate.n,
+            effect=effect,
+            alpha=test.alpha,
+            margin=test.margin,
+        )
+        if effect < -test.margin:
+            return GateOutcome(
+                Verdict.REJECT,
+                Gate.ONLINE,
+                "CanaryWorse",
+                f"{test.metric}: candidate worse without any spread in either arm ({n})",
+                (evidence,),
+            )
+        return GateOutcome(
+            Verdict.PROMOTE,
+            Gate.ONLINE,
+            "NoRegression",
+            f"{test.metric}: no spread, not worse ({n})",
+            (evidence,),
+        )
+    return GateOutcome(
+        Verdict.PROMOTE,
+        Gate.ONLINE,
+        "NoRegression",
+        f"{test.metric}: not shown worse than the champion on {n}",
+        sequential.evidence,
+    )

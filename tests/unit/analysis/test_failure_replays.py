@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from baton.analysis.decision import decide
+from baton.analysis.measurements import Measurement, PairedScores
+from baton.analysis.offline import OfflinePolicy, offline_gate
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import Measurement
-from baton.analysis.sanity import SanityLimits, check_evaluation, evaluation_failed
-from baton.analysis.verdict import OfflinePolicy, PairedScores, decide, offline_gate, threshold_gate
+from baton.analysis.sanity import SanityLimits, check_evaluation, evaluation_failed, threshold_gate
 from baton.api.decision import Decision, Gate, Verdict
 
 pytestmark = pytest.mark.unit

@@ -143,7 +143,8 @@ def test_benchmarking_waits_for_the_candidate_revision(state) -> None:
     observations = observe({**healthy(CHAMPION), **healthy(CANDIDATE, state=state)})
     _, result = advance(resource, [candidate()], observations)
     assert result.status == resource.status.model_copy(update={"conditions": result.status.conditions})
-    assert not actions_of(result, RunBenchmark) and result.requeue_after is None
+    assert not actions_of(result, RunBenchmark)
+    assert result.requeue_after == pytest.approx(600)  # the progress deadline is noticed without an event
 
 
 def test_a_refused_candidate_artifact_fails_the_candidate_never_the_champion() -> None:
@@ -201,7 +202,9 @@ def test_a_changed_benchmark_list_makes_an_earlier_result_stale() -> None:
 
 
 def test_without_benchmarks_the_canary_starts_after_the_revision_is_ready() -> None:
-    resource = in_phase(Phase.BENCHMARKING, analysis={"benchmarks": []})
+    resource = in_phase(
+        Phase.BENCHMARKING, analysis={"benchmarks": [], "metrics": [{"name": "errors", "kind": "errorRate"}]}
+    )
     _, result = advance(resource, [candidate()], observe())
     assert (result.status.phase, result.status.canary_weight) == (Phase.CANARY, 10)
     assert not actions_of(result, RunBenchmark)
@@ -221,12 +224,13 @@ def test_canary_waits_for_its_pause_and_asks_for_live_samples() -> None:
 def test_a_step_ends_only_on_samples_read_after_its_pause() -> None:
     resource = in_phase(Phase.CANARY)
     step_ends = parse_time(resource.status.canary.step_started_at) + timedelta(seconds=30)
-    early = observe(online=Verdict.CONTINUE, read_at=step_ends - timedelta(seconds=1))
+    early = observe(online=Verdict.PROMOTE, read_at=step_ends - timedelta(seconds=1))
     _, result = advance(resource, [candidate()], early, later(31))
     assert (result.status.canary.step, result.status.canary_weight) == (0, 10)
     assert [action.until for action in actions_of(result, ObserveCanary)] == [format_time(step_ends)]
-    assert result.requeue_after is None  # the shell calls again once the closing sample is in
-    on_time = observe(online=Verdict.CONTINUE, read_at=step_ends)
+    # The shell calls again once the closing sample is in; the requeue only guards the deadline.
+    assert result.requeue_after == pytest.approx(599)
+    on_time = observe(online=Verdict.PROMOTE, read_at=step_ends)
     _, result = advance(resource, [candidate()], on_time, later(31))
     assert (result.status.canary.step, result.status.canary_weight) == (1, 50)
 
@@ -234,9 +238,11 @@ def test_a_step_ends_only_on_samples_read_after_its_pause() -> None:
 @pytest.mark.parametrize(
     ("elapsed", "requests", "verdict", "phase", "step", "weight"),
     [
-        (31, 100, Verdict.CONTINUE, Phase.CANARY, 1, 50),
-        (31, 100, Verdict.PROMOTE, Phase.CANARY, 1, 50),
-        (31, 2, Verdict.CONTINUE, Phase.CANARY, 0, 10),  # too few candidate requests
+        (31, 100, Verdict.PROMOTE, Phase.CANARY, 1, 50),  # every online gate passed on minSamples
+        (31, 100, Verdict.CONTINUE, Phase.CANARY, 0, 10),  # still collecting: never a pass, keep waiting
+        (31, 2, Verdict.PROMOTE, Phase.CANARY, 0, 10),  # too few candidate requests
+        (631, 100, Verdict.CONTINUE, Phase.ROLLING_BACK, None, 0),  # past the deadline: Inconclusive
+        (631, 2, Verdict.PROMOTE, Phase.ROLLING_BACK, None, 0),  # no traffic by the deadline either
         (5, 100, Verdict.REJECT, Phase.ROLLING_BACK, None, 0),  # a violation stops the canary at once
         (5, 100, Verdict.INCONCLUSIVE, Phase.CANARY, 0, 10),  # mid-step: keep collecting
         (31, 100, Verdict.INCONCLUSIVE, Phase.ROLLING_BACK, None, 0),  # end of step: not enough evidence
@@ -253,7 +259,9 @@ def test_canary_step_outcomes(elapsed, requests, verdict, phase, step, weight) -
     )
     if phase == Phase.ROLLING_BACK:
         assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100, CANDIDATE: 0})]
-        assert status.last_decision.verdict == verdict and status.champion.version == "v1"
+        # a step that ran out of time without its evidence ends Inconclusive, whatever it last saw
+        ended = verdict if verdict in (Verdict.REJECT, Verdict.INCONCLUSIVE) else Verdict.INCONCLUSIVE
+        assert status.last_decision.verdict == ended and status.champion.version == "v1"
 
 
 def test_an_online_result_for_another_step_is_ignored() -> None:
@@ -265,7 +273,7 @@ def test_an_online_result_for_another_step_is_ignored() -> None:
 def _through_the_steps(resource, offered):
     for step in range(3):
         resource, result = advance(
-            resource, offered, observe(online=Verdict.CONTINUE, step=step), later(31 * (step + 1))
+            resource, offered, observe(online=Verdict.PROMOTE, step=step), later(31 * (step + 1))
         )
     return resource, result
 
@@ -275,7 +283,11 @@ def test_passing_the_last_step_promotes_once_the_weights_are_served() -> None:
     resource, result = _through_the_steps(in_phase(Phase.CANARY), offered)
     assert (result.status.phase, result.status.canary_weight) == (Phase.PROMOTING, 100)
     assert result.status.last_decision.verdict == Verdict.PROMOTE
-    assert result.status.last_decision.reason == "CanaryStepsPassed"
+    assert result.status.last_decision.reason == "AllGatesPassed"
+    assert [(d.gate, d.verdict) for d in result.status.record] == [
+        (Gate.OFFLINE, Verdict.PROMOTE),
+        *[(Gate.ONLINE, Verdict.PROMOTE)] * 4,  # three steps, then the final verdict
+    ]
     assert result.status.champion.version == "v1"
 
     _, waiting = advance(resource, offered, observe(served={CHAMPION: 50, CANDIDATE: 50}), later(200))
@@ -343,7 +355,7 @@ def test_deleting_the_candidate_while_benchmarking_ends_the_rollout() -> None:
 @pytest.mark.parametrize(
     ("steps", "step_before", "step_after", "weight"),
     [
-        ([{"weight": 20}, {"weight": 60}, {"weight": 100}], 1, 1, 60),  # same count, new weights
+        ([{"weight": 20}, {"weight": 60}, {"weight": 90}], 1, 1, 60),  # same count, new weights
         ([{"weight": 30}], 1, 0, 30),  # fewer steps than the current index: the last one
         ([{"weight": 5}, {"weight": 25}, {"weight": 50}, {"weight": 75}], 1, 1, 25),
     ],
@@ -353,7 +365,7 @@ def test_changing_the_steps_mid_canary_keeps_the_step_and_takes_its_new_weight(
 ) -> None:
     offered = [candidate()]
     resource = in_phase(Phase.CANARY)
-    resource, _ = advance(resource, offered, observe(online=Verdict.CONTINUE), later(31))
+    resource, _ = advance(resource, offered, observe(online=Verdict.PROMOTE), later(31))
     assert resource.status.canary.step == step_before
     changed = deployment(resource.status, rollout={"steps": steps})
     changed.metadata.generation = 2
@@ -371,7 +383,7 @@ def test_changing_the_steps_mid_canary_keeps_the_step_and_takes_its_new_weight(
 def test_switching_to_manual_mid_rollout_lets_the_running_rollout_finish() -> None:
     resource = in_phase(Phase.CANARY)
     manual = deployment(resource.status, replacement={"mode": "manual"})
-    _, result = advance(manual, [candidate()], observe(online=Verdict.CONTINUE), later(31))
+    _, result = advance(manual, [candidate()], observe(online=Verdict.PROMOTE), later(31))
     assert (result.status.phase, result.status.canary.step) == (Phase.CANARY, 1)
 
 
