@@ -486,3 +486,44 @@ def test_revision_names_stay_dns_labels() -> None:
     assert revision_name("medical", "v2") == "medical-v2"
     long = revision_name("d" * 60, "v" * 60)
     assert len(long) == 63 and long != revision_name("d" * 60, "v" * 59 + "w")
+
+
+# --- progress deadlines -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidate_state", "doing"),
+    [(RevisionState.LOADING, "loading"), (RevisionState.READY, "benchmarking")],
+)
+def test_a_candidate_still_loading_or_benchmarking_past_the_deadline_fails(candidate_state, doing) -> None:
+    resource = in_phase(Phase.BENCHMARKING, rollout={"progressDeadline": "2m"})
+    observations = observe({**healthy(CHAMPION), **healthy(CANDIDATE, state=candidate_state)})
+    _, waiting = advance(resource, [candidate()], observations, later(119))
+    assert waiting.status.phase == Phase.BENCHMARKING and waiting.requeue_after == pytest.approx(1)
+    _, result = advance(resource, [candidate()], observations, later(121))
+    status = result.status
+    assert (status.phase, status.champion.version, status.candidate) == (Phase.REJECTED, "v1", None)
+    assert (status.history[0].reason, status.history[0].message) == (
+        "ProgressDeadlineExceeded",
+        f"still {doing} after 2m",
+    )
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100})]  # the champion keeps serving
+    assert RemoveRevision(CANDIDATE) in result.actions
+    assert actions_of(result, UpdateCandidateStatus)[0].phase == Phase.FAILED
+
+
+def test_a_champion_not_ready_by_the_deadline_is_failed_until_it_serves() -> None:
+    resource, _ = advance(deployment(), [], observe({}))
+    loading = observe(healthy(CHAMPION, state=RevisionState.LOADING))
+    resource, result = advance(resource, [], loading, later(601))
+    assert result.status.phase == Phase.FAILED
+    assert [event.reason for event in actions_of(result, EmitEvent)] == ["ProgressDeadlineExceeded"]
+    _, result = advance(resource, [], observe(healthy(CHAMPION)), later(700))
+    assert result.status.phase == Phase.SERVING
+
+
+def test_the_phase_start_is_kept_in_status() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    assert resource.status.phase_since == format_time(NOW)
+    _, result = advance(resource, [candidate()], observe(offline=Verdict.PROMOTE), later(5))
+    assert (result.status.phase, result.status.phase_since) == (Phase.CANARY, format_time(later(5)))
