@@ -6,13 +6,17 @@ from datetime import timedelta
 
 import pytest
 
+from baton.analysis.outcome import GateOutcome
 from baton.api import Phase, Verdict
-from baton.api.decision import Gate
+from baton.api.decision import Evidence, Gate
 from baton.rollout import (
     APPROVAL_ANNOTATION,
     DeployRevision,
     EmitEvent,
+    Observations,
     ObserveCanary,
+    OfflineResult,
+    OnlineResult,
     RemoveRevision,
     RunBenchmark,
     SetWeights,
@@ -527,3 +531,62 @@ def test_the_phase_start_is_kept_in_status() -> None:
     assert resource.status.phase_since == format_time(NOW)
     _, result = advance(resource, [candidate()], observe(offline=Verdict.PROMOTE), later(5))
     assert (result.status.phase, result.status.phase_since) == (Phase.CANARY, format_time(later(5)))
+
+
+# --- the decision record ------------------------------------------------------------------------
+
+
+def _with_evidence(verdict: Verdict, gate: Gate, test: str) -> GateOutcome:
+    evidence = Evidence(test=test, n_champion=100, n_candidate=100, effect=0.1, ci_low=0.05, ci_high=0.15)
+    return GateOutcome(verdict, gate, f"{test}-passed", "with evidence", (evidence,))
+
+
+def test_the_candidate_keeps_its_whole_record_and_the_history_a_summary() -> None:
+    offered = [candidate()]
+    resource = in_phase(Phase.BENCHMARKING)
+    offline = OfflineResult(
+        CANDIDATE, ("medical-qa",), _with_evidence(Verdict.PROMOTE, Gate.OFFLINE, "mcnemar-exact")
+    )
+    resource, _ = advance(
+        resource, offered, Observations(revisions=healthy(CHAMPION, CANDIDATE), offline=offline)
+    )
+    for step in range(3):
+        online = OnlineResult(
+            CANDIDATE, step, 100, _with_evidence(Verdict.PROMOTE, Gate.ONLINE, "msprt"), later(200)
+        )
+        observations = Observations(revisions=healthy(CHAMPION, CANDIDATE), online=online)
+        resource, _ = advance(resource, offered, observations, later(31 * (step + 1)))
+    resource, done = advance(resource, offered, observe(), later(200))
+    assert done.status.phase == Phase.PROMOTED
+    (update,) = actions_of(done, UpdateCandidateStatus)
+    assert [(d.gate, d.reason) for d in update.record] == [
+        (Gate.OFFLINE, "mcnemar-exact-passed"),
+        *[(Gate.ONLINE, "msprt-passed")] * 3,
+        (Gate.ONLINE, "AllGatesPassed"),
+    ]
+    assert all(d.evidence for d in update.record)  # n, effect, interval of every step are kept
+    assert "step 2/3 at 50%" in update.record[2].message
+    assert update.decision == update.record[-1] and update.decision.evidence
+    assert done.status.history[0].evidence == [] and done.status.history[0].reason == "AllGatesPassed"
+    shown = candidate(
+        status={
+            "phase": "Promoted",
+            "message": update.message,
+            "decision": update.decision.to_wire(),
+            "record": [d.to_wire() for d in update.record],
+        }
+    )
+    _, again = advance(resource, [shown], observe(healthy(CANDIDATE)), later(201))
+    assert not actions_of(again, UpdateCandidateStatus)  # level-triggered: nothing left to write
+
+
+def test_a_record_lost_in_a_crash_reaches_the_candidate_even_after_the_next_rollout_began() -> None:
+    first, second = candidate("v2"), candidate("v3", created="2026-11-29T05:30:00Z")
+    resource = in_phase(Phase.BENCHMARKING)
+    resource, _ = advance(resource, [first, second], observe(offline=Verdict.REJECT))
+    assert resource.status.record[-1].verdict == Verdict.REJECT
+    # The shell crashed before writing medical-v2's status; the next reconcile starts v3 at once.
+    _, result = advance(resource, [first, second], observe(healthy(CHAMPION)))
+    assert result.status.candidate.version == "v3" and result.status.record == []
+    (update,) = [u for u in actions_of(result, UpdateCandidateStatus) if u.candidate == "medical-v2"]
+    assert update.phase == Phase.REJECTED and [d.verdict for d in update.record] == [Verdict.REJECT]
