@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from baton.analysis.outcome import GateOutcome
-from baton.api import Phase, Verdict
+from baton.api import ModelPool, Phase, Verdict
 from baton.api.decision import Evidence, Gate
 from baton.rollout import (
     APPROVAL_ANNOTATION,
@@ -27,6 +27,7 @@ from baton.rollout import (
     revision_name,
 )
 from baton.rollout.model import RevisionState
+from baton.rollout.render import render_pool
 from tests.unit.rollout.helpers import (
     CANDIDATE,
     CHAMPION,
@@ -35,6 +36,7 @@ from tests.unit.rollout.helpers import (
     advance,
     candidate,
     deployment,
+    deployment_doc,
     healthy,
     in_phase,
     later,
@@ -590,3 +592,107 @@ def test_a_record_lost_in_a_crash_reaches_the_candidate_even_after_the_next_roll
     assert result.status.candidate.version == "v3" and result.status.record == []
     (update,) = [u for u in actions_of(result, UpdateCandidateStatus) if u.candidate == "medical-v2"]
     assert update.phase == Phase.REJECTED and [d.verdict for d in update.record] == [Verdict.REJECT]
+
+
+# --- the bake after a promotion -----------------------------------------------------------------
+
+
+def _baking(bake_time: str = "60s"):
+    """A deployment driven through a passing canary and a served promotion into its bake."""
+    offered = [candidate()]
+    rollout = deployment_doc()["spec"]["rollout"] | {"bakeTime": bake_time}
+    resource, _ = _through_the_steps(in_phase(Phase.CANARY, rollout=rollout), offered)
+    resource, result = advance(resource, offered, observe(served={CHAMPION: 0, CANDIDATE: 100}), later(200))
+    return resource, result
+
+
+def _bake_sample(verdict: Verdict, read_at) -> Observations:
+    # During the bake the new champion is the "candidate" arm and the previous one the "champion" arm.
+    online = OnlineResult(CANDIDATE, 3, 100, _with_evidence(verdict, Gate.ONLINE, "msprt"), read_at)
+    return Observations(revisions=healthy(CHAMPION, CANDIDATE), online=online)
+
+
+def test_after_a_promotion_the_previous_champion_stays_loaded_and_mirrored_for_the_bake() -> None:
+    resource, result = _baking()
+    status = result.status
+    assert (status.phase, status.champion.version, status.previous.version) == (Phase.BAKING, "v2", "v1")
+    assert actions_of(result, SetWeights) == [SetWeights({CANDIDATE: 100, CHAMPION: 0}, shadow=CHAMPION)]
+    assert not actions_of(result, RemoveRevision)
+    assert [d.verdict for d in status.history] == [Verdict.PROMOTE]
+    assert actions_of(result, UpdateCandidateStatus)[0].phase == Phase.BAKING
+    _, watching = advance(resource, [candidate()], observe(), later(210))
+    since = resource.status.phase_since
+    until = format_time(parse_time(since) + timedelta(seconds=60))
+    assert actions_of(watching, ObserveCanary) == [
+        ObserveCanary(CHAMPION, CANDIDATE, 3, since, until, CHAMPION)
+    ]
+
+
+def test_a_regression_during_the_bake_rolls_back_to_the_previous_champion() -> None:
+    offered = [candidate()]
+    resource, _ = _baking()
+    resource, result = advance(resource, offered, _bake_sample(Verdict.REJECT, later(210)), later(210))
+    status = result.status
+    assert (status.phase, status.champion.version, status.candidate.version) == (
+        Phase.ROLLING_BACK,
+        "v1",
+        "v2",
+    )
+    assert actions_of(result, SetWeights) == [SetWeights({CHAMPION: 100, CANDIDATE: 0})]
+    resource, done = advance(resource, offered, observe(served={CHAMPION: 100, CANDIDATE: 0}), later(211))
+    status = done.status
+    assert (status.phase, status.champion.version, status.candidate, status.previous) == (
+        Phase.ROLLED_BACK,
+        "v1",
+        None,
+        None,
+    )
+    assert [d.verdict for d in status.history] == [Verdict.REJECT, Verdict.PROMOTE]
+    assert RemoveRevision(CANDIDATE) in done.actions
+    assert actions_of(done, UpdateCandidateStatus)[0].phase == Phase.ROLLED_BACK
+    _, later_on = advance(resource, offered, observe(healthy(CHAMPION)), later(300))
+    assert later_on.status.candidate is None  # a version rolled back after its bake is not offered again
+
+
+def test_a_bake_without_a_regression_removes_the_previous_champion() -> None:
+    offered = [candidate()]
+    resource, _ = _baking()
+    resource, result = advance(resource, offered, _bake_sample(Verdict.PROMOTE, later(205)), later(205))
+    assert result.status.phase == Phase.BAKING  # the bake time is a minimum
+    bake_ends = parse_time(resource.status.phase_since) + timedelta(seconds=60)
+    _, done = advance(resource, offered, _bake_sample(Verdict.PROMOTE, bake_ends), bake_ends)
+    assert (done.status.phase, done.status.champion.version, done.status.previous) == (
+        Phase.PROMOTED,
+        "v2",
+        None,
+    )
+    assert RemoveRevision(CHAMPION) in done.actions
+    assert done.status.record[-1].reason == "BakePassed"
+    assert [event.type for event in actions_of(done, EmitEvent)] == ["Normal"]
+
+
+def test_a_bake_that_could_not_compare_keeps_the_promotion_and_says_so() -> None:
+    offered = [candidate()]
+    resource, _ = _baking()
+    overdue = parse_time(resource.status.phase_since) + timedelta(seconds=60 + 601)
+    _, done = advance(resource, offered, observe(), overdue)
+    assert (done.status.phase, done.status.champion.version) == (Phase.PROMOTED, "v2")
+    assert done.status.record[-1].reason == "BakeUnobserved"
+    assert [(event.type, event.reason) for event in actions_of(done, EmitEvent)] == [
+        ("Warning", "BakeUnobserved")
+    ]
+
+
+def test_the_renderer_serves_the_bake_split() -> None:
+    resource, _ = _baking()
+    pool = ModelPool.model_validate(
+        {
+            "apiVersion": "baton.dev/v1alpha1",
+            "kind": "ModelPool",
+            "metadata": {"name": "cpu-small"},
+            "spec": {},
+        }
+    )
+    (spec,) = render_pool(pool, [resource]).config.deployments
+    assert [revision.name for revision in spec.revisions] == [CANDIDATE, CHAMPION]
+    assert (spec.route.weights, spec.route.shadow) == ({CANDIDATE: 100.0, CHAMPION: 0.0}, CHAMPION)
