@@ -5,10 +5,11 @@ the fail-closed combination (`baton.analysis.decision`); this module only says w
 field of the spec asks for. Both shells call it, the operator and `baton up`, so a spec is judged
 the same way wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
 
-An online metric is a guardrail: it passes once each arm has `minSamples` valid samples in the
-window and the anytime-valid test has not shown the candidate worse (nor its bound breached); the
-offline benchmark is what shows a candidate better. Below `minSamples` it is still collecting,
-which the step decision never takes for a pass.
+An online metric is a guardrail: it rejects as soon as the anytime-valid test shows the candidate
+worse, and passes only once each arm has `minSamples` valid samples in the window and the test
+shows the candidate no worse than a small tolerance (nor its bound breached). Short of that it is
+still collecting, which the step decision never takes for a pass. The offline benchmark is what
+shows a candidate better; a guardrail only shows that it is not worse.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from baton.analysis.decision import decide
 from baton.analysis.measurements import BenchmarkResult, Measurement
 from baton.analysis.offline import OfflinePolicy, offline_gate
 from baton.analysis.online import (
-    MSPRT_TEST_NAME,
     ArmStats,
     MetricKind,
     SequentialState,
@@ -31,7 +31,7 @@ from baton.analysis.online import (
 from baton.analysis.outcome import GateOutcome
 from baton.analysis.sanity import SanityLimits, threshold_gate
 from baton.api.candidate import BenchmarkScore
-from baton.api.decision import Evidence, Gate, Verdict
+from baton.api.decision import Gate, Verdict
 from baton.api.deployment import AnalysisSpec, OnlineMetric
 from baton.api.deployment import MetricKind as SpecMetricKind
 
@@ -41,6 +41,11 @@ MIXTURE_SD = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.LATENCY: 0.05, Spe
 # Latency differs between versions for reasons that are not regressions (answer length, a busy
 # laptop): the candidate is judged worse only when shown slower by more than this share.
 LATENCY_MARGIN_SHARE = 0.2
+# How much worse than the champion a candidate may be shown to be at most, for a guardrail to pass:
+# two points of error rate, five points of schema validity (latency: LATENCY_MARGIN_SHARE of the
+# champion's mean). A candidate is rejected as soon as it is shown worse at all (latency: by more
+# than that share), and passes only once shown within the tolerance, never for lack of evidence.
+TOLERANCE = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.VALIDITY: 0.05}
 
 
 def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResult]) -> GateOutcome:
@@ -159,7 +164,7 @@ def _metric_outcome(
         margin=margin,
         min_samples=analysis.min_samples,
     )
-    guardrail = _guardrail(test, arms[0], arms[1], higher_is_better)
+    guardrail = _guardrail(test, arms[0], arms[1], higher_is_better, TOLERANCE.get(kind, margin))
     if metric.max_value is None or guardrail.verdict == Verdict.CONTINUE:
         return guardrail
     bound = threshold_gate(
@@ -171,29 +176,23 @@ def _metric_outcome(
 
 
 def _guardrail(
-    test: SequentialTest, champion: ArmStats, candidate: ArmStats, higher_is_better: bool
+    test: SequentialTest, champion: ArmStats, candidate: ArmStats, higher_is_better: bool, tolerance: float
 ) -> GateOutcome:
-    """The sequential test read as a guardrail: an undecided test on `min_samples` per arm is a pass.
+    """Reject once the candidate is shown worse (by more than the test's margin); pass once each arm
+    has `min_samples` and the candidate is shown no worse than `tolerance`; otherwise still collecting.
 
     Both arms without spread (every latency in one histogram bucket) leave the test without a
     variance: then the means are compared as they are.
     """
     sequential = assess(test, SequentialState(champion=champion, candidate=candidate, looks=1))
-    if sequential.verdict != Verdict.CONTINUE or min(champion.n, candidate.n) < test.min_samples:
+    if sequential.verdict == Verdict.REJECT or min(champion.n, candidate.n) < test.min_samples:
         return sequential
+    evidence = sequential.evidence[0].model_copy(update={"margin": tolerance})
     n = f"{candidate.n} candidate and {champion.n} champion samples"
-    if sequential.evidence[0].effect is None:
+    if evidence.effect is None:
         raw = candidate.mean - champion.mean
         effect = raw if higher_is_better else -raw
-        evidence = Evidence(
-            test=MSPRT_TEST_NAME,
-            metric=test.metric,
-            n_champion=champion.n,
-            n_candidate=candidate.n,
-            effect=effect,
-            alpha=test.alpha,
-            margin=test.margin,
-        )
+        evidence = evidence.model_copy(update={"effect": effect})
         if effect < -test.margin:
             return GateOutcome(
                 Verdict.REJECT,
@@ -202,17 +201,27 @@ def _guardrail(
                 f"{test.metric}: candidate worse without any spread in either arm ({n})",
                 (evidence,),
             )
+        shown = effect >= -tolerance
+    else:
+        assert evidence.ci_low is not None
+        shown = evidence.ci_low > -tolerance
+    interval = (
+        f"effect {evidence.effect:.4g}"
+        if evidence.ci_low is None
+        else f"effect {evidence.effect:.4g}, anytime interval [{evidence.ci_low:.4g}, {evidence.ci_high:.4g}]"
+    )
+    if shown:
         return GateOutcome(
             Verdict.PROMOTE,
             Gate.ONLINE,
             "NoRegression",
-            f"{test.metric}: no spread, not worse ({n})",
+            f"{test.metric}: shown at most {tolerance:.3g} worse than the champion on {n} ({interval})",
             (evidence,),
         )
     return GateOutcome(
-        Verdict.PROMOTE,
+        Verdict.CONTINUE,
         Gate.ONLINE,
-        "NoRegression",
-        f"{test.metric}: not shown worse than the champion on {n}",
-        sequential.evidence,
+        "CollectingSamples",
+        f"{test.metric}: not yet shown within {tolerance:.3g} of the champion on {n} ({interval})",
+        (evidence,),
     )

@@ -46,7 +46,7 @@ BENCHMARK = "medical-qa"
 ITEMS = tuple(BenchmarkItem(id=f"q{index}", prompt="dose?", expected="5 mg") for index in range(200))
 SPEC = BenchmarkSpec(domain="medical", inline=list(ITEMS[:1]), scorer={"type": "exact"})
 ERROR_RATE = {"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}
-HEALTHY_TRAFFIC = (ArmSamples(requests=900), ArmSamples(requests=100))
+HEALTHY_TRAFFIC = (ArmSamples(requests=2700), ArmSamples(requests=300))
 
 Sampler = Callable[[ModelDeployment, int, datetime], GateOutcome]
 
