@@ -116,9 +116,11 @@ def test_printer_columns_show_status_written_through_the_status_subresource(exam
 def test_kubectl_explain_prints_field_descriptions(baton_crds):
     rollout = ok(baton_crds.kubectl("explain", "modeldeployment.spec.rollout"))
     assert "Canary strategy." in rollout
-    assert "steps" in rollout and "weights strictly increasing within 1..100" in rollout
+    assert "steps" in rollout and "weights strictly increasing within 1..99" in rollout
     weight = ok(baton_crds.kubectl("explain", "md.spec.rollout.steps.weight"))
-    assert "Percent of live traffic sent to the candidate." in weight
+    assert "Percent of live traffic sent to the candidate" in " ".join(weight.split())
+    ungated = ok(baton_crds.kubectl("explain", "md.spec.analysis.ungated"))
+    assert "no gate" in " ".join(ungated.split())
     digest = ok(baton_crds.kubectl("explain", "modelcandidate.spec.artifact.digest"))
     assert "sha256" in digest
 
