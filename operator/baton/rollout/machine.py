@@ -70,6 +70,7 @@ from baton.rollout.model import (
     EmitEvent,
     Observations,
     ObserveCanary,
+    OnlineResult,
     ReconcileResult,
     RemoveRevision,
     RevisionState,
@@ -414,24 +415,12 @@ def _canary(context: _Context, status: ModelDeploymentStatus) -> _Step:
     observe = ObserveCanary(
         champion.revision, candidate.revision, step, canary.step_started_at, format_time(step_ends)
     )
-    online = context.observations.online
-    if online is not None and (online.candidate != candidate.revision or online.step != step):
-        online = None
-    window = Window(
-        ended=online is not None and min(online.observed_at, context.now) >= step_ends,
-        requests=online.candidate_requests if online else 0,
-        min_requests=steps[step].min_requests,
-        overdue=_overdue(context, format_time(step_ends)),
-    )
+    online = _sample_of(context, observe)
+    window = _window(context, online, step_ends, steps[step].min_requests)
     verdict = step_verdict(online.outcome if online else None, window)
-    decision = verdict.to_decision(candidate=candidate.version, time=context.stamp)
     if verdict.verdict == Verdict.CONTINUE:
-        # The shell samples the running step on its own cadence (and right after `until`); the
-        # requeue only makes sure the pause's end and the deadline are noticed without a sample.
-        wake = (step_ends - context.now).total_seconds()
-        return _Step(
-            status, (observe,), wake if wake > 0 else _until_overdue(context, format_time(step_ends))
-        )
+        return _keep_watching(context, status, observe, step_ends)
+    decision = verdict.to_decision(candidate=candidate.version, time=context.stamp)
     where = f"step {step + 1}/{len(steps)} at {steps[step].weight}%"
     decision = decision.model_copy(update={"message": f"{where}: {decision.message}"})
     if verdict.verdict != Verdict.PROMOTE:
@@ -504,20 +493,11 @@ def _baking(context: _Context, status: ModelDeploymentStatus) -> _Step:
     observe = ObserveCanary(
         previous.revision, champion.revision, step, started, format_time(bake_ends), previous.revision
     )
-    online = context.observations.online
-    if online is not None and (online.candidate != champion.revision or online.step != step):
-        online = None
-    window = Window(
-        ended=online is not None and min(online.observed_at, context.now) >= bake_ends,
-        overdue=_overdue(context, format_time(bake_ends)),
-    )
-    verdict = bake_verdict(online.outcome if online else None, window)
-    decision = verdict.to_decision(candidate=champion.version, time=context.stamp)
+    online = _sample_of(context, observe)
+    verdict = bake_verdict(online.outcome if online else None, _window(context, online, bake_ends))
     if verdict.verdict == Verdict.CONTINUE:
-        wake = (bake_ends - context.now).total_seconds()
-        return _Step(
-            status, (observe,), wake if wake > 0 else _until_overdue(context, format_time(bake_ends))
-        )
+        return _keep_watching(context, status, observe, bake_ends)
+    decision = verdict.to_decision(candidate=champion.version, time=context.stamp)
     decision = decision.model_copy(update={"message": f"bake against {previous.version}: {decision.message}"})
     if verdict.verdict == Verdict.REJECT:
         # Back to the previous champion: it takes the traffic again, the regressed one is removed.
@@ -577,6 +557,33 @@ def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision
 
 def _weights(context: _Context, status: ModelDeploymentStatus) -> SetWeights:
     return traffic_split(context.deployment.spec, status)
+
+
+def _sample_of(context: _Context, observe: ObserveCanary) -> OnlineResult | None:
+    """The shell's latest live sample of this window (one of another step or candidate is none)."""
+    online = context.observations.online
+    if online is None or (online.candidate, online.step) != (observe.candidate, observe.step):
+        return None
+    return online
+
+
+def _window(context: _Context, online: OnlineResult | None, ends: datetime, min_requests: int = 0) -> Window:
+    """Where a window that ends at `ends` stands; a sample covers it only if read after its end."""
+    return Window(
+        ended=online is not None and min(online.observed_at, context.now) >= ends,
+        requests=online.candidate_requests if online else 0,
+        min_requests=min_requests,
+        overdue=_overdue(context, format_time(ends)),
+    )
+
+
+def _keep_watching(
+    context: _Context, status: ModelDeploymentStatus, observe: ObserveCanary, ends: datetime
+) -> _Step:
+    # The shell samples a running window on its own cadence (and right after `until`); the requeue
+    # only makes sure its end and its deadline are noticed even without a sample.
+    wake = (ends - context.now).total_seconds()
+    return _Step(status, (observe,), wake if wake > 0 else _until_overdue(context, format_time(ends)))
 
 
 def _record(status: ModelDeploymentStatus, decision: Decision) -> Decision:
