@@ -374,7 +374,10 @@ class LocalRuntime:
         candidate = candidate.model_copy(update={"status": status})
         self.candidates[update.candidate] = candidate
         self.store.write_object(candidate)
-        if update.decision is not None and update.phase in FINAL_CANDIDATE_PHASES:
+        # A candidate's outcome is final for its version: it is logged once, when it first ends (a
+        # later update only completes the record shown with it).
+        ended = update.phase in FINAL_CANDIDATE_PHASES and previous.phase not in FINAL_CANDIDATE_PHASES
+        if update.decision is not None and ended:
             self.store.record_decision(deployment, update.decision, final=True)
 
     # --- candidates --------------------------------------------------------------------------
