@@ -56,6 +56,7 @@ from baton.rollout import (
     UpdateCandidateStatus,
     format_time,
     merge_conditions,
+    next_sample_delay,
     parse_duration,
     parse_time,
     reconcile,
@@ -366,6 +367,7 @@ class Controller:
             message=action.message,
             decision=action.decision,
             scores=previous.get("scores", []),
+            record=action.record if action.record is not None else previous.get("record", []),
         ).to_wire()
         await asyncio.to_thread(
             self.kube.patch_status, "modelcandidates", namespace, action.candidate, status
@@ -451,7 +453,7 @@ class Controller:
             # A sample of an earlier step or candidate was read before this step began, so it
             # counts as read before this step's end, like no sample at all.
             read_before = previous.observed_at if previous else None
-            delay = gates.next_sample_delay(read_before, started, self.clock(), parse_time(action.until))
+            delay = next_sample_delay(read_before, started, self.clock(), parse_time(action.until))
             self.enqueue_later((DEPLOYMENT, namespace, name), delay)
 
         self.running[key] = asyncio.get_running_loop().create_task(run())

@@ -16,7 +16,6 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -26,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from baton.analysis import ArmStats, GateOutcome, decide, evaluation_failed
 from baton.analysis import gates as analysis_gates
 from baton.analysis.gates import ArmSamples, benchmark_scores
+from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, Measurement
 from baton.analysis.online import counter_increase
-from baton.analysis.providers import Measurement
-from baton.analysis.providers.benchmark import BenchmarkResult, BenchmarkRun, BenchmarkRunner
+from baton.analysis.providers.benchmark import BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.api import Benchmark, ModelDeployment, Verdict
 from baton.api.benchmark import BenchmarkItem
@@ -36,28 +35,13 @@ from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate
 from baton.api.deployment import MetricProvider
 from baton.k8s.kube import Kube
-from baton.rollout import ObserveCanary, RunBenchmark, closes_step
+from baton.rollout import ObserveCanary, RunBenchmark
 from baton_serving.metrics import CLIENT_ENDPOINTS
 
-CANARY_SAMPLE_INTERVAL_S = 2.0
 # One client for the frequent reads of the pools' ingresses (revision statuses every second, canary
 # samples every 2 s): `httpx.get` builds a client, and with it a TLS context from the CA bundle, per
 # call, which was a third of the operator's CPU at 1,000 deployments (py-spy).
 _DATA_PLANE = httpx.Client(timeout=10.0)
-
-
-def next_sample_delay(
-    previous: datetime | None, started: datetime, finished: datetime, step_ends: datetime
-) -> float:
-    """Seconds until the canary step is looked at again, after a sample read from `started` to `finished`.
-
-    `previous` is when the sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
-    step runs, so a violation stops it early; at once when the pause has ended since the sample
-    began (the step's verdict waits for a sample read after its end) or when this is that sample.
-    """
-    if started >= step_ends:
-        return 0.0 if closes_step(step_ends, started, previous) else CANARY_SAMPLE_INTERVAL_S
-    return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 from rich.console import Console
 
 from baton.analysis.gates import benchmark_scores, offline_outcome, online_outcome
-from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
+from baton.analysis.measurements import BenchmarkRun
+from baton.analysis.providers.benchmark import BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import evaluation_failed
 from baton.api import (
@@ -365,6 +366,7 @@ class LocalRuntime:
                 "phase": update.phase,
                 "message": update.message,
                 "decision": update.decision or previous.decision,
+                "record": list(update.record) if update.record is not None else previous.record,
                 "observed_generation": candidate.metadata.generation,
                 "scores": self._scores.get(revision, previous.scores),
             }
@@ -372,7 +374,10 @@ class LocalRuntime:
         candidate = candidate.model_copy(update={"status": status})
         self.candidates[update.candidate] = candidate
         self.store.write_object(candidate)
-        if update.decision is not None and update.phase in FINAL_CANDIDATE_PHASES:
+        # A candidate's outcome is final for its version: it is logged once, when it first ends (a
+        # later update only completes the record shown with it).
+        ended = update.phase in FINAL_CANDIDATE_PHASES and previous.phase not in FINAL_CANDIDATE_PHASES
+        if update.decision is not None and ended:
             self.store.record_decision(deployment, update.decision, final=True)
 
     # --- candidates --------------------------------------------------------------------------

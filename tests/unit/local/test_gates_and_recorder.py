@@ -90,12 +90,18 @@ def test_a_failing_candidate_is_rejected_by_the_error_rate():
     assert {evidence.metric for evidence in outcome.evidence} == {"error-rate"}
 
 
-def test_equal_healthy_arms_keep_the_canary_going():
-    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=200))
-    assert outcome.verdict == Verdict.CONTINUE
-    assert outcome.evidence[0].n_candidate == 200
+def test_equal_healthy_arms_pass_the_guardrail_once_shown_within_its_tolerance():
+    outcome = online_outcome(analysis(), ArmSamples(requests=400), ArmSamples(requests=400))
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoRegression")
+    assert outcome.evidence[0].n_candidate == 400
+    # not yet shown within the tolerance: still collecting, never a pass for lack of evidence
+    outcome = online_outcome(analysis(), ArmSamples(requests=100), ArmSamples(requests=100))
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "CollectingSamples")
+    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=10))
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "CollectingSamples")  # never a pass
 
 
-def test_no_metrics_is_an_explicit_continue():
-    outcome = online_outcome(AnalysisSpec(), ArmSamples(), ArmSamples())
-    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+def test_no_metrics_leaves_the_decision_to_the_other_gates():
+    gated = AnalysisSpec(benchmarks=[{"name": "medical-qa"}])
+    outcome = online_outcome(gated, ArmSamples(), ArmSamples())
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoOnlineMetrics")

@@ -13,17 +13,11 @@ import yaml
 
 from baton.api import ModelPool, ModelSource, Phase, Verdict
 from baton.k8s.controller import Controller, Settings, newer
-from baton.k8s.gates import (
-    CANARY_SAMPLE_INTERVAL_S,
-    Counts,
-    next_sample_delay,
-    online_outcome,
-    window_samples,
-)
+from baton.k8s.gates import Counts, online_outcome, window_samples
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service, serve_config
 from baton.k8s.sources import DigestCache, candidate_manifest, discover, version_and_quantization
-from baton.rollout import ObserveCanary
+from baton.rollout import CANARY_SAMPLE_INTERVAL_S, ObserveCanary, next_sample_delay
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, NOW, deployment, in_phase
@@ -157,7 +151,7 @@ def test_directory_discovery_pins_digests(tmp_path: Path) -> None:
 
 
 def _canary_outcome(metrics: list[dict], before: Counts, after: Counts):
-    resource = deployment(analysis={"metrics": metrics})
+    resource = deployment(analysis={"benchmarks": [{"name": "medical-qa"}], "metrics": metrics})
     action = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z", "2026-11-29T06:00:30.000Z")
     return online_outcome(resource, action, before, after)
 
@@ -173,9 +167,9 @@ def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_beg
 
     outcome, requests = _canary_outcome(metric, before, after(40))
     assert (outcome.verdict, outcome.reason, requests) == (Verdict.REJECT, "CanaryWorse", 400)
-    # no error on either side: no violation, but not yet evidence of non-inferiority either
+    # no error on either side, minSamples per arm: the guardrail holds (the offline gate showed "better")
     outcome, _ = _canary_outcome(metric, before, after(0))
-    assert outcome.verdict == Verdict.CONTINUE
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoRegression")
 
 
 def test_online_latency_is_judged_on_the_histogram_buckets_of_both_arms() -> None:
@@ -206,7 +200,7 @@ def test_online_gate_fails_closed_without_data_or_without_prometheus() -> None:
     outcome, _ = _canary_outcome(prometheus, nothing, nothing)
     assert outcome.verdict == Verdict.INCONCLUSIVE
     outcome, _ = _canary_outcome([], nothing, nothing)
-    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoOnlineMetrics")
 
 
 def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:
