@@ -130,7 +130,16 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
             "apiVersion": "baton.dev/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "medical"},
-            "spec": {"domain": "medical", "pool": "cpu", "model": {"version": "v1", "artifact": artifact}},
+            "spec": {
+                "domain": "medical",
+                "pool": "cpu",
+                "model": {"version": "v1", "artifact": artifact},
+                "analysis": {
+                    "benchmarks": [{"name": "medical-routing"}],
+                    "minSamples": 20,
+                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
+                },
+            },
         },
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
