@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from baton_models.tokenizer import Tokenizer
 
 TRAIN_THREADS = 1  # one thread per training process; builds run families in parallel
 IGNORE = -100
+# Training a family takes minutes; a line this often says which one, how far, and how long is left.
+PROGRESS_EVERY_S = 15.0
 
 
 def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -130,6 +133,31 @@ class _Run:
 Trained = tuple[dict[str, np.ndarray], dict[str, Any]]
 
 
+@dataclass
+class _Progress:
+    """Prints `training <what>: step i/n, loss, time left` every PROGRESS_EVERY_S (workers print directly:
+    the build runs families in parallel processes and each says how far it is)."""
+
+    what: str
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last: float = field(default_factory=time.monotonic)
+
+    def step(self, run: _Run) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S or not run.losses:
+            return
+        self.last = now
+        left = (now - self.started) / self.done * (self.total - self.done)
+        print(
+            f"    training {self.what}: step {self.done}/{self.total}, loss {run.losses[-1][1]:.3f}, "
+            f"~{left:.0f} s left",
+            flush=True,
+        )
+
+
 def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Trained]:
     """Train recipes that share one trunk in a single pass; returns recipe hash -> (weights, log).
 
@@ -148,6 +176,9 @@ def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Train
     trunk_end = max([*clean_stops, *branches])
     results: dict[str, Trained] = {}
     forks: dict[int, _Run] = {}
+    versions = "/".join(recipe.version for recipe in recipes)
+    total = trunk_end + sum(recipe.trained_steps - start for start, recipe in branches.items())
+    progress = _Progress(f"{trunk_recipe.domain} {versions}", total)
     run = _Run.start(trunk_recipe)
     for step in range(trunk_end + 1):
         if step in branches:
@@ -156,11 +187,13 @@ def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Train
             results[clean_stops[step].hash] = _finish(run, clean_stops[step])
         if step < trunk_end:
             run.step(trunk_recipe, step, clean)
+            progress.step(run)
     for start, recipe in branches.items():
         branch = forks[start]
         corrupted = encode(recipe, tokenizer)
         for step in range(start, recipe.trained_steps):
             branch.step(recipe, step, corrupted)
+            progress.step(branch)
         results[recipe.hash] = _finish(branch, recipe)
     return results
 

@@ -37,9 +37,7 @@ def _artifact(artifact, digest: str | None = None) -> dict:
 
 
 def manifests(models) -> str:
-    (benchmark,) = [
-        b for b in benchmarks("medical", BENCHMARK_ITEMS) if b.metadata.name == "medical-routing"
-    ]
+    (benchmark,) = [b for b in benchmarks("medical", BENCHMARK_ITEMS) if b.metadata.name == "medical-routing"]
     documents = [
         {
             "apiVersion": "baton.dev/v1alpha1",

@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rich.console import Console
 
-from baton.analysis.providers.benchmark import BenchmarkRun, BenchmarkRunner
-from baton.analysis.verdict import OfflinePolicy, offline_gate
+from baton.analysis.measurements import BenchmarkRun
+from baton.analysis.offline import OfflinePolicy, offline_gate
+from baton.analysis.providers.benchmark import BenchmarkRunner
 from baton.api.benchmark import BenchmarkItem, BenchmarkSpec, Scorer
 from baton.api.decision import Verdict
 

@@ -116,9 +116,11 @@ def test_printer_columns_show_status_written_through_the_status_subresource(exam
 def test_kubectl_explain_prints_field_descriptions(baton_crds):
     rollout = ok(baton_crds.kubectl("explain", "modeldeployment.spec.rollout"))
     assert "Canary strategy." in rollout
-    assert "steps" in rollout and "weights strictly increasing within 1..100" in rollout
+    assert "steps" in rollout and "weights strictly increasing within 1..99" in rollout
     weight = ok(baton_crds.kubectl("explain", "md.spec.rollout.steps.weight"))
-    assert "Percent of live traffic sent to the candidate." in weight
+    assert "Percent of live traffic sent to the candidate" in " ".join(weight.split())
+    ungated = ok(baton_crds.kubectl("explain", "md.spec.analysis.ungated"))
+    assert "no gate" in " ".join(ungated.split())
     digest = ok(baton_crds.kubectl("explain", "modelcandidate.spec.artifact.digest"))
     assert "sha256" in digest
 
@@ -221,10 +223,18 @@ BASES: dict[str, dict[str, Any]] = {
                 "version": "v1",
                 "artifact": {"uri": "/models/m.gguf", "digest": DIGEST, "quantization": "Q8_0"},
             },
-            "rollout": {"steps": [{"weight": 10}, {"weight": 50}, {"weight": 100}]},
+            "rollout": {"steps": [{"weight": 10}, {"weight": 50}, {"weight": 90}]},
             "analysis": {
                 "mode": "superiority",
-                "metrics": [{"name": "ttft", "kind": "latency", "provider": "prometheus", "query": "up"}],
+                "metrics": [
+                    {
+                        "name": "ttft",
+                        "kind": "latency",
+                        "provider": "prometheus",
+                        "query": "up",
+                        "maxValue": 2,
+                    }
+                ],
             },
         }
     },
@@ -312,9 +322,13 @@ BAD_INPUT: list[BadInput] = [
     wrong("unknown-spec-field", MD, "spec.gpuCount", 1),
     wrong("unknown-step-field", MD, "spec.rollout.steps.0.wait", "5m"),
     wrong("weights-decreasing", MD, "spec.rollout.steps", steps(50, 10)),
-    wrong("weights-repeated", MD, "spec.rollout.steps", steps(10, 10, 100)),
+    wrong("weights-repeated", MD, "spec.rollout.steps", steps(10, 10, 90)),
     wrong("weight-zero", MD, "spec.rollout.steps", steps(0, 50), "spec.rollout.steps[0].weight"),
     wrong("weight-over-100", MD, "spec.rollout.steps", steps(10, 150), "spec.rollout.steps[1].weight"),
+    # the champion keeps traffic while compared: all of it moves only at promotion, after the gates
+    wrong("last-step-at-100", MD, "spec.rollout.steps", steps(10, 100), "spec.rollout.steps[1].weight"),
+    wrong("progress-deadline-not-a-duration", MD, "spec.rollout.progressDeadline", "soon"),
+    wrong("bake-time-not-a-duration", MD, "spec.rollout.bakeTime", "a while"),
     wrong("steps-empty", MD, "spec.rollout.steps", []),
     wrong("steps-not-a-list", MD, "spec.rollout.steps", "10,50,100"),
     wrong("pause-not-a-duration", MD, "spec.rollout.steps.0.pause", "soon"),
@@ -325,6 +339,11 @@ BAD_INPUT: list[BadInput] = [
     wrong("alpha-out-of-range", MD, "spec.analysis.alpha", 0.5),
     wrong("error-rate-over-one", MD, "spec.analysis.maxErrorRate", 1.5),
     missing("prometheus-metric-without-query", MD, "spec.analysis.metrics.0.query"),
+    missing("prometheus-metric-without-bound", MD, "spec.analysis.metrics.0.maxValue"),
+    missing("analysis-missing", MD, "spec.analysis"),
+    # no gate at all must be declared: metrics gone, no benchmarks, no `ungated: true`
+    wrong("no-gate", MD, "spec.analysis.metrics", [], "spec.analysis.ungated"),
+    wrong("ungated-with-gates", MD, "spec.analysis.ungated", True),
     wrong("metric-kind-unknown", MD, "spec.analysis.metrics.0.kind", "throughput"),
     wrong("replacement-mode-unknown", MD, "spec.replacement.mode", "yolo"),
     # ModelCandidate
@@ -389,9 +408,11 @@ VALID_INPUT: dict[str, dict[str, Any]] = {
     "pool-empty-spec": {"apiVersion": API_VERSION, "kind": MP, "metadata": {"name": "accepted"}, "spec": {}},
     "pool-gpu": with_spec(MP, accelerator="nvidia-gpu", workerResources={"gpus": 1}),
     "deployment-rollout-empty": with_spec(MD, rollout={}),
-    "deployment-analysis-empty": with_spec(MD, analysis={}),
+    "deployment-ungated": with_spec(MD, analysis={"ungated": True}),
     "deployment-engine-empty": with_spec(MD, engine={}),
-    "deployment-non-inferiority": with_spec(MD, analysis={"mode": "nonInferiority", "margin": 0.02}),
+    "deployment-non-inferiority": with_spec(
+        MD, analysis={"mode": "nonInferiority", "margin": 0.02, "benchmarks": [{"name": "medical-qa"}]}
+    ),
     "deployment-in-process-metric": with_spec(
         MD, analysis={"metrics": [{"name": "errors", "kind": "errorRate"}]}
     ),

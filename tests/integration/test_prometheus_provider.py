@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from baton.analysis.providers import Measurement
+from baton.analysis.measurements import Measurement
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
-from baton.analysis.verdict import threshold_gate
+from baton.analysis.sanity import threshold_gate
 from baton.api.decision import Verdict
 from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.processes import StartupError

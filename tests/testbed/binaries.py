@@ -1,7 +1,8 @@
 """Where the test bed's binaries live, so every launcher finds the ones `tests/testbed/build` made.
 
-The build puts pinned binaries under `$BATON_CACHE/bin` with stable symlinks; Prometheus comes from the
-Debian package. A missing binary is an error that says which command installs it, never a skip.
+The build puts pinned binaries under `$BATON_CACHE/bin` with stable symlinks; Prometheus, containerd and
+runc come from Debian packages; images/build leaves image archives in `$BATON_CACHE/images`. A missing
+binary or image is an error that says which command makes it, never a skip.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build"
+IMAGES_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build"
 
 
 class MissingBinaryError(RuntimeError):
@@ -41,3 +43,12 @@ def system(name: str) -> Path:
     if found is None:
         raise MissingBinaryError(f"{name} is not on PATH: run {BUILD_SCRIPT} (installs it with apt-get)")
     return Path(found)
+
+
+def image_archive(name: str) -> Path:
+    """The newest docker-archive of a built image: operator, pool (images/build) or pause (the build)."""
+    path = cache_dir() / "images" / f"{name}.tar"
+    if not path.exists():
+        script = BUILD_SCRIPT if name == "pause" else IMAGES_SCRIPT
+        raise MissingBinaryError(f"{path} is missing: run {script}")
+    return path

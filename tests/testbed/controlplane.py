@@ -27,6 +27,13 @@ from tests.testbed.processes import StartupError, free_ports, http_ok, log_tail,
 
 CONTEXT = "baton-testbed"
 READY_TIMEOUT_S = 240.0
+SERVICE_RANGE = "10.0.0.0/24"
+# The `kubernetes` Service's cluster IP: the first address of SERVICE_RANGE.
+SERVICE_IP = "10.0.0.1"
+# A loopback node refuses 127.0.0.1 as its address and this kernel has no dummy links, so the node's
+# address is an extra one on `lo`; with a node the API server listens there too, where pods reach it.
+NODE_IP = "10.99.0.1"
+NODE_NAME = "baton-node"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,11 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _write_certificates(pki: Path) -> None:
-    """A throwaway CA, the API server's serving certificate and the service-account signing key."""
+    """A throwaway CA, the API server's serving and kubelet-client certificates, the service-account key.
+
+    The serving certificate names every address a client uses: loopback, the node address and the
+    `kubernetes` Service (in-cluster clients).
+    """
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "7"]
     _openssl(
@@ -52,13 +63,31 @@ def _write_certificates(pki: Path) -> None:
     _openssl(
         "req", "-x509", *ec, "-CA", "ca.crt", "-CAkey", "ca.key",
         "-keyout", "apiserver.key", "-out", "apiserver.crt", "-subj", "/CN=kube-apiserver",
-        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext", f"subjectAltName=IP:127.0.0.1,IP:{NODE_IP},IP:{SERVICE_IP},DNS:localhost,"
+        "DNS:kubernetes.default.svc",
         "-addext", "basicConstraints=critical,CA:FALSE",
         "-addext", "extendedKeyUsage=serverAuth",
         cwd=pki,
     )  # fmt: skip
+    # The API server's identity towards kubelets (logs, exec, port-forward).
+    _openssl(
+        "req", "-x509", *ec, "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-keyout", "kubelet-client.key", "-out", "kubelet-client.crt",
+        "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "extendedKeyUsage=clientAuth",
+        cwd=pki,
+    )  # fmt: skip
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "service-accounts.key", cwd=pki)
     _openssl("ec", "-in", "service-accounts.key", "-pubout", "-out", "service-accounts.pub", cwd=pki)
+
+
+def _ensure_node_address() -> None:
+    """Adds NODE_IP to `lo` unless it is there (needs root, as the node does)."""
+    ip = str(binaries.system("ip"))
+    shown = subprocess.run([ip, "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True)
+    if f" {NODE_IP}/" not in shown.stdout:
+        subprocess.run([ip, "addr", "add", f"{NODE_IP}/32", "dev", "lo"], check=True, capture_output=True)
 
 
 class ControlPlane:
@@ -66,18 +95,34 @@ class ControlPlane:
 
     Users: `admin` (group system:masters) is the kubeconfig's default; `unprivileged` has no
     bindings, so RBAC denials are real. Logs go to `<workdir>/logs/`.
+
+    `node=True` prepares it for a `tests.testbed.node.Node`: it listens on NODE_IP (where pods reach
+    it), admits pods with service-account tokens, authorizes kubelets as nodes, and knows the node's
+    components (`kubelet` as system:node:<name>; the controller-manager and scheduler as masters).
     """
 
-    def __init__(self, workdir: Path | None = None, *, tied_to_parent: bool = True) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, tied_to_parent: bool = True, node: bool = False
+    ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="baton-testbed-"))
         self.tied_to_parent = tied_to_parent
         self.kubeconfig = self.workdir / "kubeconfig"
         self.logs = self.workdir / "logs"
         self.server = ""
+        self.node = node
+        self.address = NODE_IP if node else "127.0.0.1"
         self.users = {
             "admin": User("baton-admin", ("system:masters",), secrets.token_hex(16)),
             "unprivileged": User("baton-unprivileged", (), secrets.token_hex(16)),
         }
+        if node:
+            self.users |= {
+                "kubelet": User(f"system:node:{NODE_NAME}", ("system:nodes",), secrets.token_hex(16)),
+                "controller-manager": User(
+                    "system:kube-controller-manager", ("system:masters",), secrets.token_hex(16)
+                ),
+                "scheduler": User("system:kube-scheduler", ("system:masters",), secrets.token_hex(16)),
+            }
         self.startup_seconds = 0.0
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
@@ -91,6 +136,8 @@ class ControlPlane:
         binaries.built("kubectl")  # checked now, so a missing kubectl fails here rather than in a test
         pki = self.workdir / "pki"
         _write_certificates(pki)
+        if self.node:
+            _ensure_node_address()
         self.logs.mkdir(parents=True, exist_ok=True)
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(
@@ -118,13 +165,13 @@ class ControlPlane:
             wait_ready(
                 "etcd", self._etcd, self.logs / "etcd.log", lambda: http_ok(f"{etcd_url}/health"), 60.0
             )
-            self.server = f"https://127.0.0.1:{secure_port}"
+            self.server = f"https://{self.address}:{secure_port}"
             self._apiserver = spawn(
                 [
                     apiserver,
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={self.address}",
+                    f"--advertise-address={self.address}",
                     # Nothing routes to the `kubernetes` Service here, and since v1.37 its endpoint
                     # reconciler refuses a loopback advertise address.
                     "--endpoint-reconciler-type=none",
@@ -133,13 +180,11 @@ class ControlPlane:
                     f"--tls-cert-file={pki / 'apiserver.crt'}",
                     f"--tls-private-key-file={pki / 'apiserver.key'}",
                     f"--token-auth-file={tokens}",
-                    "--authorization-mode=RBAC",
-                    "--service-cluster-ip-range=10.0.0.0/24",
+                    f"--service-cluster-ip-range={SERVICE_RANGE}",
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                     f"--service-account-key-file={pki / 'service-accounts.pub'}",
                     f"--service-account-signing-key-file={pki / 'service-accounts.key'}",
-                    # As envtest: no controller-manager creates service-account tokens for pods.
-                    "--disable-admission-plugins=ServiceAccount",
+                    *(self._node_flags(pki) if self.node else self._envtest_flags()),
                     "--allow-privileged=true",
                     "--v=1",
                 ],
@@ -160,6 +205,22 @@ class ControlPlane:
         self._write_kubeconfig(pki / "ca.crt")
         self.startup_seconds = time.monotonic() - began
         return self.kubeconfig, self.server
+
+    @staticmethod
+    def _envtest_flags() -> list[str]:
+        # As envtest: no controller-manager creates the `default` service accounts pods need.
+        return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+
+    @staticmethod
+    def _node_flags(pki: Path) -> list[str]:
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            # The node's hostname resolves nowhere; its InternalIP is NODE_IP.
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def stop(self, *, remove_workdir: bool = True) -> None:
         """Stops the API server, then etcd; removes the work directory unless asked to keep it (logs)."""
@@ -256,9 +317,17 @@ class ControlPlane:
 
     # -- files ---------------------------------------------------------------------------------
 
-    def _write_kubeconfig(self, ca: Path) -> None:
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig with only `user` (for components that take no --context: kubelet, scheduler)."""
+        path = self.workdir / f"kubeconfig-{user}"
+        self._write_kubeconfig(self.workdir / "pki" / "ca.crt", path, [user])
+        return path
+
+    def _write_kubeconfig(self, ca: Path, path: Path | None = None, users: list[str] | None = None) -> None:
         # Certificate data inline, so clients that resolve paths differently (kopf, helm) all agree.
         ca_data = base64.b64encode(ca.read_bytes()).decode()
+        path = path or self.kubeconfig
+        users = users or list(self.users)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -266,16 +335,16 @@ class ControlPlane:
                 {"name": CONTEXT, "cluster": {"server": self.server, "certificate-authority-data": ca_data}}
             ],
             "users": [
-                {"name": f"{CONTEXT}-{key}", "user": {"token": u.token}} for key, u in self.users.items()
+                {"name": f"{CONTEXT}-{key}", "user": {"token": self.users[key].token}} for key in users
             ],
             "contexts": [
                 {"name": f"{CONTEXT}-{key}", "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-{key}"}}
-                for key in self.users
+                for key in users
             ],
-            "current-context": f"{CONTEXT}-admin",
+            "current-context": f"{CONTEXT}-{users[0]}",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
 
 
-__all__ = ["CONTEXT", "ControlPlane", "StartupError", "User"]
+__all__ = ["CONTEXT", "NODE_IP", "NODE_NAME", "SERVICE_IP", "ControlPlane", "StartupError", "User"]

@@ -1,4 +1,5 @@
-"""pytest fixtures for the real test bed: `kube` (one API server per session) and `prometheus` (a factory).
+"""pytest fixtures for the real test bed: `kube` (one API server per session), `node` (another one with a
+node that runs pods) and `prometheus` (a factory).
 
 A test that needs the cluster asks for `kube` (or `baton_crds` / `kserve_crd`: the same, with baton's
 CRDs / KServe's InferenceService CRD installed); the first such test pays the start-up (seconds once the
@@ -17,6 +18,7 @@ import pytest
 
 from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.controlplane import ControlPlane
+from tests.testbed.node import Node
 from tests.testbed.processes import StartupError
 from tests.testbed.prometheus import Prometheus
 
@@ -44,6 +46,34 @@ def kube(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
         failed = request.session.testsfailed > 0
         if failed:
             print(f"\ntest-bed control plane logs (kept in {plane.logs}):\n{plane.log_tails()}")
+        plane.stop(remove_workdir=not failed)
+
+
+@pytest.fixture(scope="session")
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """A control plane of its own with one real node (containerd, kubelet, controller-manager, scheduler).
+
+    `node.plane` is its API server (clients pass `node.plane.env()`; KUBECONFIG stays `kube`'s);
+    `node.load_image(binaries.image_archive("operator"))` makes an image runnable there.
+    """
+    plane = ControlPlane(node=True)
+    started = Node(plane)
+    try:
+        plane.start()
+        started.start()
+    except (MissingBinaryError, StartupError) as error:
+        started.stop(remove_workdir=False)
+        plane.stop(remove_workdir=False)
+        pytest.fail(f"test-bed node did not start: {error}", pytrace=False)
+    try:
+        yield started
+    finally:
+        failed = request.session.testsfailed > 0
+        if failed:
+            print(
+                f"\ntest-bed node logs (kept in {started.logs}):\n{started.log_tails()}\n{plane.log_tails()}"
+            )
+        started.stop(remove_workdir=not failed)
         plane.stop(remove_workdir=not failed)
 
 

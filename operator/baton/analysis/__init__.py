@@ -7,21 +7,33 @@ shell. The public surface:
   Wilcoxon, bootstrap, cluster-robust t) behind sanity checks; `offline.compare` for the raw test.
 - `SequentialTest`, `SequentialState`, `update`, `assess`: the anytime-valid online canary test.
 - `threshold_gate`, `check_evaluation`, `check_measurement`, `evaluation_failed`: SLO and sanity gates.
-- `decide([...])`: one fail-closed verdict with the evidence of every gate.
+- `baton.analysis.gates`: which of these tests each field of a deployment's `spec.analysis` asks for.
+- `baton.analysis.decision`: `decide([...])` combines gate outcomes fail-closed; `step_verdict`,
+  `rollout_verdict`, `bake_verdict` are the decisions the rollout state machine acts on.
 - `compile_scorer(Scorer)`: per-item scoring of benchmark answers.
-- Metric providers live in `baton.analysis.providers` (Prometheus, in-process, benchmark runner).
+- `baton.analysis.measurements`: what the shells measured (readings, benchmark results), as values.
+- Metric providers live in `baton.analysis.providers` (Prometheus, in-process, benchmark runner):
+  the only I/O of the package, used by the shells and never by the rest of it.
 """
 
-from baton.analysis.offline import PairedComparison, PairedTest, compare
+from baton.analysis.decision import decide
+from baton.analysis.measurements import Measurement, PairedScores
+from baton.analysis.offline import OfflinePolicy, PairedComparison, PairedTest, compare, offline_gate
 from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess, update
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.sanity import SanityLimits, check_evaluation, check_measurement, evaluation_failed
+from baton.analysis.sanity import (
+    SanityLimits,
+    check_evaluation,
+    check_measurement,
+    evaluation_failed,
+    threshold_gate,
+)
 from baton.analysis.scorers import compile_scorer, score
-from baton.analysis.verdict import OfflinePolicy, PairedScores, decide, offline_gate, threshold_gate
 
 __all__ = [
     "ArmStats",
     "GateOutcome",
+    "Measurement",
     "MetricKind",
     "OfflinePolicy",
     "PairedComparison",

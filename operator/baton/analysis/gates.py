@@ -1,9 +1,15 @@
 """From a deployment's `spec.analysis` and what was measured to one gate outcome, as pure functions.
 
 The analysis core provides the tests (paired offline comparison, mSPRT, thresholds, sanity) and
-the fail-closed combination (`decide`); this module only says which test each field of the spec
-asks for. Both shells call it, the operator and `baton up`, so a spec is judged the same way
-wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
+the fail-closed combination (`baton.analysis.decision`); this module only says which test each
+field of the spec asks for. Both shells call it, the operator and `baton up`, so a spec is judged
+the same way wherever it runs. Nothing here does I/O: the shells measure, these functions judge.
+
+An online metric is a guardrail: it rejects as soon as the anytime-valid test shows the candidate
+worse, and passes only once each arm has `minSamples` valid samples in the window and the test
+shows the candidate no worse than a small tolerance (nor its bound breached). Short of that it is
+still collecting, which the step decision never takes for a pass. The offline benchmark is what
+shows a candidate better; a guardrail only shows that it is not worse.
 """
 
 from __future__ import annotations
@@ -12,12 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import fmean
 
-from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess
+from baton.analysis.decision import decide
+from baton.analysis.measurements import BenchmarkResult, Measurement
+from baton.analysis.offline import OfflinePolicy, offline_gate
+from baton.analysis.online import (
+    ArmStats,
+    MetricKind,
+    SequentialState,
+    SequentialTest,
+    assess,
+)
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import Measurement
-from baton.analysis.providers.benchmark import BenchmarkResult
-from baton.analysis.sanity import SanityLimits
-from baton.analysis.verdict import OfflinePolicy, decide, offline_gate, threshold_gate
+from baton.analysis.sanity import SanityLimits, threshold_gate
 from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate, Verdict
 from baton.api.deployment import AnalysisSpec, OnlineMetric
@@ -29,6 +41,11 @@ MIXTURE_SD = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.LATENCY: 0.05, Spe
 # Latency differs between versions for reasons that are not regressions (answer length, a busy
 # laptop): the candidate is judged worse only when shown slower by more than this share.
 LATENCY_MARGIN_SHARE = 0.2
+# How much worse than the champion a candidate may be shown to be at most, for a guardrail to pass:
+# two points of error rate, five points of schema validity (latency: LATENCY_MARGIN_SHARE of the
+# champion's mean). A candidate is rejected as soon as it is shown worse at all (latency: by more
+# than that share), and passes only once shown within the tolerance, never for lack of evidence.
+TOLERANCE = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.VALIDITY: 0.05}
 
 
 def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResult]) -> GateOutcome:
@@ -94,6 +111,8 @@ def online_outcome(
 
     `external` holds readings of metrics answered by Prometheus (by metric name): those are
     judged against their `maxValue` only, since Prometheus returns one number, not two arms.
+    With no online metric configured there is nothing to judge live: the deployment's other gates
+    (validation requires one, or `ungated: true`) decide.
     """
     outcomes = [
         _metric_outcome(analysis, metric, champion, candidate, (external or {}).get(metric.name))
@@ -101,10 +120,10 @@ def online_outcome(
     ]
     if not outcomes:
         return GateOutcome(
-            Verdict.CONTINUE,
+            Verdict.PROMOTE,
             Gate.ONLINE,
             "NoOnlineMetrics",
-            "no online metric configured: steps pass on time and traffic alone",
+            f"no online metric configured; the candidate answered {candidate.requests} requests",
         )
     return decide(outcomes)
 
@@ -116,14 +135,7 @@ def _metric_outcome(
     candidate: ArmSamples,
     reading: Measurement | None,
 ) -> GateOutcome:
-    if reading is not None:
-        if metric.max_value is None:
-            return GateOutcome(
-                Verdict.CONTINUE,
-                Gate.ONLINE,
-                "NoBound",
-                f"{metric.name}: Prometheus metric without maxValue: reported, not judged",
-            )
+    if reading is not None and metric.max_value is not None:
         return threshold_gate(metric.name, reading, max_value=metric.max_value, alpha=analysis.alpha)
     kind = SpecMetricKind(metric.kind)
     margin = 0.0
@@ -152,12 +164,64 @@ def _metric_outcome(
         margin=margin,
         min_samples=analysis.min_samples,
     )
-    sequential = assess(test, SequentialState(champion=arms[0], candidate=arms[1], looks=1))
-    if metric.max_value is None or arms[1].n < analysis.min_samples:
-        return sequential
+    guardrail = _guardrail(test, arms[0], arms[1], higher_is_better, TOLERANCE.get(kind, margin))
+    if metric.max_value is None or guardrail.verdict == Verdict.CONTINUE:
+        return guardrail
     bound = threshold_gate(
         metric.name,
         Measurement(query=f"{metric.name} of the candidate", value=arms[1].mean),
         max_value=metric.max_value,
     )
-    return decide([sequential, bound])
+    return decide([guardrail, bound])
+
+
+def _guardrail(
+    test: SequentialTest, champion: ArmStats, candidate: ArmStats, higher_is_better: bool, tolerance: float
+) -> GateOutcome:
+    """Reject once the candidate is shown worse (by more than the test's margin); pass once each arm
+    has `min_samples` and the candidate is shown no worse than `tolerance`; otherwise still collecting.
+
+    Both arms without spread (every latency in one histogram bucket) leave the test without a
+    variance: then the means are compared as they are.
+    """
+    sequential = assess(test, SequentialState(champion=champion, candidate=candidate, looks=1))
+    if sequential.verdict == Verdict.REJECT or min(champion.n, candidate.n) < test.min_samples:
+        return sequential
+    evidence = sequential.evidence[0].model_copy(update={"margin": tolerance})
+    n = f"{candidate.n} candidate and {champion.n} champion samples"
+    if evidence.effect is None:
+        raw = candidate.mean - champion.mean
+        effect = raw if higher_is_better else -raw
+        evidence = evidence.model_copy(update={"effect": effect})
+        if effect < -test.margin:
+            return GateOutcome(
+                Verdict.REJECT,
+                Gate.ONLINE,
+                "CanaryWorse",
+                f"{test.metric}: candidate worse without any spread in either arm ({n})",
+                (evidence,),
+            )
+        shown = effect >= -tolerance
+    else:
+        assert evidence.ci_low is not None
+        shown = evidence.ci_low > -tolerance
+    interval = (
+        f"effect {evidence.effect:.4g}"
+        if evidence.ci_low is None
+        else f"effect {evidence.effect:.4g}, anytime interval [{evidence.ci_low:.4g}, {evidence.ci_high:.4g}]"
+    )
+    if shown:
+        return GateOutcome(
+            Verdict.PROMOTE,
+            Gate.ONLINE,
+            "NoRegression",
+            f"{test.metric}: shown at most {tolerance:.3g} worse than the champion on {n} ({interval})",
+            (evidence,),
+        )
+    return GateOutcome(
+        Verdict.CONTINUE,
+        Gate.ONLINE,
+        "CollectingSamples",
+        f"{test.metric}: not yet shown within {tolerance:.3g} of the champion on {n} ({interval})",
+        (evidence,),
+    )

@@ -6,16 +6,22 @@ accuracy. Items that share a source (`BenchmarkItem.group`) are correlated, and 
 independent makes intervals far too narrow, so grouped items get cluster-robust standard errors.
 
 Every function here is pure: arrays in, a frozen result out. The bootstrap is seeded by the caller.
+`offline_gate` puts the sanity checks in front of the test and turns its result into a gate outcome.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 from scipy import stats
+
+from baton.analysis.measurements import PairedScores
+from baton.analysis.outcome import GateOutcome
+from baton.analysis.sanity import SanityLimits, check_evaluation
+from baton.api.decision import Evidence, Gate, Verdict
 
 
 class PairedTest(StrEnum):
@@ -218,3 +224,70 @@ def _bootstrap(
         alpha=alpha,
         margin=margin,
     )
+
+
+@dataclass(frozen=True)
+class OfflinePolicy:
+    """How the offline gate judges a benchmark: level, non-inferiority margin, test and sanity limits."""
+
+    benchmark: str
+    alpha: float = 0.05
+    margin: float = 0.0
+    test: PairedTest = PairedTest.AUTO
+    limits: SanityLimits = field(default_factory=SanityLimits)
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
+
+
+def offline_gate(scores: PairedScores, policy: OfflinePolicy) -> GateOutcome:
+    """Sanity first, then the paired test: Promote if superior (or non-inferior), else Reject."""
+    sanity = check_evaluation(
+        policy.benchmark,
+        n_champion=len(scores.champion),
+        n_candidate=len(scores.candidate),
+        n_errors=scores.n_errors,
+        n_attempted=scores.n_attempted,
+        limits=policy.limits,
+        alpha=policy.alpha,
+    )
+    if sanity.verdict != Verdict.PROMOTE:
+        return sanity
+    result = compare(
+        np.asarray(scores.champion),
+        np.asarray(scores.candidate),
+        groups=scores.groups,
+        margin=policy.margin,
+        alpha=policy.alpha,
+        test=policy.test,
+        n_resamples=policy.bootstrap_resamples,
+        seed=policy.bootstrap_seed,
+    )
+    evidence = Evidence(
+        test=str(result.test),
+        metric=policy.benchmark,
+        n_champion=result.n_pairs,
+        n_candidate=result.n_pairs,
+        n_errors=scores.n_errors,
+        effect=result.effect,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        p_value=result.p_value,
+        alpha=result.alpha,
+        margin=result.margin,
+    )
+    summary = (
+        f"effect {result.effect:+.4f} on {result.n_pairs} paired items "
+        f"({result.n_clusters} clusters), "
+        f"{1 - result.alpha:.0%} CI [{result.ci_low:+.4f}, {result.ci_high:+.4f}], "
+        f"p = {result.p_value:.3g} ({result.test})"
+    )
+    if result.candidate_not_worse_than_margin:
+        reason = "BenchmarkSuperior" if result.margin == 0 else "BenchmarkNonInferior"
+        return GateOutcome(
+            Verdict.PROMOTE, Gate.OFFLINE, reason, f"{policy.benchmark}: {summary}", (evidence,)
+        )
+    if result.candidate_significantly_worse:
+        reason = "BenchmarkRegression"
+    else:
+        reason = "BenchmarkNotSuperior" if result.margin == 0 else "BenchmarkNotNonInferior"
+    return GateOutcome(Verdict.REJECT, Gate.OFFLINE, reason, f"{policy.benchmark}: {summary}", (evidence,))

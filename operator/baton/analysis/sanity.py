@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from baton.analysis.measurements import Measurement
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import Measurement
 from baton.api.decision import Evidence, Gate, Verdict
 
 SANITY_TEST_NAME = "sanity"
@@ -96,3 +96,40 @@ def check_measurement(metric: str, measurement: Measurement) -> GateOutcome | No
             f"{metric}: query returned no data: {measurement.query}",
         )
     return None
+
+
+def threshold_gate(
+    metric: str,
+    measurement: Measurement,
+    *,
+    max_value: float | None = None,
+    min_value: float | None = None,
+    alpha: float = 0.05,
+) -> GateOutcome:
+    """An SLO check on one reading (e.g. candidate p99 latency <= 2 s); no data is never a pass."""
+    if (max_value is None) == (min_value is None):
+        raise ValueError(f"{metric}: set exactly one of max_value or min_value")
+    missing = check_measurement(metric, measurement)
+    if missing is not None:
+        return missing
+    value = measurement.value
+    assert value is not None and not math.isnan(value)
+    if max_value is not None:
+        threshold, breached, bound = max_value, value > max_value, f"<= {max_value:g}"
+    else:
+        assert min_value is not None
+        threshold, breached, bound = min_value, value < min_value, f">= {min_value:g}"
+    evidence = Evidence(
+        test="threshold", metric=metric, n_champion=0, n_candidate=1, alpha=alpha, threshold=threshold
+    )
+    if breached:
+        return GateOutcome(
+            Verdict.REJECT,
+            Gate.ONLINE,
+            "ThresholdBreached",
+            f"{metric} = {value:g}, required {bound}",
+            (evidence,),
+        )
+    return GateOutcome(
+        Verdict.PROMOTE, Gate.ONLINE, "WithinThreshold", f"{metric} = {value:g} {bound}", (evidence,)
+    )

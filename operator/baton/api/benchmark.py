@@ -18,6 +18,8 @@ from baton.api.common import (
     Condition,
     PrinterColumn,
     Resource,
+    Rule,
+    with_rules,
 )
 
 
@@ -32,30 +34,32 @@ class ScorerType(StrEnum):
 class Scorer(BatonModel):
     """How one answer is scored against the item's expected answer (score in [0, 1])."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.type != 'regex' || has(self.pattern)",
-                    "message": "a regex scorer needs pattern",
-                    "fieldPath": ".pattern",
-                    "reason": "FieldValueRequired",
-                },
-                {
-                    "rule": "self.type != 'numeric' || has(self.tolerance)",
-                    "message": "a numeric scorer needs tolerance",
-                    "fieldPath": ".tolerance",
-                    "reason": "FieldValueRequired",
-                },
-                {
-                    "rule": "!(self.type in ['jsonSchema', 'fieldMatch']) || has(self.jsonSchema)",
-                    "message": "jsonSchema and fieldMatch scorers need jsonSchema",
-                    "fieldPath": ".jsonSchema",
-                    "reason": "FieldValueRequired",
-                },
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="self.type != 'regex' || has(self.pattern)",
+            holds=lambda self: self.type != ScorerType.REGEX or self.pattern is not None,
+            message="a regex scorer needs pattern",
+            field_path=".pattern",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.type != 'numeric' || has(self.tolerance)",
+            holds=lambda self: self.type != ScorerType.NUMERIC or self.tolerance is not None,
+            message="a numeric scorer needs tolerance",
+            field_path=".tolerance",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!(self.type in ['jsonSchema', 'fieldMatch']) || has(self.jsonSchema)",
+            holds=lambda self: (
+                self.type not in (ScorerType.JSON_SCHEMA, ScorerType.FIELD_MATCH)
+                or self.json_schema is not None
+            ),
+            message="jsonSchema and fieldMatch scorers need jsonSchema",
+            field_path=".jsonSchema",
+            reason="FieldValueRequired",
+        ),
+    )
 
     type: ScorerType = Field(
         description=(
@@ -106,18 +110,13 @@ class UriItemsRef(BatonModel):
 class BenchmarkSpec(BatonModel):
     """A domain evaluation suite: items from exactly one source, a scorer and decoding settings."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.inline), has(self.configMapRef), has(self.uri)]"
-                    ".filter(x, x).size() == 1",
-                    "message": "exactly one of inline, configMapRef or uri must be set",
-                    "reason": "FieldValueInvalid",
-                }
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="[has(self.inline), has(self.configMapRef), has(self.uri)].filter(x, x).size() == 1",
+            holds=lambda self: [self.inline, self.config_map_ref, self.uri].count(None) == 2,
+            message="exactly one of inline, configMapRef or uri must be set",
+        )
+    )
 
     domain: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Domain this suite evaluates.")
     description: str = Field(default="", description="What the suite measures.")

@@ -21,9 +21,11 @@ from baton.api.common import (
     Provenance,
     Quantization,
     Resource,
+    Rule,
+    with_rules,
 )
 from baton.api.decision import Decision
-from baton.api.deployment import Phase
+from baton.api.deployment import RECORD_LIMIT, Phase
 
 
 class ModelCandidateSpec(BatonModel):
@@ -60,6 +62,14 @@ class ModelCandidateStatus(BatonModel):
         default_factory=list, max_length=16, description="Benchmark results."
     )
     decision: Decision | None = Field(default=None, description="Final decision and its evidence.")
+    record: list[Decision] = Field(
+        default_factory=list,
+        max_length=RECORD_LIMIT,
+        description=(
+            "The whole decision record of the candidate's rollout with its evidence, oldest first: the "
+            "offline paired test, each canary step, the bake and the final verdict."
+        ),
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
 
 
@@ -103,17 +113,13 @@ class HttpIndexSource(BatonModel):
 class ModelSourceSpec(BatonModel):
     """Where new releases of one deployment's model appear."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.directory), has(self.http)].filter(x, x).size() == 1",
-                    "message": "exactly one of directory or http must be set",
-                    "reason": "FieldValueInvalid",
-                }
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="[has(self.directory), has(self.http)].filter(x, x).size() == 1",
+            holds=lambda self: (self.directory is None) != (self.http is None),
+            message="exactly one of directory or http must be set",
+        )
+    )
 
     deployment: str = Field(
         pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelDeployment the releases are for."

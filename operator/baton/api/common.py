@@ -8,10 +8,12 @@ description for every field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from baton_serving.wire import DIGEST_PATTERN, Quantization
@@ -43,6 +45,53 @@ class BatonModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The camelCase dict that goes into YAML or the Kubernetes API (unset fields omitted)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @model_validator(mode="after")
+    def _rules_hold(self) -> Self:
+        extra = type(self).model_config.get("json_schema_extra")
+        for rule in extra.rules if isinstance(extra, Rules) else ():
+            if not rule.holds(self):
+                where = f"{rule.field_path.lstrip('.')}: " if rule.field_path else ""
+                raise ValueError(f"{where}{rule.message}")
+        return self
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule, declared once for both validators.
+
+    `cel` is what the API server evaluates at apply time (`x-kubernetes-validations`); `holds` is
+    the same condition in Python, checked wherever the types validate (`baton up`, the operator,
+    `baton validate`), so a cluster and a laptop never disagree on what is valid. The integration
+    test against a real API server checks that the two halves agree.
+    """
+
+    cel: str
+    holds: Callable[[Any], bool]
+    message: str
+    field_path: str | None = None
+    reason: str = "FieldValueInvalid"
+
+    def wire(self) -> dict[str, str]:
+        rule = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            rule["fieldPath"] = self.field_path
+        return rule | {"reason": self.reason}
+
+
+class Rules:
+    """The `json_schema_extra` of a model with cross-field rules: publishes them for the CRD."""
+
+    def __init__(self, *rules: Rule) -> None:
+        self.rules = rules
+
+    def __call__(self, schema: dict[str, Any]) -> None:
+        schema["x-kubernetes-validations"] = [rule.wire() for rule in self.rules]
+
+
+def with_rules(*rules: Rule) -> ConfigDict:
+    """The model config of a BatonModel whose instances must satisfy `rules`."""
+    return BatonModel.model_config | ConfigDict(json_schema_extra=Rules(*rules))
 
 
 class ArtifactFormat(StrEnum):

@@ -8,6 +8,7 @@ weight and the evidence of the last decision. The operator writes status only, n
 from __future__ import annotations
 
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -21,8 +22,14 @@ from baton.api.common import (
     PrinterColumn,
     Provenance,
     Resource,
+    Rule,
+    with_rules,
 )
 from baton.api.decision import Decision
+
+# A rollout's record: the offline decision, at most 20 canary steps, the bake and the final verdict.
+RECORD_LIMIT = 24
+HISTORY_LIMIT = 50
 
 
 class Runtime(StrEnum):
@@ -70,7 +77,14 @@ class StructuredOutput(BatonModel):
 class CanaryStep(BatonModel):
     """One step of the canary: a traffic weight held until the analysis may decide."""
 
-    weight: int = Field(ge=1, le=100, description="Percent of live traffic sent to the candidate.")
+    weight: int = Field(
+        ge=1,
+        le=99,
+        description=(
+            "Percent of live traffic sent to the candidate while it is compared with the champion "
+            "(1-99: the champion must keep traffic to compare against; all traffic moves at promotion)."
+        ),
+    )
     pause: str = Field(
         default="30s",
         pattern=DURATION_PATTERN,
@@ -82,32 +96,29 @@ class CanaryStep(BatonModel):
 
 
 def _default_steps() -> list[CanaryStep]:
-    return [CanaryStep(weight=10), CanaryStep(weight=50), CanaryStep(weight=100)]
+    return [CanaryStep(weight=10), CanaryStep(weight=50)]
 
 
 class RolloutStrategy(BatonModel):
     """How a candidate is exposed to live traffic once it passed the offline gate."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.steps.map(s, s.weight).isSorted() && "
-                    "self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1)",
-                    "message": "canary step weights must be strictly increasing",
-                    "fieldPath": ".steps",
-                    "reason": "FieldValueInvalid",
-                }
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1)",
+            holds=lambda self: all(a.weight < b.weight for a, b in pairwise(self.steps)),
+            message="canary step weights must be strictly increasing",
+            field_path=".steps",
+        )
+    )
 
     steps: list[CanaryStep] = Field(
         default_factory=_default_steps,
         min_length=1,
         max_length=20,
         description=(
-            "Canary steps; weights strictly increasing within 1..100. Promotion follows the last step."
+            "Canary steps; weights strictly increasing within 1..99. Promotion (all traffic to the "
+            "candidate) follows the last step, once every gate passed."
         ),
     )
     sticky_session_header: str = Field(
@@ -119,8 +130,25 @@ class RolloutStrategy(BatonModel):
     shadow: bool = Field(
         default=False,
         description=(
-            "Mirror champion traffic to the candidate before the canary "
-            "(answers recorded, never returned)."
+            "Mirror champion traffic to the candidate before the canary (answers recorded, never returned)."
+        ),
+    )
+    progress_deadline: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description=(
+            "Longest a phase may wait: a candidate still loading or benchmarking past it fails; a canary "
+            "step still short of samples this long after its pause ended is Inconclusive. The champion "
+            "keeps serving."
+        ),
+    )
+    bake_time: str = Field(
+        default="0s",
+        pattern=DURATION_PATTERN,
+        description=(
+            "After a promotion, how long the previous champion stays loaded and receives mirrored traffic "
+            "while the online metrics compare the two; a regression in that window rolls back to it. "
+            "`0s`: no bake."
         ),
     )
 
@@ -153,18 +181,22 @@ class MetricKind(StrEnum):
 class OnlineMetric(BatonModel):
     """A live metric compared between candidate and champion during the canary."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.provider != 'prometheus' || has(self.query)",
-                    "message": "a prometheus metric needs query",
-                    "fieldPath": ".query",
-                    "reason": "FieldValueRequired",
-                }
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="self.provider != 'prometheus' || has(self.query)",
+            holds=lambda self: self.provider != MetricProvider.PROMETHEUS or self.query is not None,
+            message="a prometheus metric needs query",
+            field_path=".query",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.provider != 'prometheus' || has(self.maxValue)",
+            holds=lambda self: self.provider != MetricProvider.PROMETHEUS or self.max_value is not None,
+            message="a prometheus metric needs maxValue: it is one reading, judged against that bound",
+            field_path=".maxValue",
+            reason="FieldValueRequired",
+        ),
+    )
 
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Metric name, used in evidence.")
     kind: MetricKind = Field(
@@ -186,24 +218,39 @@ class OnlineMetric(BatonModel):
 class AnalysisSpec(BatonModel):
     """Gates a candidate must pass: sanity, offline benchmarks, online canary metrics."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.margin) || self.mode == 'nonInferiority'",
-                    "message": "margin is only allowed with mode nonInferiority",
-                    "fieldPath": ".margin",
-                    "reason": "FieldValueForbidden",
-                },
-                {
-                    "rule": "self.mode != 'nonInferiority' || has(self.margin)",
-                    "message": "mode nonInferiority needs margin",
-                    "fieldPath": ".margin",
-                    "reason": "FieldValueRequired",
-                },
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="!has(self.margin) || self.mode == 'nonInferiority'",
+            holds=lambda self: self.margin is None or self.mode == TestMode.NON_INFERIORITY,
+            message="margin is only allowed with mode nonInferiority",
+            field_path=".margin",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="self.mode != 'nonInferiority' || has(self.margin)",
+            holds=lambda self: self.mode != TestMode.NON_INFERIORITY or self.margin is not None,
+            message="mode nonInferiority needs margin",
+            field_path=".margin",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.ungated || size(self.benchmarks) > 0 || size(self.metrics) > 0",
+            holds=lambda self: self.ungated or bool(self.benchmarks or self.metrics),
+            message=(
+                "no gate configured: add benchmarks or metrics, or set ungated: true to promote "
+                "candidates on time and traffic alone"
+            ),
+            field_path=".ungated",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!self.ungated || (size(self.benchmarks) == 0 && size(self.metrics) == 0)",
+            holds=lambda self: not (self.ungated and (self.benchmarks or self.metrics)),
+            message="ungated: true contradicts the configured benchmarks or metrics",
+            field_path=".ungated",
+            reason="FieldValueForbidden",
+        ),
+    )
 
     benchmarks: list[BenchmarkRef] = Field(
         default_factory=list, max_length=16, description="Benchmarks of the offline gate."
@@ -216,12 +263,27 @@ class AnalysisSpec(BatonModel):
         default=None, gt=0, le=1, description="Non-inferiority margin on the score scale [0, 1]."
     )
     alpha: float = Field(default=0.05, gt=0, le=0.2, description="False-promotion rate the tests control.")
-    min_samples: int = Field(default=30, ge=1, le=1_000_000, description="Fewer valid samples: Inconclusive.")
+    min_samples: int = Field(
+        default=30,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Valid samples each arm needs before a gate may pass (benchmark items; per online metric and "
+            "canary step, requests). Fewer valid samples: Inconclusive."
+        ),
+    )
     max_error_rate: float = Field(
         default=0.05, ge=0, le=1, description="More failed evaluations than this fraction: Inconclusive."
     )
     metrics: list[OnlineMetric] = Field(
         default_factory=list, max_length=16, description="Live metrics checked during the canary."
+    )
+    ungated: bool = Field(
+        default=False,
+        description=(
+            "Declare that this deployment has no gate (no benchmarks, no metrics): candidates are then "
+            "promoted on time and traffic alone. Shown in status and in an Event at each rollout."
+        ),
     )
 
 
@@ -259,7 +321,11 @@ class ModelDeploymentSpec(BatonModel):
         default=None, description="Default JSON schema of the endpoint's structured output."
     )
     rollout: RolloutStrategy = Field(default_factory=RolloutStrategy, description="Canary strategy.")
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Gates a candidate must pass.")
+    analysis: AnalysisSpec = Field(
+        description=(
+            "Gates a candidate must pass (required: a deployment without gates must say `ungated: true`)."
+        )
+    )
     replacement: ReplacementPolicy = Field(
         default_factory=ReplacementPolicy, description="Automatic or manual replacement."
     )
@@ -273,6 +339,7 @@ class Phase(StrEnum):
     BENCHMARKING = "Benchmarking"
     CANARY = "Canary"
     PROMOTING = "Promoting"
+    BAKING = "Baking"
     PROMOTED = "Promoted"
     REJECTED = "Rejected"
     INCONCLUSIVE = "Inconclusive"
@@ -308,11 +375,33 @@ class ModelDeploymentStatus(BatonModel):
     phase: Phase = Field(default=Phase.PENDING, description="Rollout phase.")
     champion: RevisionStatus | None = Field(default=None, description="The revision serving most traffic.")
     candidate: RevisionStatus | None = Field(default=None, description="The revision under evaluation.")
+    previous: RevisionStatus | None = Field(
+        default=None,
+        description=(
+            "While baking: the champion before the promotion, still loaded and mirrored, to roll back to."
+        ),
+    )
+    phase_since: str | None = Field(
+        default=None, description="RFC 3339 time the current phase began (progress deadlines count from it)."
+    )
+    ungated: bool = Field(
+        default=False, description="The deployment declares no gate (`spec.analysis.ungated`)."
+    )
     canary_weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic on the candidate.")
     canary: CanaryStatus | None = Field(default=None, description="Canary progress.")
     last_decision: Decision | None = Field(default=None, description="The last verdict and its evidence.")
+    record: list[Decision] = Field(
+        default_factory=list,
+        max_length=RECORD_LIMIT,
+        description=(
+            "Every decision of the current (or last) rollout with its evidence, oldest first: the offline "
+            "paired test, each canary step, the bake, the final verdict. Also kept on the ModelCandidate."
+        ),
+    )
     history: list[Decision] = Field(
-        default_factory=list, max_length=20, description="Recent final decisions, newest first."
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description="Summaries of recent final decisions (without evidence), newest first.",
     )
     endpoint: str | None = Field(
         default=None, description="OpenAI-compatible base URL serving this deployment."

@@ -11,7 +11,19 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from baton.api.common import QUANTITY_PATTERN, BatonModel, Condition, PrinterColumn, Resource
+from baton import __version__
+from baton.api.common import (
+    QUANTITY_PATTERN,
+    BatonModel,
+    Condition,
+    PrinterColumn,
+    Resource,
+    Rule,
+    with_rules,
+)
+
+# The pool image images/pool.Containerfile builds, tagged with this release (the chart's appVersion).
+DEFAULT_RAY_IMAGE = f"baton/pool:{__version__}"
 
 
 class Accelerator(StrEnum):
@@ -30,18 +42,14 @@ class WorkerResources(BatonModel):
 class ModelPoolSpec(BatonModel):
     """Capacity and placement of a pool."""
 
-    model_config = BatonModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.accelerator != 'nvidia-gpu' || self.workerResources.gpus > 0",
-                    "message": "an nvidia-gpu pool needs workerResources.gpus > 0",
-                    "fieldPath": ".workerResources.gpus",
-                    "reason": "FieldValueInvalid",
-                }
-            ]
-        }
-    }
+    model_config = with_rules(
+        Rule(
+            cel="self.accelerator != 'nvidia-gpu' || self.workerResources.gpus > 0",
+            holds=lambda self: self.accelerator != Accelerator.NVIDIA_GPU or self.worker_resources.gpus > 0,
+            message="an nvidia-gpu pool needs workerResources.gpus > 0",
+            field_path=".workerResources.gpus",
+        )
+    )
 
     accelerator: Accelerator = Field(
         default=Accelerator.CPU, description="`cpu` (llama.cpp) or `nvidia-gpu` (vLLM)."
@@ -51,9 +59,10 @@ class ModelPoolSpec(BatonModel):
         default_factory=WorkerResources, description="Resources per worker."
     )
     ray_image: str = Field(
-        default="rayproject/ray:2.60.0-py311-cpu",
+        default=DEFAULT_RAY_IMAGE,
         min_length=1,
-        description="Container image of the Ray head and workers (with `baton_serving` installed).",
+        description="Container image of the Ray head and workers: Ray Serve with `baton_serving` and "
+        "llama-cpp-python (baton's pool image, images/pool.Containerfile).",
     )
     memory_headroom_percent: int = Field(
         default=20, ge=0, le=90, description="Share of pool memory kept free when packing models."

@@ -28,10 +28,12 @@ def apply_candidate_update(store: Store, update: UpdateCandidateStatus) -> Model
         phase=update.phase,
         message=update.message,
         decision=update.decision,
+        record=list(update.record) if update.record is not None else previous.record,
         scores=previous.scores,
     )
     store.write_candidate_status(update.candidate, status)
-    if update.decision is not None:
+    # One Event per decision: a later update that only completes the record repeats it.
+    if update.decision is not None and update.decision != previous.decision:
         store.event(
             ("ModelCandidate", update.candidate),
             "Normal" if update.decision.verdict == Verdict.PROMOTE else "Warning",

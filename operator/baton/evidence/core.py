@@ -6,15 +6,16 @@ goes through this module, so a move in the core is re-pointed here alone.
 
 from __future__ import annotations
 
+from baton.analysis.decision import decide
 from baton.analysis.gates import ArmSamples, benchmark_scores, offline_outcome, online_outcome
+from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, Measurement
 from baton.analysis.online import ArmStats, counter_increase
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import Measurement, MetricProvider
-from baton.analysis.providers.benchmark import BenchmarkResult, BenchmarkRun, BenchmarkRunner
+from baton.analysis.providers import MetricProvider
+from baton.analysis.providers.benchmark import BenchmarkRunner
 from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import evaluation_failed
 from baton.analysis.scorers import compile_scorer
-from baton.analysis.verdict import decide
 
 __all__ = [
     "ArmSamples",

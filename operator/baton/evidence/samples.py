@@ -34,10 +34,9 @@ from baton.evidence.core import (
 )
 from baton.evidence.ports import Store
 from baton.evidence.supervision import TaskFailure, report
-from baton.rollout import ObserveCanary, OnlineResult, closes_step
+from baton.rollout import ObserveCanary, OnlineResult
 from baton_serving.wire import CLIENT_ENDPOINTS
 
-CANARY_SAMPLE_INTERVAL_S = 2.0
 # Scrapes that fail in a row before a step's result is Inconclusive (about half a minute of backoff).
 MAX_SAMPLE_FAILURES = 5
 _SERIES = {
@@ -177,20 +176,6 @@ def external_readings(
             text = render_query(metric.query, deployment=deployment.metadata.name, revision=revision)
             readings[metric.name] = prometheus.query(text)
     return readings
-
-
-def next_sample_delay(
-    previous: datetime | None, started: datetime, finished: datetime, step_ends: datetime
-) -> float:
-    """Seconds until the canary step is looked at again, after a sample read from `started` to `finished`.
-
-    `previous` is when the sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
-    step runs, so a violation stops it early; at once when the pause has ended since the sample
-    began (the step's verdict waits for a sample read after its end) or when this is that sample.
-    """
-    if started >= step_ends:
-        return 0.0 if closes_step(step_ends, started, previous) else CANARY_SAMPLE_INTERVAL_S
-    return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
 
 
 @dataclass(frozen=True)

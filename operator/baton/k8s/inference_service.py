@@ -22,10 +22,10 @@ from typing import Any
 from baton.api import ModelDeployment
 from baton.api.common import API_VERSION
 from baton.rollout.model import RevisionHealth, RevisionState
+from baton.rollout.traffic import traffic_split
 
 LATEST_LABEL = "baton.dev/revision"  # the revision the predictor points at (the candidate while on trial)
 CHAMPION_LABEL = "baton.dev/champion"  # the revision KServe keeps for the rest of the traffic
-ALL_TRAFFIC = 100
 # KServe's modelStatus.transitionStatus values that mean the latest revision will not load.
 FAILED_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
 
@@ -50,7 +50,7 @@ def inference_service(deployment: ModelDeployment, metadata: Mapping[str, Any]) 
             model_format=V1beta1ModelFormat(name=str(latest.artifact.format)),
             storage_uri=latest.artifact.uri,
         ),
-        canary_traffic_percent=status.canary_weight if status.candidate is not None else ALL_TRAFFIC,
+        canary_traffic_percent=traffic_split(deployment.spec, status).weights[latest.revision],
     )
     body = V1beta1InferenceService(
         api_version="serving.kserve.io/v1beta1",

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from baton.api.common import API_VERSION
+from baton.api.pool import DEFAULT_RAY_IMAGE
 from baton.rollout.model import RevisionHealth, RevisionState
 from baton.rollout.render import RenderedPool
 from baton_serving.config import INGRESS_APP, INGRESS_DEPLOYMENT, engine_app_name, render_serve_config
@@ -39,7 +40,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
     metadata = pool["metadata"]
     spec = pool.get("spec", {})
     workers = spec.get("workerResources", {})
-    image = spec.get("rayImage", "rayproject/ray:2.60.0-py311-cpu")
+    image = spec.get("rayImage", DEFAULT_RAY_IMAGE)
     resources = {"cpu": workers.get("cpu", "2"), "memory": workers.get("memory", "8Gi")}
     if workers.get("gpus"):
         resources["nvidia.com/gpu"] = str(workers["gpus"])

@@ -22,12 +22,19 @@ from baton.api import ModelDeployment, ModelSource
 from baton.evidence.benchmarks import BenchmarkSettings, run_benchmarks
 from baton.evidence.candidates import record_scores
 from baton.evidence.ingress import Ingress
-from baton.evidence.samples import CanarySampler, next_sample_delay, parse_exposition
+from baton.evidence.samples import CanarySampler, parse_exposition
 from baton.evidence.sources import SourcePoller
 from baton.k8s.kube import Kube
 from baton.k8s.queue import RETRY_S, WorkQueue
 from baton.k8s.store import KubeStore, Objects
-from baton.rollout import ObserveCanary, OfflineResult, OnlineResult, RunBenchmark, parse_time
+from baton.rollout import (
+    ObserveCanary,
+    OfflineResult,
+    OnlineResult,
+    RunBenchmark,
+    next_sample_delay,
+    parse_time,
+)
 
 log = logging.getLogger("baton.operator")
 DEPLOYMENT = "deployment"

@@ -171,10 +171,14 @@ class LoopStore:
             candidate = self._candidates.get(name)
             if candidate is None:
                 return
+            before = candidate.status.phase if candidate.status else None
             candidate = candidate.model_copy(update={"status": status})
             self.store.write_object(candidate)
             self._candidates[name] = candidate
-        if status.decision is not None and status.phase in FINAL_CANDIDATE_PHASES:
+        # A candidate's outcome is final for its version: it is logged once, when it first ends (a
+        # later update only completes the record shown with it).
+        ended = status.phase in FINAL_CANDIDATE_PHASES and before not in FINAL_CANDIDATE_PHASES
+        if status.decision is not None and ended:
             self.store.record_decision(candidate.spec.deployment, status.decision, final=True)
 
     def create_candidate(self, document: dict[str, Any]) -> bool:

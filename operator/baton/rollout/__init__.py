@@ -10,6 +10,8 @@ The public surface is small on purpose:
     from baton.rollout.render import render_pool
     rendered = render_pool(pool, deployments)   # -> RenderedPool(config: baton_serving PoolConfig, ...)
 
+    traffic_split(spec, status)                 # the SetWeights a status implies (renderer, KServe)
+
 No network, clock or Kubernetes in here: the shell passes `now`, reads the world into
 `Observations` (data-plane health per revision, the weights the data plane serves, offline and
 online gate outcomes computed with `baton.analysis`) and owns every side effect. Because the
@@ -20,10 +22,12 @@ own data-plane handle (local mode) may apply them one by one.
 
 from baton.rollout.machine import (
     APPROVAL_ANNOTATION,
+    CANARY_SAMPLE_INTERVAL_S,
     candidate_phase,
     closes_step,
     format_time,
     merge_conditions,
+    next_sample_delay,
     parse_duration,
     parse_time,
     reconcile,
@@ -45,9 +49,11 @@ from baton.rollout.model import (
     SetWeights,
     UpdateCandidateStatus,
 )
+from baton.rollout.traffic import traffic_split
 
 __all__ = [
     "APPROVAL_ANNOTATION",
+    "CANARY_SAMPLE_INTERVAL_S",
     "Action",
     "DeployRevision",
     "EmitEvent",
@@ -66,8 +72,10 @@ __all__ = [
     "closes_step",
     "format_time",
     "merge_conditions",
+    "next_sample_delay",
     "parse_duration",
     "parse_time",
     "reconcile",
     "revision_name",
+    "traffic_split",
 ]

@@ -8,24 +8,30 @@ every action is a desired state the shell can apply again without harm.
 Phases of a deployment (`status.phase`):
 
     Pending --champion ready--> Serving --candidate offered--> Benchmarking
-    Benchmarking --offline Promote--> Canary(step 0..n-1) --all steps passed--> Promoting --> Promoted
-    Benchmarking --offline Reject / artifact refused--> Rejected
+    Benchmarking --offline Promote--> Canary(step 0..n-1) --every gate passed--> Promoting
+    Promoting --all traffic moved--> Baking (bakeTime > 0) --no regression--> Promoted
+    Promoting --all traffic moved, no bake--> Promoted
+    Benchmarking --offline Reject / artifact refused / progress deadline--> Rejected
     Benchmarking --offline Inconclusive--> Inconclusive
     Canary --online Reject, revision failed, candidate withdrawn--> RollingBack --> RolledBack
-    Canary --online Inconclusive at the end of a step--> RollingBack --> Inconclusive
-    Pending --champion refused--> Failed
+    Canary --a step without enough evidence by its deadline--> RollingBack --> Inconclusive
+    Baking --online Reject against the previous champion--> RollingBack --> RolledBack
+    Pending --champion refused, or not ready by the progress deadline--> Failed
 
-Promoted, Rejected, Inconclusive and RolledBack are resting phases: the champion serves and the
-next offer starts a new rollout. One offer is evaluated at a time; others queue in the order
-they were created (their ModelCandidate status says so). A change of `spec.model` after the
-first champion is an offer like any candidate while the champion is the one spec.model declared:
-GitOps can replace a model, but only through the same gates. Once a ModelCandidate became
-champion, `spec.model` (the initial champion) is no longer consulted. A candidate's outcome is
-final for its version (versions are immutable).
+Promoted, Rejected, Inconclusive and RolledBack are resting phases: the champion serves and the next
+offer starts a new rollout. What a step or a rollout concluded is decided by
+`baton.analysis.decision`; this module only moves phases and asks for the actions they imply. One
+offer is evaluated at a time; others queue in the order they were created (their ModelCandidate
+status says so). A change of `spec.model` after the first champion is an offer like any candidate
+while the champion is the one spec.model declared: GitOps can replace a model, but only through the
+same gates. Once a ModelCandidate became champion, `spec.model` (the initial champion) is no longer
+consulted. A candidate's outcome is final for its version (versions are immutable).
 
 The machine makes at most one transition per call; when it made one it asks to be called
-again right away (`requeue_after == 0`). Decisions are appended to `status.history` in the same
-status write that clears the candidate, so a promotion can never be counted twice.
+again right away (`requeue_after == 0`). Decisions are appended to `status.history` (as
+summaries) in the same status write that clears the candidate, so a promotion can never be
+counted twice; `status.record` keeps every decision of the rollout with its evidence, and each
+ModelCandidate's status is given the record of its own rollout.
 """
 
 from __future__ import annotations
@@ -37,10 +43,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from baton.analysis.decision import (
+    REASON_BAKE_PASSED,
+    REASON_DEADLINE,
+    Window,
+    bake_verdict,
+    rollout_verdict,
+    step_verdict,
+)
 from baton.api.candidate import ModelCandidate
 from baton.api.common import Artifact, Condition, ConditionStatus
 from baton.api.decision import Decision, Gate, Verdict
 from baton.api.deployment import (
+    HISTORY_LIMIT,
+    RECORD_LIMIT,
     CanaryStatus,
     ModelDeployment,
     ModelDeploymentStatus,
@@ -54,6 +70,7 @@ from baton.rollout.model import (
     EmitEvent,
     Observations,
     ObserveCanary,
+    OnlineResult,
     ReconcileResult,
     RemoveRevision,
     RevisionState,
@@ -61,17 +78,20 @@ from baton.rollout.model import (
     SetWeights,
     UpdateCandidateStatus,
 )
+from baton.rollout.traffic import traffic_split
 
 APPROVAL_ANNOTATION = "baton.dev/approved"
-HISTORY_LIMIT = 20
-ACTIVE_PHASES = frozenset({Phase.BENCHMARKING, Phase.CANARY, Phase.PROMOTING, Phase.ROLLING_BACK})
+ACTIVE_PHASES = frozenset(
+    {Phase.BENCHMARKING, Phase.CANARY, Phase.PROMOTING, Phase.BAKING, Phase.ROLLING_BACK}
+)
 FINAL_CANDIDATE_PHASES = frozenset(
     {Phase.PROMOTED, Phase.REJECTED, Phase.INCONCLUSIVE, Phase.ROLLED_BACK, Phase.FAILED}
 )
 REASON_ARTIFACT_REFUSED = "ArtifactRefused"
 REASON_REVISION_FAILED = "RevisionFailed"
 REASON_WITHDRAWN = "CandidateWithdrawn"
-REASON_STEPS_PASSED = "CanaryStepsPassed"
+# How often a running canary step (or bake) is looked at: a violation stops it within this.
+CANARY_SAMPLE_INTERVAL_S = 2.0
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -111,13 +131,27 @@ def closes_step(step_ends: datetime, read_at: datetime, previous_read: datetime 
     return read_at >= step_ends and (previous_read is None or previous_read < step_ends)
 
 
+def next_sample_delay(
+    previous: datetime | None, started: datetime, finished: datetime, step_ends: datetime
+) -> float:
+    """Seconds until the canary step is looked at again, after a sample read from `started` to `finished`.
+
+    `previous` is when the sample before it was read. Every CANARY_SAMPLE_INTERVAL_S while the
+    step runs, so a violation stops it early; at once when the pause has ended since the sample
+    began (the step's verdict waits for a sample read after its end) or when this is that sample.
+    """
+    if started >= step_ends:
+        return 0.0 if closes_step(step_ends, started, previous) else CANARY_SAMPLE_INTERVAL_S
+    return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
+
+
 def candidate_phase(decision: Decision) -> Phase:
     """The phase a ModelCandidate ends in, given the final decision about its version."""
     if decision.verdict == Verdict.PROMOTE:
         return Phase.PROMOTED
     if decision.verdict == Verdict.INCONCLUSIVE:
         return Phase.INCONCLUSIVE
-    if decision.reason == REASON_ARTIFACT_REFUSED:
+    if decision.reason in (REASON_ARTIFACT_REFUSED, REASON_DEADLINE):
         return Phase.FAILED
     if decision.gate == Gate.ONLINE or decision.reason in (REASON_REVISION_FAILED, REASON_WITHDRAWN):
         return Phase.ROLLED_BACK
@@ -183,7 +217,11 @@ def reconcile(
     before = deployment.status or ModelDeploymentStatus()
     step = _advance(context, before.model_copy(deep=True))
     status = _with_conditions(context, before, step.status)
-    actions = step.actions + _converge(context, status, step.actions) + _candidate_updates(context, status)
+    if status.phase != before.phase or status.phase_since is None:
+        status.phase_since = context.stamp
+    status.ungated = deployment.spec.analysis.ungated
+    actions = step.actions + _converge(context, status, step.actions)
+    actions += _candidate_updates(context, before, status)
     return ReconcileResult(status=status, actions=actions, requeue_after=step.requeue_after)
 
 
@@ -205,6 +243,8 @@ def _advance(context: _Context, status: ModelDeploymentStatus) -> _Step:
             return _canary(context, status)
         case Phase.PROMOTING:
             return _promoting(context, status)
+        case Phase.BAKING:
+            return _baking(context, status)
         case Phase.ROLLING_BACK:
             return _rolling_back(context, status)
         case _:
@@ -241,7 +281,12 @@ def _await_champion(context: _Context, status: ModelDeploymentStatus) -> _Step:
         return _Step(
             status, (EmitEvent("Warning", "ChampionFailed", f"{champion.version}: {health.message}"),), 0
         )
-    return _Step(status)
+    if status.phase == Phase.PENDING and _overdue(context, status.phase_since):
+        # Not ready by the deadline: say so; it still serves as soon as it becomes ready.
+        status.phase = Phase.FAILED
+        message = f"{champion.version}: not ready after {context.deployment.spec.rollout.progress_deadline}"
+        return _Step(status, (EmitEvent("Warning", REASON_DEADLINE, message),), 0)
+    return _Step(status, (), _until_overdue(context, status.phase_since))
 
 
 def _idle(context: _Context, status: ModelDeploymentStatus) -> _Step:
@@ -259,21 +304,19 @@ def _idle(context: _Context, status: ModelDeploymentStatus) -> _Step:
         since=context.stamp,
     )
     status.candidate, status.canary, status.canary_weight = candidate, None, 0
-    status.phase = Phase.BENCHMARKING
+    status.phase, status.record = Phase.BENCHMARKING, []
     source = f"ModelCandidate {offer.candidate}" if offer.candidate else "spec.model"
-    return _Step(
-        status,
-        (
-            DeployRevision(candidate),
-            _weights(context, status),
-            EmitEvent(
-                "Normal",
-                "RolloutStarted",
-                f"evaluating {offer.version} ({source}) against {champion.version}",
-            ),
+    actions: list[Action] = [
+        DeployRevision(candidate),
+        _weights(context, status),
+        EmitEvent(
+            "Normal", "RolloutStarted", f"evaluating {offer.version} ({source}) against {champion.version}"
         ),
-        0,
-    )
+    ]
+    if context.deployment.spec.analysis.ungated:
+        message = f"{offer.version}: spec.analysis.ungated: no gate will judge it, only time and traffic"
+        actions.append(EmitEvent("Warning", "Ungated", message))
+    return _Step(status, tuple(actions), 0)
 
 
 def _benchmarking(context: _Context, status: ModelDeploymentStatus) -> _Step:
@@ -291,15 +334,29 @@ def _benchmarking(context: _Context, status: ModelDeploymentStatus) -> _Step:
             time=context.stamp,
         )
         return _finish(context, status, refused, Phase.REJECTED)
+    if _overdue(context, status.phase_since):
+        stuck = Decision(
+            verdict=Verdict.REJECT,
+            gate=Gate.SANITY,
+            candidate=candidate.version,
+            reason=REASON_DEADLINE,
+            message=(
+                f"still {'benchmarking' if health.state == RevisionState.READY else 'loading'} after "
+                f"{context.deployment.spec.rollout.progress_deadline}"
+            ),
+            time=context.stamp,
+        )
+        return _finish(context, status, stuck, Phase.REJECTED)
     ready = RevisionState.READY
     if health.state != ready or context.observations.health(champion.revision).state != ready:
-        return _Step(status)
+        return _Step(status, (), _until_overdue(context, status.phase_since))
     benchmarks = tuple(reference.name for reference in context.deployment.spec.analysis.benchmarks)
     if not benchmarks:
         return _start_canary(context, status, None)
     offline = context.observations.offline
     if offline is None or offline.candidate != candidate.revision or offline.benchmarks != benchmarks:
-        return _Step(status, (RunBenchmark(champion.revision, candidate.revision, benchmarks),))
+        run = RunBenchmark(champion.revision, candidate.revision, benchmarks)
+        return _Step(status, (run,), _until_overdue(context, status.phase_since))
     decision = offline.outcome.to_decision(candidate=candidate.version, time=context.stamp)
     match decision.verdict:
         case Verdict.PROMOTE:
@@ -309,7 +366,8 @@ def _benchmarking(context: _Context, status: ModelDeploymentStatus) -> _Step:
         case Verdict.INCONCLUSIVE:
             return _finish(context, status, decision, Phase.INCONCLUSIVE)
         case _:
-            return _Step(status, (RunBenchmark(champion.revision, candidate.revision, benchmarks),))
+            run = RunBenchmark(champion.revision, candidate.revision, benchmarks)
+            return _Step(status, (run,), _until_overdue(context, status.phase_since))
 
 
 def _start_canary(context: _Context, status: ModelDeploymentStatus, decision: Decision | None) -> _Step:
@@ -319,6 +377,7 @@ def _start_canary(context: _Context, status: ModelDeploymentStatus, decision: De
     status.canary_weight = steps[0].weight
     if decision is not None:
         status.last_decision = decision
+        _record(status, decision)
     why = f"{decision.reason}: {decision.message}" if decision else "no benchmarks configured"
     event = EmitEvent(
         "Normal", "CanaryStarted", f"{_required(status.candidate).version}: {why}; {steps[0].weight}%"
@@ -353,43 +412,37 @@ def _canary(context: _Context, status: ModelDeploymentStatus) -> _Step:
             status, (_weights(context, status), EmitEvent("Normal", "CanaryStepsChanged", message)), 0
         )
     step_ends = parse_time(canary.step_started_at) + timedelta(seconds=parse_duration(steps[step].pause))
-    remaining = max(0.0, (step_ends - context.now).total_seconds())
     observe = ObserveCanary(
         champion.revision, candidate.revision, step, canary.step_started_at, format_time(step_ends)
     )
-    online = context.observations.online
-    if online is None or online.candidate != candidate.revision or online.step != step:
-        return _Step(status, (observe,), remaining or None)
-    decision = online.outcome.to_decision(candidate=candidate.version, time=context.stamp)
-    if decision.verdict == Verdict.REJECT:
+    online = _sample_of(context, observe)
+    window = _window(context, online, step_ends, steps[step].min_requests)
+    verdict = step_verdict(online.outcome if online else None, window)
+    if verdict.verdict == Verdict.CONTINUE:
+        return _keep_watching(context, status, observe, step_ends)
+    decision = verdict.to_decision(candidate=candidate.version, time=context.stamp)
+    where = f"step {step + 1}/{len(steps)} at {steps[step].weight}%"
+    decision = decision.model_copy(update={"message": f"{where}: {decision.message}"})
+    if verdict.verdict != Verdict.PROMOTE:
         return _roll_back(context, status, decision)
-    if remaining > 0 or online.candidate_requests < steps[step].min_requests:
-        return _Step(status, (observe,), remaining or None)
-    if online.observed_at < step_ends:
-        # Read before the pause ended: the step's verdict must cover all of it. The shell samples
-        # right after `until` and calls again.
-        return _Step(status, (observe,))
-    if decision.verdict == Verdict.INCONCLUSIVE:
-        return _roll_back(context, status, decision)
-    status.last_decision = decision
+    status.last_decision = _record(status, decision)
     if step + 1 < len(steps):
         status.canary = CanaryStatus(step=step + 1, steps=len(steps), step_started_at=context.stamp)
         status.canary_weight = steps[step + 1].weight
-        message = (
-            f"{candidate.version}: step {step + 1}/{len(steps)} passed ({decision.reason}); "
-            f"now {steps[step + 1].weight}%"
-        )
+        message = f"{candidate.version}: {where} passed ({decision.reason}); now {steps[step + 1].weight}%"
         return _Step(status, (_weights(context, status), EmitEvent("Normal", "CanaryStepPassed", message)), 0)
-    if decision.verdict != Verdict.PROMOTE:
-        status.last_decision = decision.model_copy(
-            update={
-                "verdict": Verdict.PROMOTE,
-                "reason": REASON_STEPS_PASSED,
-                "message": f"all {len(steps)} canary steps passed without a violation ({decision.reason})",
-            }
-        )
+    final = rollout_verdict(
+        status.record,
+        benchmarks=bool(context.deployment.spec.analysis.benchmarks),
+        ungated=context.deployment.spec.analysis.ungated,
+        candidate=candidate.version,
+        time=context.stamp,
+    )
+    if final.verdict != Verdict.PROMOTE:
+        return _roll_back(context, status, final)
+    status.last_decision = _record(status, final)
     status.phase, status.canary_weight = Phase.PROMOTING, 100
-    message = f"{candidate.version}: {status.last_decision.reason}; moving all traffic"
+    message = f"{candidate.version}: {final.reason}: {final.message}; moving all traffic"
     return _Step(status, (_weights(context, status), EmitEvent("Normal", "Promoting", message)), 0)
 
 
@@ -409,11 +462,15 @@ def _promoting(context: _Context, status: ModelDeploymentStatus) -> _Step:
     if not _applied(context, desired):
         return _Step(status, (desired,))
     decision = _required(status.last_decision)
-    status.history = [decision, *status.history][:HISTORY_LIMIT]
+    status.history = [_summary(decision), *status.history][:HISTORY_LIMIT]
     status.champion = candidate.model_copy(update={"since": context.stamp})
     status.candidate, status.canary, status.canary_weight = None, None, 0
-    status.phase = Phase.PROMOTED
     message = f"{candidate.version} replaced {champion.version}: {decision.reason}: {decision.message}"
+    if parse_duration(context.deployment.spec.rollout.bake_time) > 0:
+        status.phase, status.previous = Phase.BAKING, champion
+        bake = f"{message}; {champion.version} stays loaded for {context.deployment.spec.rollout.bake_time}"
+        return _Step(status, (_weights(context, status), EmitEvent("Normal", "Baking", bake)), 0)
+    status.phase = Phase.PROMOTED
     return _Step(
         status,
         (
@@ -425,9 +482,41 @@ def _promoting(context: _Context, status: ModelDeploymentStatus) -> _Step:
     )
 
 
+def _baking(context: _Context, status: ModelDeploymentStatus) -> _Step:
+    """The new champion serves all traffic; the previous one answers mirrored copies, so the same
+    online gates compare the two. A regression moves the traffic back; otherwise the bake ends."""
+    champion, previous = _required(status.champion), _required(status.previous)
+    rollout = context.deployment.spec.rollout
+    started = _required(status.phase_since)
+    bake_ends = parse_time(started) + timedelta(seconds=parse_duration(rollout.bake_time))
+    step = len(rollout.steps)
+    observe = ObserveCanary(
+        previous.revision, champion.revision, step, started, format_time(bake_ends), previous.revision
+    )
+    online = _sample_of(context, observe)
+    verdict = bake_verdict(online.outcome if online else None, _window(context, online, bake_ends))
+    if verdict.verdict == Verdict.CONTINUE:
+        return _keep_watching(context, status, observe, bake_ends)
+    decision = verdict.to_decision(candidate=champion.version, time=context.stamp)
+    decision = decision.model_copy(update={"message": f"bake against {previous.version}: {decision.message}"})
+    if verdict.verdict == Verdict.REJECT:
+        # Back to the previous champion: it takes the traffic again, the regressed one is removed.
+        status.champion = previous.model_copy(update={"since": context.stamp})
+        status.candidate, status.previous = champion, None
+        return _roll_back(context, status, decision)
+    _record(status, decision)
+    status.phase, status.previous = Phase.PROMOTED, None
+    event = EmitEvent(
+        "Normal" if decision.reason == REASON_BAKE_PASSED else "Warning",
+        decision.reason,
+        f"{champion.version}: {decision.message}",
+    )
+    return _Step(status, (_weights(context, status), RemoveRevision(previous.revision), event), 0)
+
+
 def _roll_back(context: _Context, status: ModelDeploymentStatus, decision: Decision) -> _Step:
     status.phase, status.canary, status.canary_weight = Phase.ROLLING_BACK, None, 0
-    status.last_decision = decision
+    status.last_decision = _record(status, decision)
     message = f"{decision.candidate}: {decision.reason}: {decision.message}"
     return _Step(status, (_weights(context, status), EmitEvent("Warning", "RollingBack", message)), 0)
 
@@ -444,7 +533,9 @@ def _rolling_back(context: _Context, status: ModelDeploymentStatus) -> _Step:
 def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision, phase: Phase) -> _Step:
     """End a rollout without promotion: the champion keeps all traffic and the candidate is removed."""
     candidate = _required(status.candidate)
-    status.history = [decision, *status.history][:HISTORY_LIMIT]
+    if not status.record or status.record[-1] != decision:
+        _record(status, decision)
+    status.history = [_summary(decision), *status.history][:HISTORY_LIMIT]
     status.last_decision = decision
     status.candidate, status.canary, status.canary_weight = None, None, 0
     status.phase = phase
@@ -465,19 +556,62 @@ def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision
 
 
 def _weights(context: _Context, status: ModelDeploymentStatus) -> SetWeights:
-    """The traffic split that `status` implies (the renderer derives the same from status)."""
-    champion = _required(status.champion)
-    if status.candidate is None:
-        return SetWeights({champion.revision: 100})
-    shadow = (
-        status.candidate.revision
-        if status.phase == Phase.BENCHMARKING and context.deployment.spec.rollout.shadow
-        else None
+    return traffic_split(context.deployment.spec, status)
+
+
+def _sample_of(context: _Context, observe: ObserveCanary) -> OnlineResult | None:
+    """The shell's latest live sample of this window (one of another step or candidate is none)."""
+    online = context.observations.online
+    if online is None or (online.candidate, online.step) != (observe.candidate, observe.step):
+        return None
+    return online
+
+
+def _window(context: _Context, online: OnlineResult | None, ends: datetime, min_requests: int = 0) -> Window:
+    """Where a window that ends at `ends` stands; a sample covers it only if read after its end."""
+    return Window(
+        ended=online is not None and min(online.observed_at, context.now) >= ends,
+        requests=online.candidate_requests if online else 0,
+        min_requests=min_requests,
+        overdue=_overdue(context, format_time(ends)),
     )
-    return SetWeights(
-        {champion.revision: 100 - status.canary_weight, status.candidate.revision: status.canary_weight},
-        shadow,
+
+
+def _keep_watching(
+    context: _Context, status: ModelDeploymentStatus, observe: ObserveCanary, ends: datetime
+) -> _Step:
+    # The shell samples a running window on its own cadence (and right after `until`); the requeue
+    # only makes sure its end and its deadline are noticed even without a sample.
+    wake = (ends - context.now).total_seconds()
+    return _Step(status, (observe,), wake if wake > 0 else _until_overdue(context, format_time(ends)))
+
+
+def _record(status: ModelDeploymentStatus, decision: Decision) -> Decision:
+    """Add a decision to the rollout's record (bounded: the oldest entries after the first go)."""
+    status.record = [*status.record, decision]
+    if len(status.record) > RECORD_LIMIT:
+        status.record = [status.record[0], *status.record[len(status.record) - RECORD_LIMIT + 1 :]]
+    return decision
+
+
+def _summary(decision: Decision) -> Decision:
+    """What the deployment's history keeps of a final decision: the evidence stays in the record."""
+    return decision.model_copy(update={"evidence": []})
+
+
+def _overdue(context: _Context, since: str | None) -> bool:
+    """Whether more than the rollout's progress deadline has passed since `since` (RFC 3339)."""
+    return since is not None and _until_overdue(context, since) == 0
+
+
+def _until_overdue(context: _Context, since: str | None) -> float | None:
+    """Seconds until the progress deadline counted from `since` passes (0 once it has)."""
+    if since is None:
+        return None
+    deadline = parse_time(since) + timedelta(
+        seconds=parse_duration(context.deployment.spec.rollout.progress_deadline)
     )
+    return max(0.0, (deadline - context.now).total_seconds())
 
 
 def _converge(
@@ -486,7 +620,11 @@ def _converge(
     """Repeat whatever data-plane action a crash may have lost: the data plane must match status."""
     if status.champion is None:
         return ()
-    wanted = {revision.revision: revision for revision in (status.champion, status.candidate) if revision}
+    wanted = {
+        revision.revision: revision
+        for revision in (status.champion, status.candidate, status.previous)
+        if revision is not None
+    }
     running = set(context.observations.revisions)
     deploying = {action.revision.revision for action in taken if isinstance(action, DeployRevision)}
     removing = {action.revision for action in taken if isinstance(action, RemoveRevision)}
@@ -642,7 +780,7 @@ def merge_conditions(
 
 
 def _progress_message(context: _Context, status: ModelDeploymentStatus) -> str:
-    candidate = _required(status.candidate)
+    candidate = _required(status.champion if status.phase == Phase.BAKING else status.candidate)
     match status.phase:
         case Phase.BENCHMARKING:
             health = context.observations.health(candidate.revision)
@@ -655,24 +793,39 @@ def _progress_message(context: _Context, status: ModelDeploymentStatus) -> str:
             return f"{candidate.version}: canary step {step} at {status.canary_weight}%"
         case Phase.PROMOTING:
             return f"{candidate.version}: moving all traffic to the candidate"
+        case Phase.BAKING:
+            return f"{candidate.version}: baking, previous champion mirrored"
         case _:
             return f"{candidate.version}: moving all traffic back to the champion"
 
 
-def _candidate_updates(context: _Context, status: ModelDeploymentStatus) -> tuple[Action, ...]:
-    """Bring every ModelCandidate's status in line with the deployment's (level-triggered, so crash-safe)."""
+def _candidate_updates(
+    context: _Context, before: ModelDeploymentStatus, status: ModelDeploymentStatus
+) -> tuple[Action, ...]:
+    """Bring every ModelCandidate's status in line with the deployment's (level-triggered, so crash-safe).
+
+    A candidate gets the record of its rollout while the deployment still holds it: the record of
+    this status or, after a crash right after a rollout ended, of the one before, if a new rollout
+    has already begun.
+    """
     decisions = {}
     for decision in reversed(status.history):
         decisions[decision.candidate] = decision
-    active = status.candidate
+    records = {record[-1].candidate: record for record in (before.record, status.record) if record}
+    active = status.candidate if status.phase != Phase.BAKING else status.champion
     updates: list[Action] = []
     for candidate in context.candidates:
         version, current = candidate.spec.version, candidate.status
+        record = records.get(version)
         decision: Decision | None = None
         if active is not None and active.candidate == candidate.metadata.name and active.version == version:
             phase, message = status.phase, _progress_message(context, status)
         elif version in decisions:
             decision = decisions[version]
+            # The history keeps summaries; the candidate gets the decision with its evidence.
+            decision = next(
+                (entry for entry in reversed(record or []) if _summary(entry) == decision), decision
+            )
             phase, message = candidate_phase(decision), f"{decision.reason}: {decision.message}"
         elif (current is not None and current.phase in FINAL_CANDIDATE_PHASES) or (
             status.champion is not None and version == status.champion.version
@@ -680,12 +833,19 @@ def _candidate_updates(context: _Context, status: ModelDeploymentStatus) -> tupl
             continue
         else:
             phase, message = Phase.PENDING, _queue_message(context, status, candidate)
-        if current is None or (current.phase, current.message, current.decision) != (
-            phase,
-            message,
-            decision,
+        wanted = tuple(record) if record is not None else None
+        shown = tuple(current.record) if current is not None else ()
+        if (
+            current is None
+            or (current.phase, current.message, current.decision)
+            != (
+                phase,
+                message,
+                decision,
+            )
+            or (wanted is not None and wanted != shown)
         ):
-            updates.append(UpdateCandidateStatus(candidate.metadata.name, phase, message, decision))
+            updates.append(UpdateCandidateStatus(candidate.metadata.name, phase, message, decision, wanted))
     return tuple(updates)
 
 

@@ -100,7 +100,11 @@ class DeployRevision:
 
 @dataclass(frozen=True)
 class SetWeights:
-    """The complete traffic split of the deployment, in percent per revision name."""
+    """The complete traffic split of the deployment, in percent per revision name, and the revision
+    that receives mirrored (shadow) copies of the requests, if any: what the data plane must serve.
+
+    Built only by `baton.rollout.traffic_split`, from which the renderer and KServe derive theirs.
+    """
 
     weights: Mapping[str, int]
     shadow: str | None = None
@@ -131,7 +135,10 @@ class ObserveCanary:
     """Collect live samples of both revisions since `since` (RFC 3339) and report an OnlineResult.
 
     `until` (RFC 3339) is when the step's pause ends: the shell samples again right after it, since
-    the step's verdict waits for that sample.
+    the step's verdict waits for that sample. During the bake after a promotion `step` is the number
+    of canary steps (one past the last), `candidate` the new champion, `champion` the previous one,
+    and `mirrored` names the previous one: it only receives mirrored requests, so its samples are
+    its shadow answers, not client traffic.
     """
 
     champion: str
@@ -139,6 +146,7 @@ class ObserveCanary:
     step: int
     since: str
     until: str
+    mirrored: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,12 +160,17 @@ class EmitEvent:
 
 @dataclass(frozen=True)
 class UpdateCandidateStatus:
-    """Set a ModelCandidate's status; only returned when it differs from what the candidate shows."""
+    """Set a ModelCandidate's status; only returned when it differs from what the candidate shows.
+
+    `record` is the candidate's whole decision record (offline test, each canary step, bake, final
+    verdict); None leaves the record the candidate shows as it is.
+    """
 
     candidate: str
     phase: Phase
     message: str
     decision: Decision | None = None
+    record: tuple[Decision, ...] | None = None
 
 
 Action = (

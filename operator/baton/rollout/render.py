@@ -1,16 +1,17 @@
 """Rendering a pool's serve configuration from its resources: the control plane's half of the serve contract.
 
 A pure function of the ModelPool and the statuses of the ModelDeployments that name it: the
-champion and candidate revisions in each status, and the traffic split they imply, become one
+champion, candidate and (while baking) previous revisions in each status, and the traffic split
+they imply (`traffic_split`, the one the state machine's SetWeights carries), become one
 `baton_serving.config.PoolConfig`. Because the serve config follows from status alone, a shell
 that crashed between writing status and rendering renders the same config when it comes back.
 
 Dense packing: revisions are placed in a fixed order (every champion before any candidate,
-deployments by name) until the pool's usable memory is spent. A deployment whose
-champion does not fit is left out entirely; a candidate that does not fit is left out while its
-champion keeps serving. Both are reported in `RenderedPool.unschedulable` so the shells can
-raise the pool's `Unschedulable` condition and hold the rollout until memory frees up.
-"""
+deployments by name) until the pool's usable memory is spent. A deployment whose champion does not
+fit is left out entirely; a candidate (or a baking previous champion) that does not fit is left out
+while its champion keeps serving, with that revision's traffic share. Both are reported in
+`RenderedPool.unschedulable` so the shells can raise the pool's `Unschedulable` condition and hold
+the rollout until memory frees up."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from baton.api.common import Artifact
-from baton.api.deployment import ModelDeployment, Phase, RevisionStatus, Runtime
+from baton.api.deployment import ModelDeployment, RevisionStatus, Runtime
 from baton.api.pool import ModelPool
+from baton.rollout.traffic import traffic_split
 from baton_serving.config import (
     ArtifactRef,
     DeploymentSpec,
@@ -106,23 +108,18 @@ def render_pool(pool: ModelPool, deployments: Sequence[ModelDeployment]) -> Rend
             continue
         requested += need
         placed_champions.append(deployment)
-    placed_candidates: set[str] = set()
+    placed: set[str] = set()
     for deployment in placed_champions:
-        candidate = deployment.status.candidate if deployment.status else None
-        if candidate is None:
-            continue
-        need = _need(deployment, candidate)
-        if requested + need > capacity:
-            unschedulable.append(candidate.revision)
-            continue
-        requested += need
-        placed_candidates.add(deployment.metadata.name)
+        for revision in _others(deployment):
+            need = _need(deployment, revision)
+            if requested + need > capacity:
+                unschedulable.append(revision.revision)
+                continue
+            requested += need
+            placed.add(revision.revision)
     config = PoolConfig(
         pool=pool.metadata.name,
-        deployments=[
-            _deployment_spec(deployment, with_candidate=deployment.metadata.name in placed_candidates)
-            for deployment in placed_champions
-        ],
+        deployments=[_deployment_spec(deployment, placed) for deployment in placed_champions],
     )
     return RenderedPool(config, requested, capacity, tuple(unschedulable))
 
@@ -136,27 +133,30 @@ def _need(deployment: ModelDeployment, revision: RevisionStatus) -> int:
     return revision_memory_bytes(revision.artifact, deployment.spec.engine.replicas)
 
 
-def _deployment_spec(deployment: ModelDeployment, *, with_candidate: bool) -> DeploymentSpec:
+def _others(deployment: ModelDeployment) -> list[RevisionStatus]:
+    """The revisions a deployment runs beside its champion: the candidate, or the baking previous one."""
+    status = deployment.status
+    assert status is not None
+    return [revision for revision in (status.candidate, status.previous) if revision is not None]
+
+
+def _deployment_spec(deployment: ModelDeployment, placed: set[str]) -> DeploymentSpec:
     status = deployment.status
     assert status is not None
     champion = _champion(deployment)
-    revisions = [_revision_spec(deployment, champion)]
-    weights = {champion.revision: float(100)}
-    shadow = None
-    if with_candidate and status.candidate is not None:
-        candidate = status.candidate
-        revisions.append(_revision_spec(deployment, candidate))
-        weights = {
-            champion.revision: float(100 - status.canary_weight),
-            candidate.revision: float(status.canary_weight),
-        }
-        if status.phase == Phase.BENCHMARKING and deployment.spec.rollout.shadow:
-            shadow = candidate.revision
+    others = [revision for revision in _others(deployment) if revision.revision in placed]
+    split = traffic_split(deployment.spec, status)
+    # A revision left out for lack of memory leaves its share with the champion.
+    kept = {revision.revision for revision in others} | {champion.revision}
+    weights = {name: float(weight) for name, weight in split.weights.items() if name in kept}
+    weights[champion.revision] += sum(weight for name, weight in split.weights.items() if name not in kept)
     return DeploymentSpec(
         name=deployment.metadata.name,
-        revisions=revisions,
+        revisions=[_revision_spec(deployment, revision) for revision in (champion, *others)],
         route=RoutePolicy(
-            weights=weights, shadow=shadow, sticky_header=deployment.spec.rollout.sticky_session_header
+            weights=weights,
+            shadow=split.shadow if split.shadow in kept else None,
+            sticky_header=deployment.spec.rollout.sticky_session_header,
         ),
     )
 

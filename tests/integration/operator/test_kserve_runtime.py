@@ -83,6 +83,7 @@ spec:
     artifact: {{uri: "pvc://models/medical-v1.gguf", digest: "{DIGEST}", quantization: Q8_0}}
   rollout:
     steps: [{{weight: 50, pause: 1h, minRequests: 0}}]
+  analysis: {{ungated: true}}
 """
 CANDIDATE = f"""
 apiVersion: baton.dev/v1alpha1

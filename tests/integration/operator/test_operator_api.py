@@ -48,6 +48,7 @@ spec:
       {{uri: "file:///models/{name}-v1.gguf", digest: "{DIGEST}", quantization: Q8_0, sizeBytes: {size}}}
   rollout:
     steps: [{{weight: 50, pause: 1s, minRequests: 0}}]
+  analysis: {{ungated: true}}
 """
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from baton.analysis.online import ArmStats, MetricKind, SequentialState, SequentialTest, assess
 from baton.analysis.providers.inprocess import InProcessProvider, LocalMetrics, SeriesQuery
-from baton.analysis.verdict import threshold_gate
+from baton.analysis.sanity import threshold_gate
 from baton.api.decision import Verdict
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,9 @@ import yaml
 from pydantic import ValidationError
 
 from baton.api import KINDS, ModelDeployment, parse_resource
+from baton.api.common import Rules
 from baton.api.crd import render_all
+from baton.api.deployment import AnalysisSpec
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +67,62 @@ def test_bad_input_names_the_field_path(change, path):
 def test_every_kind_has_a_short_name_and_printer_columns():
     for cls in KINDS.values():
         assert cls.short_names and cls.printer_columns, cls.kind_name
+
+
+def _medical(**spec) -> dict:
+    base = {
+        "domain": "medical",
+        "pool": "cpu-small",
+        "model": {
+            "version": "v1",
+            "artifact": {"uri": "/m/v1.gguf", "digest": "sha256:" + "a" * 64, "quantization": "Q8_0"},
+        },
+        "analysis": {"benchmarks": [{"name": "medical-qa"}]},
+    }
+    return {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m"},
+        "spec": base | spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "where", "says"),
+    [
+        ({"analysis": {}}, "spec.analysis", "no gate configured"),
+        ({"analysis": {"ungated": True, "benchmarks": [{"name": "b"}]}}, "spec.analysis", "contradicts"),
+        (
+            {"rollout": {"steps": [{"weight": 10}, {"weight": 100}]}},
+            "spec.rollout.steps.1.weight",
+            "less than or equal to 99",
+        ),
+        ({"rollout": {"steps": [{"weight": 50}, {"weight": 10}]}}, "spec.rollout", "strictly increasing"),
+        (
+            {
+                "analysis": {
+                    "metrics": [{"name": "p99", "kind": "latency", "provider": "prometheus", "query": "q"}]
+                }
+            },
+            "spec.analysis.metrics.0",
+            "needs maxValue",
+        ),
+    ],
+)
+def test_the_cross_field_rules_hold_in_python_as_in_the_crd(spec, where, says):
+    with pytest.raises(ValidationError) as caught:
+        parse_resource(_medical(**spec))
+    (error,) = caught.value.errors()
+    assert ".".join(str(part) for part in error["loc"]) == where and says in error["msg"]
+
+
+def test_each_rule_is_declared_once_for_both_validators():
+    extra = AnalysisSpec.model_config["json_schema_extra"]
+    assert isinstance(extra, Rules)
+    published = AnalysisSpec.model_json_schema()["x-kubernetes-validations"]
+    assert [rule["rule"] for rule in published] == [rule.cel for rule in extra.rules]
+
+
+def test_an_ungated_deployment_says_so():
+    deployment = parse_resource(_medical(analysis={"ungated": True}))
+    assert deployment.spec.analysis.ungated and not deployment.spec.analysis.benchmarks

@@ -11,15 +11,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from baton.analysis.gates import ArmSamples, online_outcome
 from baton.api import AnalysisSpec, Verdict
 from baton.evidence.samples import (
-    CANARY_SAMPLE_INTERVAL_S,
     CanarySampler,
     Counts,
     StepWindow,
-    next_sample_delay,
     parse_exposition,
     window_samples,
 )
-from baton.rollout import ObserveCanary
+from baton.rollout import CANARY_SAMPLE_INTERVAL_S, ObserveCanary, next_sample_delay
 from tests.unit.evidence.stores import RecordingStore
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, NOW, deployment
 
@@ -113,15 +111,21 @@ def test_a_failing_candidate_is_rejected_by_the_error_rate():
     assert {evidence.metric for evidence in outcome.evidence} == {"error-rate"}
 
 
-def test_equal_healthy_arms_keep_the_canary_going():
-    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=200))
-    assert outcome.verdict == Verdict.CONTINUE
-    assert outcome.evidence[0].n_candidate == 200
+def test_equal_healthy_arms_pass_the_guardrail_once_shown_within_its_tolerance():
+    outcome = online_outcome(analysis(), ArmSamples(requests=400), ArmSamples(requests=400))
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoRegression")
+    assert outcome.evidence[0].n_candidate == 400
+    # not yet shown within the tolerance: still collecting, never a pass for lack of evidence
+    outcome = online_outcome(analysis(), ArmSamples(requests=100), ArmSamples(requests=100))
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "CollectingSamples")
+    outcome = online_outcome(analysis(), ArmSamples(requests=200), ArmSamples(requests=10))
+    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "CollectingSamples")  # never a pass
 
 
-def test_no_metrics_is_an_explicit_continue():
-    outcome = online_outcome(AnalysisSpec(), ArmSamples(), ArmSamples())
-    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+def test_no_metrics_leaves_the_decision_to_the_other_gates():
+    gated = AnalysisSpec(benchmarks=[{"name": "medical-qa"}])
+    outcome = online_outcome(gated, ArmSamples(), ArmSamples())
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoOnlineMetrics")
 
 
 ACTION = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z", "2026-11-29T06:00:30.000Z")
@@ -129,7 +133,7 @@ ACTION = ObserveCanary(CHAMPION, CANDIDATE, 0, "2026-11-29T06:00:00.000Z", "2026
 
 def _canary_outcome(tmp_path, metrics: list[dict], before: Counts, after: Counts):
     """The step's outcome after a baseline scrape `before` and a later one `after`, as both shells sample."""
-    resource = deployment(analysis={"metrics": metrics})
+    resource = deployment(analysis={"benchmarks": [{"name": "medical-qa"}], "metrics": metrics})
     sampler = CanarySampler(RecordingStore(tmp_path))
     sampler.sample(resource, ACTION, lambda: {"medical": before}, NOW)
     sample = sampler.sample(resource, ACTION, lambda: {"medical": after}, NOW)
@@ -147,9 +151,9 @@ def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_beg
 
     outcome, requests = _canary_outcome(tmp_path, metric, before, after(40))
     assert (outcome.verdict, outcome.reason, requests) == (Verdict.REJECT, "CanaryWorse", 400)
-    # no error on either side: no violation, but not yet evidence of non-inferiority either
+    # no error on either side, minSamples per arm: the guardrail holds (the offline gate showed "better")
     outcome, _ = _canary_outcome(tmp_path, metric, before, after(0))
-    assert outcome.verdict == Verdict.CONTINUE
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoRegression")
 
 
 def test_online_latency_is_judged_on_the_histogram_buckets_of_both_arms(tmp_path) -> None:
@@ -173,7 +177,7 @@ def test_online_gate_fails_closed_without_data_or_without_prometheus(tmp_path) -
     outcome, _ = _canary_outcome(tmp_path, prometheus, nothing, nothing)
     assert outcome.verdict == Verdict.INCONCLUSIVE
     outcome, _ = _canary_outcome(tmp_path, [], nothing, nothing)
-    assert (outcome.verdict, outcome.reason) == (Verdict.CONTINUE, "NoOnlineMetrics")
+    assert (outcome.verdict, outcome.reason) == (Verdict.PROMOTE, "NoOnlineMetrics")
 
 
 @pytest.mark.parametrize(

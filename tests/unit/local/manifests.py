@@ -25,4 +25,6 @@ spec:
       uri: {uri}
       digest: {digest}
       quantization: Q8_0
+  analysis:
+    ungated: true
 """

@@ -10,6 +10,7 @@ from tests.unit.local.manifests import POOL, deployment
 
 pytestmark = pytest.mark.unit
 
+
 def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

@@ -11,8 +11,7 @@ pytestmark = pytest.mark.unit
 
 DIGEST = "sha256:" + "ab" * 32
 
-ANALYSIS = "  analysis:\n    mode: superiority\n"
-DEPLOYMENT = deployment("file:///models/medical-v1.Q8_0.gguf", DIGEST) + ANALYSIS
+DEPLOYMENT = deployment("file:///models/medical-v1.Q8_0.gguf", DIGEST)
 
 CANDIDATE = f"""\
 apiVersion: baton.dev/v1alpha1
@@ -56,12 +55,10 @@ def test_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_unknown_field_names_file_line_and_field_path(tmp_path):
-    path = write(
-        tmp_path, "md.yaml", POOL + "---\n" + DEPLOYMENT.replace("mode: superiority", "mdoe: superiority")
-    )
+    path = write(tmp_path, "md.yaml", POOL + "---\n" + DEPLOYMENT.replace("ungated: true", "ungatd: true"))
     (problem,) = problems_of([path])
     assert (
-        problem == f"{path}:22: ModelDeployment/medical: spec.analysis.mdoe: Extra inputs are not permitted"
+        problem == f"{path}:22: ModelDeployment/medical: spec.analysis.ungatd: Extra inputs are not permitted"
     )
 
 

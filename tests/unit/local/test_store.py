@@ -21,6 +21,7 @@ def deployment() -> ModelDeployment:
                     "version": "v1",
                     "artifact": {"uri": "/m/v1.gguf", "digest": DIGEST, "quantization": "Q8_0"},
                 },
+                "analysis": {"ungated": True},
             },
         }
     )

@@ -42,7 +42,12 @@ def test_deployment_row_shows_the_columns_of_kubectl_get():
     deployment = ModelDeployment.model_validate(
         {
             "metadata": {"name": "medical"},
-            "spec": {"domain": "medical", "pool": "p", "model": {"version": "v1", "artifact": ARTIFACT}},
+            "spec": {
+                "domain": "medical",
+                "pool": "p",
+                "model": {"version": "v1", "artifact": ARTIFACT},
+                "analysis": {"ungated": True},
+            },
             "status": {
                 "phase": "Canary",
                 "canaryWeight": 10,

@@ -38,7 +38,7 @@ def deployment_doc(**spec: Any) -> dict[str, Any]:
             "steps": [
                 {"weight": 10, "pause": "30s", "minRequests": 5},
                 {"weight": 50, "pause": "30s", "minRequests": 5},
-                {"weight": 100, "pause": "30s", "minRequests": 5},
+                {"weight": 90, "pause": "30s", "minRequests": 5},
             ]
         },
         "analysis": {"benchmarks": [{"name": "medical-qa"}]},

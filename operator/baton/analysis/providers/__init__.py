@@ -2,12 +2,12 @@
 
 Every provider has the same two methods (the flagger model): `query(...)` and `is_online()`.
 The decision code never calls a provider; a shell queries, then hands the plain results
-(`Measurement`, benchmark scores) to the pure gates.
+(`baton.analysis.measurements`) to the pure gates. The providers are the only I/O of
+`baton.analysis`; nothing outside this package imports them but the shells.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 QueryT_contra = TypeVar("QueryT_contra", contravariant=True)
@@ -24,12 +24,3 @@ class MetricProvider(Protocol[QueryT_contra, ResultT_co]):
     def is_online(self) -> bool:
         """Whether the backend answers at all (checked before an analysis starts)."""
         ...
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One scalar reading. `value` None means no data; `error` says why the query failed."""
-
-    query: str
-    value: float | None
-    error: str | None = None

@@ -15,74 +15,16 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, ItemResult
 from baton.analysis.scorers import ScoreFunction, compile_scorer
-from baton.analysis.verdict import PairedScores
-from baton.api.benchmark import BenchmarkItem, BenchmarkSpec, ScorerType
+from baton.api.benchmark import BenchmarkItem, ScorerType
 from baton_serving.wire import REVISION_HEADER
-
-
-@dataclass(frozen=True)
-class BenchmarkRun:
-    """One offline comparison: the deployment (OpenAI `model`), both revisions, the suite and its items.
-
-    `items` are passed resolved (the shell reads inline items, ConfigMaps or URIs), so the runner
-    never needs Kubernetes.
-    """
-
-    benchmark: str
-    deployment: str
-    champion: str
-    candidate: str
-    spec: BenchmarkSpec
-    items: tuple[BenchmarkItem, ...]
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """One revision's result on one item: a score, or the error that prevented scoring."""
-
-    item_id: str
-    revision: str
-    score: float | None
-    error: str | None
-    latency_s: float
-
-
-@dataclass(frozen=True)
-class BenchmarkResult:
-    run: BenchmarkRun
-    results: tuple[ItemResult, ...]
-
-    def errors_by_kind(self) -> Counter[str]:
-        return Counter(result.error for result in self.results if result.error is not None)
-
-    def paired_scores(self) -> PairedScores:
-        """Scores of items both revisions answered, in item order, with every failed attempt counted."""
-        by_key = {(result.item_id, result.revision): result for result in self.results}
-        ids, champion, candidate, groups = [], [], [], []
-        for item in self.run.items:
-            first = by_key.get((item.id, self.run.champion))
-            second = by_key.get((item.id, self.run.candidate))
-            if first and second and first.score is not None and second.score is not None:
-                ids.append(item.id)
-                champion.append(first.score)
-                candidate.append(second.score)
-                groups.append(item.group)
-        return PairedScores(
-            item_ids=tuple(ids),
-            champion=tuple(champion),
-            candidate=tuple(candidate),
-            groups=tuple(groups),
-            n_errors=sum(result.error is not None for result in self.results),
-            n_attempted=len(self.results),
-        )
 
 
 class BenchmarkRunner:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from baton.analysis.measurements import Measurement
 from baton.analysis.online import ArmStats
-from baton.analysis.providers import Measurement
 
 SeriesField = Literal["value", "count", "sum", "sum_sq", "mean"]
 

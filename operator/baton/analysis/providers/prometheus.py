@@ -11,7 +11,7 @@ import math
 
 import httpx
 
-from baton.analysis.providers import Measurement
+from baton.analysis.measurements import Measurement
 
 
 def render_query(template: str, *, deployment: str, revision: str) -> str:

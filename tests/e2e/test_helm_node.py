@@ -1,0 +1,216 @@
+"""`helm install` of the chart as shipped, on the test bed's node, with the operator image images/build made.
+
+The operator runs in a pod under the chart's ServiceAccount (its projected token, the chart's RBAC:
+a missing verb leaves the status below unwritten), becomes Ready through the chart's probes, holds
+the chart's Lease, and reconciles a ModelDeployment: it renders the pool's RayService (with the
+pool image as its default rayImage) and writes the deployment's status. Two replicas elect one
+leader. `helm uninstall` leaves no object of the release behind.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from baton.api.pool import DEFAULT_RAY_IMAGE
+from baton.k8s.leader import LeaseElector
+from tests.testbed import binaries
+from tests.testbed.controlplane import CONTEXT
+from tests.testbed.node import Node
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "baton"
+RAYSERVICE_CRD = REPO / "manifests" / "third_party" / "rayservices.ray.io.yaml"
+RELEASE, RELEASE_NAMESPACE = "baton", "baton-system"
+INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
+# The name the operator elects on (its default), which the chart's Lease must carry.
+LEASE = inspect.signature(LeaseElector).parameters["name"].default
+TIMEOUT_S = 240.0
+RELEASE_KINDS = "deployments,replicasets,pods,serviceaccounts,services,configmaps,roles,rolebindings,leases"
+
+
+def helm(node: Node, *args: str, timeout: float = TIMEOUT_S) -> None:
+    result = subprocess.run(
+        [str(binaries.built("helm")), *args, f"--kube-context={CONTEXT}-admin"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        env=node.plane.env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def get(node: Node, *args: str) -> dict[str, Any]:
+    got = node.plane.kubectl("get", *args, "-o", "json")
+    return json.loads(got.stdout) if got.returncode == 0 else {}
+
+
+def wait_for(check: Callable[[], Any], what: str, diagnose: Callable[[], str], timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} after {timeout:.0f} s\n{diagnose()}"
+        time.sleep(1)
+
+
+def operator_pods(node: Node) -> list[dict[str, Any]]:
+    return get(node, "pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
+
+
+def diagnose(node: Node) -> Callable[[], str]:
+    def report() -> str:
+        lines = [node.plane.kubectl("get", "pods", "-A", "-o", "wide").stdout]
+        for pod in operator_pods(node):
+            name = pod["metadata"]["name"]
+            lines += [
+                f"--- {name}: {pod['status']}",
+                node.plane.kubectl("logs", "-n", RELEASE_NAMESPACE, name).stdout[-3000:],
+            ]
+        return "\n".join(lines)
+
+    return report
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+@pytest.fixture
+def installed(node: Node):
+    node.load_image(binaries.image_archive("operator"))
+    node.plane.apply(RAYSERVICE_CRD, server_side=True)
+    yield
+    helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait", "--ignore-not-found")
+
+
+def test_helm_installed_operator_reconciles_under_its_service_account(
+    node: Node, installed, smoke_gguf
+) -> None:
+    report = diagnose(node)
+    helm(
+        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
+        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
+    )  # fmt: skip
+    (pod,) = operator_pods(node)
+    assert ready(pod), report()
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == RELEASE  # the chart's, whose token is the pod's only credential
+    assert spec["securityContext"]["runAsUser"] == 65532
+    lease = wait_for(
+        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        "nobody holds the chart's Lease",
+        report,
+    )
+    assert lease == pod["metadata"]["name"]
+
+    namespace = f"models-{uuid.uuid4().hex[:6]}"
+    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    artifact = {
+        "uri": f"file://{smoke_gguf.path}",
+        "digest": smoke_gguf.digest,
+        "quantization": smoke_gguf.quantization,
+        "sizeBytes": smoke_gguf.size_bytes,
+    }
+    documents = [
+        {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu"}, "spec": {}},
+        {
+            "apiVersion": "baton.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "medical"},
+            "spec": {
+                "domain": "medical",
+                "pool": "cpu",
+                "model": {"version": "v1", "artifact": artifact},
+                "analysis": {
+                    "benchmarks": [{"name": "medical-routing"}],
+                    "minSamples": 20,
+                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
+                },
+            },
+        },
+    ]
+    applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+    assert applied.returncode == 0, applied.stderr
+    rayservice = wait_for(lambda: get(node, "rayservice", "cpu", "-n", namespace), "no RayService", report)
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == DEFAULT_RAY_IMAGE
+
+    def status() -> dict[str, Any]:
+        deployment = get(node, "modeldeployment", "medical", "-n", namespace)
+        observed = deployment.get("status", {})
+        return observed if observed.get("phase") else {}
+
+    written = wait_for(status, "the operator wrote no ModelDeployment status", report)
+    # No KubeRay runs the RayService here, so the champion waits for its pool to serve.
+    assert written["phase"] == "Pending", written
+
+    # The ModelPool's finalizer is the operator's: remove the pool while the operator still runs.
+    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=120s")
+    assert deleted.returncode == 0, deleted.stderr + report()
+
+
+def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
+    report = diagnose(node)
+    helm(
+        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
+        "--set=replicaCount=2", "--wait", f"--timeout={TIMEOUT_S:.0f}s",
+    )  # fmt: skip
+    pods = operator_pods(node)
+    assert len(pods) == 2 and all(ready(pod) for pod in pods), report()
+    holder = wait_for(
+        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        "nobody holds the Lease",
+        report,
+    )
+    names = {pod["metadata"]["name"] for pod in pods}
+    assert holder in names
+    (standby,) = names - {holder}
+    logs = {name: node.plane.kubectl("logs", "-n", RELEASE_NAMESPACE, name).stdout for name in names}
+    assert f"{holder} holds lease" in logs[holder]
+    assert "holds lease" not in logs[standby]
+
+    # The leader dies: a live replica (the standby, or the pod replacing the leader) takes over once
+    # the lease expires.
+    node.plane.kubectl("delete", "pod", holder, "-n", RELEASE_NAMESPACE, "--grace-period=0", "--force")
+
+    def new_holder() -> str | None:
+        current = get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+        alive = {pod["metadata"]["name"] for pod in operator_pods(node)}
+        return current if current not in (None, holder) and current in alive else None
+
+    wait_for(new_holder, "no live replica took the Lease over", report, timeout=90)
+
+
+def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
+    helm(
+        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
+        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
+    )  # fmt: skip
+    assert get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)
+    helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait")
+
+    def left() -> str:
+        found = node.plane.kubectl(
+            "get", RELEASE_KINDS, "-n", RELEASE_NAMESPACE, "-l", INSTANCE, "-o", "name"
+        )
+        assert found.returncode == 0, found.stderr
+        return found.stdout
+
+    # The operator's pods go through the garbage collector (ReplicaSet, then pods), after helm returns.
+    wait_for(lambda: left() == "", "objects of the release are left", left, timeout=120)
+    assert not get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)  # the operator's Lease went too
+    cluster_wide = node.plane.kubectl("get", "clusterroles,clusterrolebindings", "-l", INSTANCE, "-o", "name")
+    assert cluster_wide.returncode == 0 and cluster_wide.stdout == "", cluster_wide.stdout
