@@ -1,6 +1,6 @@
 """Run a domain's benchmark suites against a GGUF file in llama.cpp and score the answers.
 
-Decoding mirrors the analysis core's benchmark runner (`baton.analysis.providers.benchmark`):
+Decoding mirrors the analysis core's benchmark runner (`baton.evidence.providers.benchmark`):
 the user message rendered as the chat template renders it, greedy decoding, and suites whose
 scorer carries a JSON schema decoded under that schema's grammar (the runner sends it as
 `response_format`). Scores come from the analysis core's own scorers.

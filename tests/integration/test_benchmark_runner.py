@@ -20,9 +20,9 @@ from rich.console import Console
 
 from baton.analysis.measurements import BenchmarkRun
 from baton.analysis.offline import OfflinePolicy, offline_gate
-from baton.analysis.providers.benchmark import BenchmarkRunner
 from baton.api.benchmark import BenchmarkItem, BenchmarkSpec, Scorer
 from baton.api.decision import Verdict
+from baton.evidence.providers.benchmark import BenchmarkRunner
 
 pytestmark = pytest.mark.integration
 

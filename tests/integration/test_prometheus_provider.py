@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from baton.analysis.measurements import Measurement
-from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import threshold_gate
 from baton.api.decision import Verdict
+from baton.evidence.providers.prometheus import PrometheusProvider, render_query
 from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.processes import StartupError
 from tests.testbed.prometheus import Prometheus

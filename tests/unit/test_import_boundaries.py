@@ -53,13 +53,6 @@ SOURCE_ROOTS = ("operator", "serving", "models")
 CORE = ("baton.api", "baton.rollout", "baton.analysis")
 SHELLS = ("baton.k8s", "baton.local", "baton.evidence", "baton.cli", "baton.demo")
 IO_LIBRARIES = ("httpx", "kubernetes", "kopf", "ray", "rich", "requests")
-# Core modules that still do I/O, until the analysis providers leave `analysis/` (issue 21.4, the
-# core's branch). The test fails when this set is not exactly what it finds, so it only shrinks.
-PENDING_CORE_IO = {
-    ("baton.analysis.providers.benchmark", "httpx"),
-    ("baton.analysis.providers.benchmark", "rich"),
-    ("baton.analysis.providers.prometheus", "httpx"),
-}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -138,7 +131,7 @@ def test_the_core_imports_no_shell_and_no_io_library() -> None:
         for library in IO_LIBRARIES
         if within(other, (library,))
     }
-    assert io == PENDING_CORE_IO
+    assert io == set()
 
 
 def test_the_data_plane_imports_nothing_of_the_control_plane() -> None:

@@ -12,8 +12,8 @@ shell. The public surface:
   `rollout_verdict`, `bake_verdict` are the decisions the rollout state machine acts on.
 - `compile_scorer(Scorer)`: per-item scoring of benchmark answers.
 - `baton.analysis.measurements`: what the shells measured (readings, benchmark results), as values.
-- Metric providers live in `baton.analysis.providers` (Prometheus, in-process, benchmark runner):
-  the only I/O of the package, used by the shells and never by the rest of it.
+- Nothing here does I/O: the metric providers (Prometheus, the benchmark runner) are part of the
+  evidence layer (`baton.evidence.providers`), which measures and hands these functions values.
 """
 
 from baton.analysis.decision import decide

@@ -1,4 +1,4 @@
-"""The names of the pure core (and of the analysis providers) that the evidence layer uses, in one place.
+"""The names of the pure core (and of the metric providers) that the evidence layer uses, in one place.
 
 The shells never import `baton.analysis` for evidence: they go through this layer, and this layer
 goes through this module, so a move in the core is re-pointed here alone.
@@ -11,11 +11,11 @@ from baton.analysis.gates import ArmSamples, benchmark_scores, offline_outcome, 
 from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, Measurement
 from baton.analysis.online import ArmStats, counter_increase
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.providers import MetricProvider
-from baton.analysis.providers.benchmark import BenchmarkRunner
-from baton.analysis.providers.prometheus import PrometheusProvider, render_query
 from baton.analysis.sanity import evaluation_failed
 from baton.analysis.scorers import compile_scorer
+from baton.evidence.providers import MetricProvider
+from baton.evidence.providers.benchmark import BenchmarkRunner
+from baton.evidence.providers.prometheus import PrometheusProvider, render_query
 
 __all__ = [
     "ArmSamples",

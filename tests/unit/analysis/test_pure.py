@@ -19,7 +19,6 @@ PURE = (
     "baton.analysis.online",
     "baton.analysis.sanity",
     "baton.analysis.scorers",
-    "baton.analysis.providers.inprocess",
     "baton.rollout",
     "baton.rollout.render",
 )

@@ -1,9 +1,8 @@
 """Metric providers: where the analysis gets its numbers, one module per backend.
 
 Every provider has the same two methods (the flagger model): `query(...)` and `is_online()`.
-The decision code never calls a provider; a shell queries, then hands the plain results
-(`baton.analysis.measurements`) to the pure gates. The providers are the only I/O of
-`baton.analysis`; nothing outside this package imports them but the shells.
+The decision code never calls a provider: the evidence layer queries, then hands the plain
+results (`baton.analysis.measurements`) to the pure gates, so `baton.analysis` does no I/O.
 """
 
 from __future__ import annotations
