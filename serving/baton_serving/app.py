@@ -59,7 +59,7 @@ from baton_serving.openai_protocol import (
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
 from baton_serving.tracing import RequestTracer
-from baton_serving.wire import METRICS_PATH, REVISION_HEADER, REVISIONS_PATH
+from baton_serving.wire import METRICS_PATH, REVISION_HEADER, REVISIONS_PATH, SHADOW_ENDPOINT
 
 logger = logging.getLogger("baton_serving")
 
@@ -607,13 +607,13 @@ class OpenAIIngress:
         try:
             result = await self._engines[(deployment, shadow)].unary.generate.remote(generation)
         except Exception as error:
-            self._record_failure(labels, "shadow", _as_openai_error(error), started)
+            self._record_failure(labels, SHADOW_ENDPOINT, _as_openai_error(error), started)
             metrics.SHADOW_COMPARISONS.labels(*labels, "error").inc()
             return
         answer = _Answer(
             _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
         )
-        self._record_answer(labels, "shadow", started, time.perf_counter(), None, answer, generation)
+        self._record_answer(labels, SHADOW_ENDPOINT, started, time.perf_counter(), None, answer, generation)
         outcome = "match" if answer.text == primary_text else "mismatch"
         metrics.SHADOW_COMPARISONS.labels(*labels, outcome).inc()
 

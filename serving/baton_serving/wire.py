@@ -16,8 +16,9 @@ REVISION_HEADER = "X-Baton-Revision"
 # The ingress's per-revision engine statuses ({deployment: {revision: {ready, error}}}).
 REVISIONS_PATH = "/v1/baton/revisions"
 METRICS_PATH = "/metrics"
-# `endpoint` label values of client traffic; a shadow revision's answers are labelled "shadow".
+# `endpoint` label values of client traffic, and of a revision's answers to mirrored requests.
 CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
+SHADOW_ENDPOINT = "shadow"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 

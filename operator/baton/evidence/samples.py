@@ -35,7 +35,7 @@ from baton.evidence.core import (
 from baton.evidence.ports import Store
 from baton.evidence.supervision import TaskFailure, report
 from baton.rollout import ObserveCanary, OnlineResult
-from baton_serving.wire import CLIENT_ENDPOINTS
+from baton_serving.wire import CLIENT_ENDPOINTS, SHADOW_ENDPOINT
 
 # Scrapes that fail in a row before a step's result is Inconclusive (about half a minute of backoff).
 MAX_SAMPLE_FAILURES = 5
@@ -109,8 +109,19 @@ class Counts:
         )
 
 
+def mirrored_answers(revision: str) -> str:
+    """The key under which `Counts` hold a revision's answers to mirrored (shadow) requests.
+
+    They are not client traffic, so they never count for the revision itself; they are the
+    previous champion's arm during the bake after a promotion, when it answers only mirrored copies
+    of the new champion's requests. A revision name is a DNS label, so the key cannot be one.
+    """
+    return f"{revision}/mirrored"
+
+
 def parse_exposition(text: str) -> dict[str, Counts]:
-    """A pool's Prometheus exposition, as each deployment's per-revision client counters."""
+    """A pool's Prometheus exposition, as each deployment's per-revision client counters (answers to
+    mirrored requests kept apart, under `mirrored_answers(revision)`)."""
     sums: dict[str, dict[str, dict[str, float]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(float))
     )
@@ -123,8 +134,11 @@ def parse_exposition(text: str) -> dict[str, Counts]:
             deployment, revision = labels.get("deployment"), labels.get("revision")
             if not deployment or not revision:
                 continue
-            if labels.get("endpoint", "chat_completions") not in CLIENT_ENDPOINTS:
-                continue  # shadow answers are not client traffic
+            endpoint = labels.get("endpoint", "chat_completions")
+            if endpoint == SHADOW_ENDPOINT:
+                revision = mirrored_answers(revision)
+            elif endpoint not in CLIENT_ENDPOINTS:
+                continue
             if sample.name == "baton_request_duration_seconds_bucket":
                 buckets[deployment][revision][float(labels["le"])] += sample.value
                 continue
@@ -226,7 +240,10 @@ class CanarySampler:
             else:
                 window = known[1]
                 window.add(scrape)
-            champion, candidate = window.total.arm(action.champion), window.total.arm(action.candidate)
+            # While baking, the previous champion answers only mirrored requests: those are its arm.
+            mirrored = action.mirrored == action.champion
+            champion = window.total.arm(mirrored_answers(action.champion) if mirrored else action.champion)
+            candidate = window.total.arm(action.candidate)
             external = external_readings(deployment, action.candidate, self.prometheus)
             outcome = online_outcome(deployment.spec.analysis, champion, candidate, external)
         except Exception as error:

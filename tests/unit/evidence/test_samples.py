@@ -140,6 +140,31 @@ def _canary_outcome(tmp_path, metrics: list[dict], before: Counts, after: Counts
     return sample.result.outcome, sample.result.candidate_requests
 
 
+def test_while_baking_the_previous_champions_arm_is_its_answers_to_mirrored_requests(tmp_path) -> None:
+    """The bake compares the new champion's client answers with the previous one's shadow answers;
+    outside the bake, shadow answers never count for anyone."""
+    previous, promoted = CHAMPION, CANDIDATE
+    baking = ObserveCanary(
+        previous, promoted, 2, "2026-11-29T06:00:00.000Z", "2026-11-29T06:05:00.000Z", mirrored=previous
+    )
+    metrics = [{"name": "errors", "kind": "errorRate"}]
+    resource = deployment(analysis={"benchmarks": [{"name": "medical-qa"}], "metrics": metrics})
+    ingress = FakeIngress()
+
+    def read() -> dict[str, Counts]:
+        return {"medical": ingress.counts()}
+
+    sampler = CanarySampler(RecordingStore(tmp_path))
+    sampler.sample(resource, baking, read, NOW)
+    for index in range(400):
+        ingress.answer(promoted, 0.05, code="500" if index % 4 == 0 else "200")  # a 25 % error rate
+        ingress.answer(previous, 0.05, endpoint="shadow")  # its mirrored copy, answered without error
+    sample = sampler.sample(resource, baking, read, NOW)
+    assert sample.result is not None and sample.result.outcome.verdict == Verdict.REJECT, sample
+    assert sample.result.candidate_requests == 400
+    assert window_samples(Counts(), ingress.counts(), previous).requests == 0, "not client traffic"
+
+
 def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_began(tmp_path) -> None:
     metric = [{"name": "errors", "kind": "errorRate", "maxValue": 0.05}]
     before = Counts(requests={CHAMPION: 1000, CANDIDATE: 100}, errors={CHAMPION: 3, CANDIDATE: 0})
