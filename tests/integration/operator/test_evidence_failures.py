@@ -30,8 +30,10 @@ SECRET = "PATIENT-NAME-7f3a"  # item content that no status, condition or Event 
 
 
 def deployment_yaml(analysis: str) -> str:
-    """The API tests' deployment with an `analysis` (spec's last field, so appended)."""
-    return api_deployment_yaml() + f"  analysis: {analysis}\n"
+    """The API tests' deployment with another `analysis` in place of theirs (`ungated: true`)."""
+    theirs = "  analysis: {ungated: true}\n"
+    assert theirs in api_deployment_yaml()
+    return api_deployment_yaml().replace(theirs, f"  analysis: {analysis}\n")
 
 
 def candidate_yaml() -> str:
@@ -143,7 +145,7 @@ def test_a_source_directory_that_is_missing_is_reported_and_polled_again(
     operator = start_operator()
     cluster.apply_text(
         namespace,
-        deployment_yaml("{}") + "---" + directory_source_yaml(releases),
+        deployment_yaml("{ungated: true}") + "---" + directory_source_yaml(releases),
     )
 
     def ready() -> dict:
