@@ -14,7 +14,7 @@ shell without a Prometheus URL, is a failed measurement, never a pass.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -65,29 +65,25 @@ class Counts:
         def grown(now: Mapping, then: Mapping) -> dict:
             return {key: counter_increase(value, then.get(key, 0.0)) for key, value in now.items()}
 
-        return Counts(
-            requests=grown(self.requests, before.requests),
-            errors=grown(self.errors, before.errors),
-            structured_valid=grown(self.structured_valid, before.structured_valid),
-            structured_total=grown(self.structured_total, before.structured_total),
-            latency_buckets={
-                revision: grown(buckets, before.latency_buckets.get(revision, {}))
-                for revision, buckets in self.latency_buckets.items()
-            },
-        )
+        return self._series_by_series(before, grown, self.latency_buckets)
 
     def __add__(self, other: Counts) -> Counts:
         def total(first: Mapping, second: Mapping) -> dict:
             return {key: first.get(key, 0.0) + second.get(key, 0.0) for key in {*first, *second}}
 
-        revisions = {*self.latency_buckets, *other.latency_buckets}
+        return self._series_by_series(other, total, {*self.latency_buckets, *other.latency_buckets})
+
+    def _series_by_series(
+        self, other: Counts, merge: Callable[[Mapping, Mapping], dict], revisions: Iterable[str]
+    ) -> Counts:
+        """`merge` applied to each counter of both, and to the latency buckets of each of `revisions`."""
         return Counts(
-            requests=total(self.requests, other.requests),
-            errors=total(self.errors, other.errors),
-            structured_valid=total(self.structured_valid, other.structured_valid),
-            structured_total=total(self.structured_total, other.structured_total),
+            requests=merge(self.requests, other.requests),
+            errors=merge(self.errors, other.errors),
+            structured_valid=merge(self.structured_valid, other.structured_valid),
+            structured_total=merge(self.structured_total, other.structured_total),
             latency_buckets={
-                revision: total(
+                revision: merge(
                     self.latency_buckets.get(revision, {}), other.latency_buckets.get(revision, {})
                 )
                 for revision in revisions
