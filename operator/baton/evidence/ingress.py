@@ -21,16 +21,12 @@ log = logging.getLogger("baton.evidence")
 MAX_EXPOSITION_BYTES = 64 << 20
 
 
-# One client for every pool's ingress (revision statuses every second, canary samples every 2 s).
-_CLIENT = httpx.Client(timeout=10.0)
-
-
 class Ingress:
     """The `DataPlane` of one pool, at `base_url`."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, client: httpx.Client | None = None) -> None:
         self._base_url = base_url.rstrip("/")
-        self._client = _CLIENT
+        self._client = client or httpx.Client(timeout=10.0)
 
     @property
     def base_url(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
 from baton.api import ModelDeployment, ModelSource
@@ -37,6 +38,9 @@ from baton.rollout import (
 
 log = logging.getLogger("baton.operator")
 DEPLOYMENT = "deployment"
+# One client for the frequent reads of the pools' ingresses (revision statuses every second, canary
+# samples every 2 s).
+DATA_PLANE_CLIENT = httpx.Client(timeout=10.0)
 
 
 class EvidenceTasks:
@@ -69,7 +73,7 @@ class EvidenceTasks:
         return KubeStore(self.kube, self.objects, namespace)
 
     def ingress(self, namespace: str, pool: str) -> Ingress:
-        return Ingress(self.endpoint(namespace, pool))
+        return Ingress(self.endpoint(namespace, pool), DATA_PLANE_CLIENT)
 
     def _start(
         self,
