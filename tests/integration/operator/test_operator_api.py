@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from baton.k8s.kube import Conflict, Kube, load_config
 from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE
 from tests.integration.operator.fixtures import Cluster, wait_for
 
@@ -264,6 +265,18 @@ def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_oper
         TIMEOUT,
         diagnose=second.tail,
     )
+
+
+def test_a_status_write_decided_on_an_older_object_is_refused(cluster: Cluster, namespace: str) -> None:
+    cluster.apply_text(namespace, deployment_yaml())
+    read = cluster.get("modeldeployment", namespace, "medical")["metadata"]["resourceVersion"]
+    load_config()
+    kube = Kube()
+    written = kube.patch_status("modeldeployments", namespace, "medical", {"phase": "Pending"}, read)
+    assert written["metadata"]["resourceVersion"] != read
+    with pytest.raises(Conflict):  # decided on `read`, but the object has moved on since
+        kube.patch_status("modeldeployments", namespace, "medical", {"phase": "Failed"}, read)
+    assert status_of(cluster, namespace, "medical")["phase"] == "Pending"
 
 
 def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
