@@ -12,13 +12,15 @@ import json
 import signal
 import socket
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
+import kubernetes
 import pytest
 import yaml
 
-from baton.k8s.kube import Conflict, Kube, load_config
+from baton.k8s.kube import Conflict, Kube
 from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE
 from tests.integration.operator.fixtures import Cluster, wait_for
 
@@ -270,8 +272,7 @@ def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_oper
 def test_a_status_write_decided_on_an_older_object_is_refused(cluster: Cluster, namespace: str) -> None:
     cluster.apply_text(namespace, deployment_yaml())
     read = cluster.get("modeldeployment", namespace, "medical")["metadata"]["resourceVersion"]
-    load_config()
-    kube = Kube()
+    kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cluster.plane.kubeconfig)))
     written = kube.patch_status("modeldeployments", namespace, "medical", {"phase": "Pending"}, read)
     assert written["metadata"]["resourceVersion"] != read
     with pytest.raises(Conflict):  # decided on `read`, but the object has moved on since
@@ -282,8 +283,10 @@ def test_a_status_write_decided_on_an_older_object_is_refused(cluster: Cluster, 
 def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
     cluster: Cluster, namespace: str, start_operator
 ) -> None:
-    """SIGSTOP the leader past its lease; the standby takes over and acts; then, with nothing else
-    writing, a change the frozen leader would act on; SIGCONT: it must exit, and write nothing."""
+    """SIGSTOP the leader past its lease; the standby takes over, acts and dies, and its lease runs out
+    too; then a change the frozen leader would act on; SIGCONT. The Lease is free to take, but a
+    process that slept past its renew deadline must not take it back with what it saw before: it
+    exits and writes nothing."""
     first = start_operator()
     wait_for(
         "the lease", lambda: cluster.get("lease", namespace, "baton-operator"), TIMEOUT, diagnose=first.tail
@@ -313,6 +316,8 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
         diagnose=second.tail,
     )
     second.kill()  # from here on, only the frozen leader could write
+    lease = cluster.get("lease", namespace, "baton-operator")["spec"]
+    time.sleep(lease["leaseDurationSeconds"] + 1)  # the dead standby's lease has expired
     cluster.kubectl(
         "patch", "modeldeployment", "medical", "--namespace", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"rollout": {"steps": [{"weight": 50, "pause": "2s", "minRequests": 0}]}}}),
@@ -326,6 +331,7 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], first.tail()
     assert after["status"]["observedGeneration"] < after["metadata"]["generation"]
     assert len(cluster.items("events", namespace)) == events_before
+    assert cluster.get("lease", namespace, "baton-operator")["spec"] == lease
     assert "exiting without writing" in first.tail()
 
 
