@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import yaml
 from rich.console import Console
 
@@ -30,6 +29,7 @@ from baton.evidence.core import (
     compile_scorer,
     offline_outcome,
 )
+from baton.evidence.fetch import TooLarge, bounded_get
 from baton.evidence.ports import DataPlane, Store
 from baton.evidence.supervision import EvidenceError, TaskFailure, report
 from baton.rollout import OfflineResult, RunBenchmark
@@ -129,16 +129,9 @@ def resolve_items(store: Store, benchmark: Benchmark) -> tuple[BenchmarkItem, ..
 
 def _read_uri(url: str) -> bytes:
     if url.startswith(("http://", "https://")):
-        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
-            response.raise_for_status()
-            raw = bytearray()
-            for chunk in response.iter_bytes():
-                raw += chunk
-                if len(raw) > MAX_ITEMS_BYTES:
-                    raise EvidenceError(f"{url}: larger than {MAX_ITEMS_BYTES} bytes")
-            return bytes(raw)
+        return bounded_get(url, MAX_ITEMS_BYTES, timeout=30.0)
     with open(url.removeprefix("file://"), "rb") as stream:
         raw = stream.read(MAX_ITEMS_BYTES + 1)
     if len(raw) > MAX_ITEMS_BYTES:
-        raise EvidenceError(f"{url}: larger than {MAX_ITEMS_BYTES} bytes")
+        raise TooLarge(f"{url}: larger than {MAX_ITEMS_BYTES} bytes")
     return raw

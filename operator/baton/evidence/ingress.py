@@ -8,17 +8,21 @@ client per call built a TLS context from the CA bundle each time, a third of the
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from baton.evidence.fetch import TooLarge, bounded_get
 from baton_serving.wire import METRICS_PATH, REVISIONS_PATH
 
 log = logging.getLogger("baton.evidence")
 # The exposition of a pool with a thousand deployments is a few MB; more is not an exposition.
 MAX_EXPOSITION_BYTES = 64 << 20
+# The revision statuses of a thousand deployments are well under a MB.
+MAX_REVISIONS_BYTES = 8 << 20
 
 
 class Ingress:
@@ -33,15 +37,14 @@ class Ingress:
         return self._base_url
 
     def metrics_text(self) -> str:
-        response = self._client.get(self._base_url + METRICS_PATH).raise_for_status()
-        if len(response.content) > MAX_EXPOSITION_BYTES:
-            raise ValueError(f"the exposition is larger than {MAX_EXPOSITION_BYTES} bytes")
-        return response.text
+        url = self._base_url + METRICS_PATH
+        return bounded_get(url, MAX_EXPOSITION_BYTES, timeout=10.0, client=self._client).decode()
 
     def revision_statuses(self) -> Mapping[str, Mapping[str, Mapping[str, Any]]] | None:
+        url = self._base_url + REVISIONS_PATH
         try:
-            return self._client.get(self._base_url + REVISIONS_PATH, timeout=5.0).raise_for_status().json()
-        except (httpx.HTTPError, ValueError) as error:
+            return json.loads(bounded_get(url, MAX_REVISIONS_BYTES, timeout=5.0, client=self._client))
+        except (httpx.HTTPError, ValueError, TooLarge) as error:
             log.debug("revision statuses of %s unavailable: %s", self._base_url, type(error).__name__)
             return None
 

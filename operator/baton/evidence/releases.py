@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -23,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from baton.api import ModelCandidate, ModelSource
 from baton.api.common import API_VERSION
+from baton.evidence.fetch import bounded_get
 from baton_serving.wire import DIGEST_PATTERN, Quantization
 
 SOURCE_LABEL = "baton.dev/source"
@@ -154,14 +155,7 @@ def discover(source: ModelSource, digests: DigestCache) -> list[Release]:
 
 
 def _index(url: str) -> list[Any]:
-    with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
-        response.raise_for_status()
-        body = b""
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > MAX_INDEX_BYTES:
-                raise DiscoveryError(f"the index at {url} is larger than {MAX_INDEX_BYTES} bytes")
-    entries = httpx.Response(200, content=body).json()
+    entries = json.loads(bounded_get(url, MAX_INDEX_BYTES, timeout=30.0))
     if not isinstance(entries, list):
         raise DiscoveryError(f"the index at {url} is not a JSON list")
     return entries

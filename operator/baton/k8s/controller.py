@@ -37,6 +37,7 @@ from baton.k8s.kube import (
     RAY_GROUP,
     RAY_SERVICES,
     RAY_VERSION,
+    Conflict,
     Kube,
 )
 from baton.k8s.pools import Pools
@@ -71,13 +72,27 @@ ENGINE_CACHE_S = 1.0
 RESYNC_S = 10.0
 
 
-def newer(listed: Mapping[str, Any], cached: Mapping[str, Any]) -> bool:
-    """Whether a listed object is newer than the cached one. resourceVersion is opaque to clients in
-    general, but it is etcd's revision on every API server baton runs against."""
+def _revision(metadata: Mapping[str, Any]) -> int | None:
+    """resourceVersion is opaque to clients in general, but it is etcd's revision on every API
+    server baton runs against."""
     try:
-        return int(listed["resourceVersion"]) > int(cached["resourceVersion"])
+        return int(metadata["resourceVersion"])
     except (KeyError, ValueError):
+        return None
+
+
+def newer(listed: Mapping[str, Any], cached: Mapping[str, Any]) -> bool:
+    """Whether a listed object is newer than the cached one (when unknown: whether it differs)."""
+    listed_at, cached_at = _revision(listed), _revision(cached)
+    if listed_at is None or cached_at is None:
         return listed.get("resourceVersion") != cached.get("resourceVersion")
+    return listed_at > cached_at
+
+
+def older(incoming: Mapping[str, Any], cached: Mapping[str, Any]) -> bool:
+    """Whether a watched object is known to be older than the cached one."""
+    incoming_at, cached_at = _revision(incoming), _revision(cached)
+    return incoming_at is not None and cached_at is not None and incoming_at < cached_at
 
 
 @dataclass(frozen=True)
@@ -123,8 +138,12 @@ class Controller:
         """Record a watch event and queue the work it implies."""
         metadata = body.get("metadata", {})
         key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+        cached = self.objects[plural].get(key)
         if event_type == "DELETED":
             self.objects[plural].pop(key, None)
+        elif cached is not None and older(metadata, cached.get("metadata", {})):
+            # The event of an earlier write, arriving after the answer to a later one was cached.
+            return
         else:
             self.objects[plural][key] = dict(body)
         namespace, name = key
@@ -196,12 +215,19 @@ class Controller:
 
     async def process(self, key: Key) -> None:
         kind, namespace, name = key
-        if kind == DEPLOYMENT:
-            await self.reconcile_deployment(namespace, name)
-        else:
-            self.rendered_at[key] = asyncio.get_running_loop().time()
-            if await self.pools.render(namespace, name):
-                RECONCILES.labels(POOL).inc()
+        try:
+            if kind == DEPLOYMENT:
+                await self.reconcile_deployment(namespace, name)
+            else:
+                self.rendered_at[key] = asyncio.get_running_loop().time()
+                if await self.pools.render(namespace, name):
+                    RECONCILES.labels(POOL).inc()
+        except Conflict as conflict:
+            # Decided on a state that changed since: read it again and decide again.
+            log.info("%s; deciding again", conflict)
+            plural = "modeldeployments" if kind == DEPLOYMENT else "modelpools"
+            await self.reread(plural, GROUP, VERSION, namespace, name)
+            self.work.enqueue(key)
 
     async def _resync(self, namespace: str | None) -> None:
         """Every RESYNC_S: re-read the RayServices; one found newer than the watch delivered
@@ -254,18 +280,27 @@ class Controller:
         observations = self._observe(namespace, deployment, engines)
         result = reconcile(deployment, candidates, observations, self.clock())
         RECONCILES.labels(DEPLOYMENT).inc()
+        status = result.status.to_wire()
+        status["endpoint"] = self.endpoint(namespace, deployment.spec.pool) + "/v1"
+        if status != body.get("status"):
+            # The status first: it is what a restart resumes from, and a decision made on a state
+            # that changed meanwhile must leave no trace (no Event, no data-plane change).
+            written = await asyncio.to_thread(
+                self.kube.patch_status,
+                "modeldeployments",
+                namespace,
+                name,
+                status,
+                body["metadata"]["resourceVersion"],
+            )
+            # The watch event follows; until then the next reconcile must see what was written.
+            self.objects["modeldeployments"][(namespace, name)] = written
         ROLLOUT.observe_deployment(namespace, name, result.status)
         for action in result.actions:
             if isinstance(action, EmitEvent):
                 await asyncio.to_thread(
                     self.kube.event, body, "ModelDeployment", action.type, action.reason, action.message
                 )
-        status = result.status.to_wire()
-        status["endpoint"] = self.endpoint(namespace, deployment.spec.pool) + "/v1"
-        if status != body.get("status"):
-            await asyncio.to_thread(self.kube.patch_status, "modeldeployments", namespace, name, status)
-            # The watch event follows; until then the next reconcile must see what was written.
-            self.objects["modeldeployments"][(namespace, name)] = {**body, "status": status}
         touches_data_plane = any(
             isinstance(a, DeployRevision | SetWeights | RemoveRevision) for a in result.actions
         )
@@ -286,6 +321,14 @@ class Controller:
         if any(health.message == ENGINE_STARTING for health in observations.revisions.values()):
             # No RayService event will tell when the model is ready: the ingress is asked again.
             self.work.enqueue_later((DEPLOYMENT, namespace, name), ENGINE_CACHE_S)
+
+    async def reread(self, plural: str, group: str, version: str, namespace: str, name: str) -> None:
+        """Replace a cached object by the API server's current one, after a write found it stale."""
+        found = await asyncio.to_thread(self.kube.get, group, version, plural, namespace, name)
+        if found is None:
+            self.objects[plural].pop((namespace, name), None)
+        else:
+            self.objects[plural][(namespace, name)] = found
 
     async def _engines(self, namespace: str, pool: str) -> Mapping[str, Any] | None:
         """Per-revision engine readiness from the pool's ingress, fetched at most once a second per pool."""

@@ -26,6 +26,7 @@ from baton.k8s.kube import (
     RAY_GROUP,
     RAY_SERVICES,
     RAY_VERSION,
+    READ_TIMEOUT_S,
     Kube,
     load_config,
 )
@@ -72,7 +73,12 @@ def build_registry(
         settings.posting.enabled = False
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="baton.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="baton.dev")
+        # kopf's own calls get timeouts too: no API call may hang, not even a watch whose
+        # connection died silently (the server ends each watch after 300 s; the client gives up later).
         settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = settings.networking.connect_timeout = 5
+        settings.networking.request_timeout = READ_TIMEOUT_S
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
         # Startup activities finish before kopf starts listing, so kopf's listing is never older.
         await controller.prime(namespace, plurals)
@@ -96,7 +102,9 @@ def run_operator(
     load_config()
     kube = Kube()
     if elect:
-        LeaseElector(kube, lease_namespace, identity=identity).acquire()
+        elector = LeaseElector(kube, lease_namespace, identity=identity)
+        elector.acquire()
+        kube.guard = elector.ensure_leading  # from here on, no write without a fresh Lease
     controller = Controller(kube, settings)
     registry = build_registry(controller, namespace=namespace, watch_kserve=watch_kserve)
     asyncio.run(

@@ -72,8 +72,11 @@ class Pools:
                     self.wake_deployment(namespace, deployment.metadata.name)
         status = self.status(body, rendered, len(members), current)
         if status != body.get("status"):
-            await asyncio.to_thread(self.kube.patch_status, "modelpools", namespace, name, status)
-            self.objects["modelpools"][(namespace, name)] = {**body, "status": status}
+            version = body["metadata"]["resourceVersion"]
+            written = await asyncio.to_thread(
+                self.kube.patch_status, "modelpools", namespace, name, status, version
+            )
+            self.objects["modelpools"][(namespace, name)] = written
         return True
 
     def status(

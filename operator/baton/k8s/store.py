@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from baton.api import ModelCandidate
 from baton.api.candidate import ModelCandidateStatus, ModelSourceStatus
+from baton.api.common import GROUP, VERSION
 from baton.evidence.ports import EventType, Involved
-from baton.k8s.kube import Kube
+from baton.k8s.kube import Conflict, Kube
 
 log = logging.getLogger("baton.operator")
 Objects = Mapping[str, dict[tuple[str, str], dict[str, Any]]]  # plural -> (namespace, name) -> body
@@ -65,12 +66,32 @@ class KubeStore:
         self._write_status("modelsources", name, status.to_wire())
 
     def _write_status(self, plural: str, name: str, status: dict[str, Any]) -> None:
-        body = self._body(plural, name)
-        if body is None:
+        """Write a status the operator alone owns. A conflict means the spec or metadata changed
+        (that change wakes its deployment anyway), so the same status is written once more on top
+        of the object as it now is; a second conflict is raised to the caller."""
+        key = (self.namespace, name)
+        for attempt in range(2):
+            body = self.objects[plural].get(key)
+            if body is None:
+                return
+            # The view first: a status update racing this one must start from this status, not drop it.
+            self.objects[plural][key] = {**body, "status": status}
+            try:
+                written = self.kube.patch_status(
+                    plural, self.namespace, name, status, body["metadata"]["resourceVersion"]
+                )
+            except Conflict:
+                if attempt:
+                    raise
+                current = self.kube.get(GROUP, VERSION, plural, self.namespace, name)
+                if current is None:
+                    self.objects[plural].pop(key, None)
+                    return
+                self.objects[plural][key] = current
+                continue
+            if self.objects[plural].get(key, {}).get("status") == status:
+                self.objects[plural][key] = written
             return
-        # The view first: a status update racing this one must start from this status, not drop it.
-        self.objects[plural][(self.namespace, name)] = {**body, "status": status}
-        self.kube.patch_status(plural, self.namespace, name, status)
 
     def create_candidate(self, document: dict[str, Any]) -> bool:
         return self.kube.create_candidate(self.namespace, document)

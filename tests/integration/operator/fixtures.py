@@ -49,6 +49,15 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=30)
 
+    def signal(self, signum: int) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the process has ended within `timeout` seconds."""
+        assert self.popen is not None
+        return self.popen.wait(timeout=timeout)
+
     def stop(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import signal
 import socket
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
+import kubernetes
 import pytest
 import yaml
 
+from baton.k8s.kube import Conflict, Kube
+from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE
 from tests.integration.operator.fixtures import Cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -262,6 +267,72 @@ def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_oper
         TIMEOUT,
         diagnose=second.tail,
     )
+
+
+def test_a_status_write_decided_on_an_older_object_is_refused(cluster: Cluster, namespace: str) -> None:
+    cluster.apply_text(namespace, deployment_yaml())
+    read = cluster.get("modeldeployment", namespace, "medical")["metadata"]["resourceVersion"]
+    kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cluster.plane.kubeconfig)))
+    written = kube.patch_status("modeldeployments", namespace, "medical", {"phase": "Pending"}, read)
+    assert written["metadata"]["resourceVersion"] != read
+    with pytest.raises(Conflict):  # decided on `read`, but the object has moved on since
+        kube.patch_status("modeldeployments", namespace, "medical", {"phase": "Failed"}, read)
+    assert status_of(cluster, namespace, "medical")["phase"] == "Pending"
+
+
+def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
+    cluster: Cluster, namespace: str, start_operator
+) -> None:
+    """SIGSTOP the leader past its lease; the standby takes over, acts and dies, and its lease runs out
+    too; then a change the frozen leader would act on; SIGCONT. The Lease is free to take, but a
+    process that slept past its renew deadline must not take it back with what it saw before: it
+    exits and writes nothing."""
+    first = start_operator()
+    wait_for(
+        "the lease", lambda: cluster.get("lease", namespace, "baton-operator"), TIMEOUT, diagnose=first.tail
+    )
+    cluster.apply_text(namespace, pool_yaml() + "---" + deployment_yaml())
+    wait_for(
+        "status",
+        lambda: status_of(cluster, namespace, "medical").get("champion"),
+        TIMEOUT,
+        diagnose=first.tail,
+    )
+    holder = cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"]
+    second = start_operator()
+
+    first.signal(signal.SIGSTOP)
+    wait_for(
+        "the standby to take the lease",
+        lambda: cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] != holder,
+        60,
+        diagnose=second.tail,
+    )
+    cluster.apply_text(namespace, deployment_yaml("second"))
+    wait_for(
+        "the new leader to reconcile",
+        lambda: status_of(cluster, namespace, "second").get("champion"),
+        TIMEOUT,
+        diagnose=second.tail,
+    )
+    second.kill()  # from here on, only the frozen leader could write
+    lease = cluster.get("lease", namespace, "baton-operator")["spec"]
+    time.sleep(lease["leaseDurationSeconds"] + 1)  # the dead standby's lease has expired
+    cluster.kubectl(
+        "patch", "modeldeployment", "medical", "--namespace", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"rollout": {"steps": [{"weight": 50, "pause": "2s", "minRequests": 0}]}}}),
+    )  # fmt: skip
+    before = cluster.get("modeldeployment", namespace, "medical")
+    events_before = len(cluster.items("events", namespace))
+
+    first.signal(signal.SIGCONT)
+    assert first.wait(30) == LOST_LEADERSHIP_EXIT_CODE, first.tail()
+    after = cluster.get("modeldeployment", namespace, "medical")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], first.tail()
+    assert after["status"]["observedGeneration"] < after["metadata"]["generation"]
+    assert len(cluster.items("events", namespace)) == events_before
+    assert cluster.get("lease", namespace, "baton-operator")["spec"] == lease
+    assert "exiting without writing" in first.tail()
 
 
 def test_a_directory_source_creates_pinned_candidates(

@@ -1,14 +1,20 @@
-"""Pure parts of the Kubernetes shell: RayService rendering/reading, KubeRay-shaped status, the work queue."""
+"""Pure parts of the Kubernetes shell: RayService rendering/reading, KubeRay-shaped status, the work queue,
+the resourceVersion order and the lease arithmetic."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
+import kubernetes
 import pytest
 import yaml
 
 from baton.api import ModelPool, Phase
-from baton.k8s.controller import newer
+from baton.k8s.controller import newer, older
+from baton.k8s.kube import WRITE_TIMEOUT_S, Kube
+from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE, LeaseElector
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.queue import WorkQueue
 from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service, serve_config
@@ -121,6 +127,38 @@ def test_a_relisted_object_replaces_the_cached_one_only_when_newer() -> None:
     assert newer({"resourceVersion": "1000"}, {"resourceVersion": "999"})  # compared as numbers
     assert not newer({"resourceVersion": "999"}, {"resourceVersion": "1000"})
     assert not newer({"resourceVersion": "7"}, {"resourceVersion": "7"})
+
+
+def test_a_watch_event_older_than_the_cached_object_is_known_as_such() -> None:
+    assert older({"resourceVersion": "999"}, {"resourceVersion": "1000"})  # compared as numbers
+    assert not older({"resourceVersion": "1000"}, {"resourceVersion": "1000"})  # a write's own event
+    assert not older({}, {"resourceVersion": "1000"})  # unknown: never dropped
+
+
+def test_a_process_past_its_renew_deadline_exits_before_it_writes() -> None:
+    never_renewed = "from baton.k8s.leader import LeaseElector; LeaseElector(None, 'ns').ensure_leading()"
+    run = subprocess.run([sys.executable, "-c", never_renewed], capture_output=True, text=True, timeout=60)
+    assert run.returncode == LOST_LEADERSHIP_EXIT_CODE, run.stderr
+    assert "exiting without writing" in run.stderr
+
+    class Deposed(Exception):
+        pass
+
+    def deposed() -> None:
+        raise Deposed
+
+    kube = Kube(
+        kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://192.0.2.1:9")), deposed
+    )
+    with pytest.raises(Deposed):  # raised before any request (one to that address would hang, then fail)
+        kube.patch_status("modeldeployments", "ns", "name", {}, "1")
+    assert not kube.writes
+
+
+def test_a_lease_whose_renew_deadline_and_write_timeout_outlast_it_is_refused() -> None:
+    with pytest.raises(ValueError, match="two leaders"):
+        LeaseElector(None, "ns", lease_seconds=15, renew_deadline_seconds=10.0 + WRITE_TIMEOUT_S)  # type: ignore[arg-type]
+    LeaseElector(None, "ns", lease_seconds=15, renew_deadline_seconds=10.0)  # type: ignore[arg-type]
 
 
 def test_of_two_requeues_of_one_key_the_earlier_wins() -> None:
