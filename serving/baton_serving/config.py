@@ -181,8 +181,7 @@ class RequestLimits(_Strict):
     max_json_depth: int = Field(
         default=64,
         ge=8,
-        description="Deepest nesting of objects and arrays in a request body (a response schema "
-        "included).",
+        description="Deepest nesting of objects and arrays in a request body (a response schema included).",
     )
     max_messages: int = Field(default=512, ge=1, description="Most messages in one chat request.")
     max_stop_sequences: int = Field(

@@ -64,7 +64,9 @@ def json_depth(value: Any) -> int:
         node, depth = pending.pop()
         if isinstance(node, dict | list):
             deepest = max(deepest, depth + 1)
-            pending.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+            pending.extend(
+                (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
     return deepest
 
 
@@ -201,7 +203,9 @@ class ChatCompletionRequest(_SamplingRequest):
         if self.response_format.type == "json_object":
             return {"type": "object"}
         if self.response_format.json_schema is None:
-            raise OpenAIError(400, "response_format.json_schema is required", param="response_format.json_schema")
+            raise OpenAIError(
+                400, "response_format.json_schema is required", param="response_format.json_schema"
+            )
         return self.response_format.json_schema.schema_
 
     def generation(self, context_length: int) -> GenerationRequest:
@@ -292,7 +296,9 @@ def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAUL
     surrogate = _first_lone_surrogate(payload)
     if surrogate is not None:
         param = field_path(surrogate)
-        raise OpenAIError(400, f"{param or 'request body'}: a string holds a lone UTF-16 surrogate", param=param)
+        raise OpenAIError(
+            400, f"{param or 'request body'}: a string holds a lone UTF-16 surrogate", param=param
+        )
     try:
         return model.model_validate(payload, context=limits)
     except ValidationError as error:

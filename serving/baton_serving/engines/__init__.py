@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-
 # The request field a response schema arrives in, named by errors about it on both sides of Ray.
 SCHEMA_PARAM = "response_format.json_schema.schema"
 

@@ -87,7 +87,9 @@ class LlamaCppEngine:
         if request.json_schema is not None:
             # Key order is part of the contract: the grammar makes the model write fields in the
             # schema's order, so the schema text must not be re-sorted (it also keys the cache).
-            options["grammar"] = LlamaGrammar.from_string(self._grammars.gbnf(json.dumps(request.json_schema)))
+            options["grammar"] = LlamaGrammar.from_string(
+                self._grammars.gbnf(json.dumps(request.json_schema))
+            )
         try:
             if request.kind == "chat":
                 return self._llama.create_chat_completion(messages=request.messages, **options)

@@ -42,7 +42,11 @@ def fuzz_pool(local_serve, model_artifact) -> str:
         revisions.append(
             {
                 "name": name,
-                "artifact": {"uri": str(artifact.path), "digest": artifact.digest, "size_bytes": artifact.size_bytes},
+                "artifact": {
+                    "uri": str(artifact.path),
+                    "digest": artifact.digest,
+                    "size_bytes": artifact.size_bytes,
+                },
                 "context_length": CONTEXT,
                 "resources": {"num_cpus": 0.05},
             }
@@ -51,7 +55,11 @@ def fuzz_pool(local_serve, model_artifact) -> str:
         {
             "pool": "fuzz-pool",
             "deployments": [
-                {"name": "medical", "revisions": revisions, "route": {"weights": {"champion": 50, "candidate": 50}}}
+                {
+                    "name": "medical",
+                    "revisions": revisions,
+                    "route": {"weights": {"champion": 50, "candidate": 50}},
+                }
             ],
         }
     )
@@ -64,7 +72,8 @@ def fuzz_pool(local_serve, model_artifact) -> str:
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
 any_json = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 # Text from every Unicode category but surrogates (JSON-escaped lone surrogates come as raw bodies).
@@ -73,14 +82,20 @@ huge = st.sampled_from([LIMITS.max_body_bytes // 2, LIMITS.max_body_bytes + 1, 3
 
 content_parts = st.lists(
     st.fixed_dictionaries({"type": st.just("text"), "text": texts})
-    | st.fixed_dictionaries({"type": st.sampled_from(["image_url", "input_audio", "text", ""]), "text": any_json})
+    | st.fixed_dictionaries(
+        {"type": st.sampled_from(["image_url", "input_audio", "text", ""]), "text": any_json}
+    )
     | any_json,
     max_size=4,
 )
 messages = st.lists(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["system", "user", "assistant", "developer", "tool"]) | any_json},
-        optional={"content": texts | content_parts | any_json, "name": texts | any_json, "tool_calls": any_json},
+        optional={
+            "content": texts | content_parts | any_json,
+            "name": texts | any_json,
+            "tool_calls": any_json,
+        },
     ),
     max_size=6,
 )
@@ -103,7 +118,9 @@ def _schema_dict(children: st.SearchStrategy) -> st.SearchStrategy:
             "anyOf": st.lists(children, max_size=3),
             "oneOf": st.lists(children, max_size=3),
             "allOf": st.lists(children, max_size=3),
-            "$ref": st.sampled_from(["#", "#/properties/a", "#/$defs/x", "https://example.com/s.json", "file:///etc/passwd"]),
+            "$ref": st.sampled_from(
+                ["#", "#/properties/a", "#/$defs/x", "https://example.com/s.json", "file:///etc/passwd"]
+            ),
             "$defs": st.dictionaries(st.sampled_from(["x", "y"]), children, max_size=2),
             "pattern": st.sampled_from(["^(a+)+$", "(a{999}){999}", "[", "\\d{1,3}", "(x|y)*z"]) | texts,
             "minLength": st.integers(-1, 100_000),
@@ -158,21 +175,31 @@ sampling = {
 @st.composite
 def requests(draw) -> tuple[str, str, bytes]:
     """(kind of input, endpoint, body): one generated request, valid or hostile."""
-    kind = draw(st.sampled_from(["chat", "chat", "chat", "completion", "json", "bytes", "deep", "huge", "surrogate"]))
+    kind = draw(
+        st.sampled_from(["chat", "chat", "chat", "completion", "json", "bytes", "deep", "huge", "surrogate"])
+    )
     endpoint = draw(st.sampled_from(["chat/completions", "completions"]))
     if kind == "chat":
         endpoint = "chat/completions"
         body = draw(
             st.fixed_dictionaries(
                 {"model": st.just("medical") | texts, "messages": messages},
-                optional={**sampling, "response_format": response_formats, "max_completion_tokens": st.integers(-1, 8)},
+                optional={
+                    **sampling,
+                    "response_format": response_formats,
+                    "max_completion_tokens": st.integers(-1, 8),
+                },
             )
         )
         body.setdefault("max_tokens", 4)  # keep generation short: the budget is for many requests
         return kind, endpoint, json.dumps(body).encode()
     if kind == "completion":
         endpoint = "completions"
-        body = draw(st.fixed_dictionaries({"model": st.just("medical"), "prompt": texts | any_json}, optional=sampling))
+        body = draw(
+            st.fixed_dictionaries(
+                {"model": st.just("medical"), "prompt": texts | any_json}, optional=sampling
+            )
+        )
         body.setdefault("max_tokens", 4)
         return kind, endpoint, json.dumps(body).encode()
     if kind == "json":
@@ -203,7 +230,10 @@ def _server_failure(response: httpx.Response) -> str | None:
         error = response.json().get("error", {})
         if not (error.get("message") and error.get("type") and "param" in error and "code" in error):
             return f"status {response.status_code} not in OpenAI's shape: {response.text[:200]}"
-    if response.headers.get("content-type", "").startswith("text/event-stream") and '"error"' in response.text:
+    if (
+        response.headers.get("content-type", "").startswith("text/event-stream")
+        and '"error"' in response.text
+    ):
         return f"an error event in a stream: {response.text[-300:]}"
     return None
 
@@ -246,10 +276,11 @@ def test_generated_hostile_requests_never_get_a_500(fuzz_pool):
     by_status = Counter()
     for (_, status), count in outcomes.items():
         by_status[status] += count
-    print(f"\nfuzz: {sum(outcomes.values())} requests in {elapsed:.0f} s; by status: {dict(sorted(by_status.items()))}")
+    total = sum(outcomes.values())
+    print(f"\nfuzz: {total} requests in {elapsed:.0f} s; by status: {dict(sorted(by_status.items()))}")
     for kind in sorted({kind for kind, _ in outcomes}):
         print(f"  {kind}: {dict(sorted((s, c) for (k, s), c in outcomes.items() if k == kind))}")
-    assert sum(outcomes.values()) >= 1_000, "the fuzzer must send at least a thousand requests"
+    assert total >= 1_000, "the fuzzer must send at least a thousand requests"
     assert not failures, f"{len(failures)} server-side failures, e.g.:\n" + "\n".join(failures[:10])
     # Still alive, still serving, both revisions.
     assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
@@ -280,7 +311,10 @@ def test_a_clients_bad_requests_routed_to_the_candidate_do_not_count_against_it(
         {
             "model": "medical",
             "messages": [{"role": "user", "content": "x"}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "string", "maxLength": 100_000}}},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "s", "schema": {"type": "string", "maxLength": 100_000}},
+            },
         },
     ]
     for body in bad:
@@ -291,7 +325,11 @@ def test_a_clients_bad_requests_routed_to_the_candidate_do_not_count_against_it(
             )
             assert response.status_code == 400, response.text
     after = _candidate_counts(url)
-    assert (after.requests, after.errors, after.latency.n) == (before.requests, before.errors, before.latency.n)
+    assert (after.requests, after.errors, after.latency.n) == (
+        before.requests,
+        before.errors,
+        before.latency.n,
+    )
     good = httpx.post(
         f"{url}/v1/completions",
         json={"model": "medical", "prompt": "The patient", "max_tokens": 2},

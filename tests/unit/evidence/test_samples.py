@@ -86,7 +86,9 @@ def test_a_clients_4xx_is_neither_a_sample_nor_an_error_of_the_revision():
         for _ in range(50):
             ingress.answer("medical-v2", 0.001, code=code)
             # as an ingress before this rule recorded them: an error by type, no code to tell
-            ingress.errors.labels("p", "medical", "medical-v2", "chat_completions", "invalid_request_error").inc()
+            ingress.errors.labels(
+                "p", "medical", "medical-v2", "chat_completions", "invalid_request_error"
+            ).inc()
     window.add(ingress.counts())
     samples = window.total.arm("medical-v2")
     assert (samples.requests, samples.errors) == (4, 1)

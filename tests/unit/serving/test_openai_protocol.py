@@ -101,7 +101,9 @@ def nested(depth: int) -> dict:
         (chat(seed=2**64), 400, "seed"),
         (chat(messages=[{"role": "user", "content": 5}]), 400, "messages[0].content"),
         (
-            chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": SECRET}}]}]),
+            chat(
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": SECRET}}]}]
+            ),
             400,
             "messages[0].content[0].type",
         ),
@@ -152,7 +154,10 @@ def test_content_part_arrays_are_text():
     raw = chat(
         messages=[
             {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-            {"role": "user", "content": [{"type": "text", "text": "Chest"}, {"type": "text", "text": "pain"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Chest"}, {"type": "text", "text": "pain"}],
+            },
             {"role": "assistant", "content": None, "refusal": None, "tool_calls": None},
         ]
     )
