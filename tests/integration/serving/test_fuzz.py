@@ -134,7 +134,7 @@ def _schema_dict(children: st.SearchStrategy) -> st.SearchStrategy:
     )
 
 
-schemas = st.recursive(st.booleans() | _schema_dict(st.nothing()), _schema_dict, max_leaves=12)
+schemas = st.recursive(st.booleans() | _schema_dict(st.booleans()), _schema_dict, max_leaves=12)
 
 
 def _deep_schema(depth: int) -> dict:
