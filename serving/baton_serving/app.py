@@ -41,6 +41,7 @@ from baton_serving.config import (
     EngineArgs,
     EngineKind,
     IngressArgs,
+    RequestLimits,
     RevisionRoute,
     RevisionSpec,
     RouteTable,
@@ -59,7 +60,13 @@ from baton_serving.openai_protocol import (
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
 from baton_serving.tracing import RequestTracer
-from baton_serving.wire import METRICS_PATH, REVISION_HEADER, REVISIONS_PATH, SHADOW_ENDPOINT
+from baton_serving.wire import (
+    METRICS_PATH,
+    REVISION_HEADER,
+    REVISIONS_PATH,
+    SHADOW_ENDPOINT,
+    is_client_error,
+)
 
 logger = logging.getLogger("baton_serving")
 
@@ -106,7 +113,13 @@ def _has_output(chunk: dict[str, Any]) -> bool:
 class EngineServer:
     """One revision's loaded model. A refused artifact leaves the replica up but never serving."""
 
-    def __init__(self, deployment: str, revision: dict[str, Any], artifact_cache_dir: str | None) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        revision: dict[str, Any],
+        artifact_cache_dir: str | None,
+        limits: dict[str, Any],
+    ) -> None:
         from baton_serving.engines.llamacpp import LlamaCppEngine
 
         spec = RevisionSpec.model_validate(revision)
@@ -119,7 +132,9 @@ class EngineServer:
             artifact = fetch_verified(
                 uri, spec.artifact.digest, Path(artifact_cache_dir) if artifact_cache_dir else None
             )
-            self._engine = LlamaCppEngine(artifact.path, spec.context_length, spec.threads)
+            self._engine = LlamaCppEngine(
+                artifact.path, spec.context_length, spec.threads, RequestLimits.model_validate(limits)
+            )
         except ArtifactError as error:
             self._error = str(error)
         except ValueError as error:  # llama.cpp's "Failed to load model from file"
@@ -234,7 +249,7 @@ def _as_openai_error(error: BaseException) -> OpenAIError:
     """Map an engine-side exception (Ray wraps it; the cause keeps its class) to an HTTP error."""
     cause = getattr(error, "cause", None) or error
     if isinstance(cause, EngineRequestError):
-        return OpenAIError(400, str(cause))
+        return OpenAIError(400, str(cause), param=cause.param)
     if isinstance(cause, EngineUnavailableError):
         return OpenAIError(503, str(cause), error_type="service_unavailable")
     return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type="server_error")
@@ -253,9 +268,23 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
     try:
         validate(json.loads(text), schema)
-    except (json.JSONDecodeError, ValidationError):
+    except (ValueError, RecursionError, ValidationError):  # not JSON, too deep, or not the schema's
         return False
     return True
+
+
+async def _read_body(http: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise OpenAIError(413, f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OpenAIError(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=256, health_check_period_s=10)
@@ -263,8 +292,12 @@ def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
 class OpenAIIngress:
     """OpenAI-compatible HTTP front of a pool: validates, routes, records, streams."""
 
-    def __init__(self, pool: str, tracing: dict[str, Any]) -> None:
+    def __init__(self, pool: str, tracing: dict[str, Any], limits: dict[str, Any]) -> None:
         self._pool = pool
+        self._limits = RequestLimits.model_validate(limits)
+        # Parsing and JSON-schema checks of client requests (and of structured answers) are CPU work
+        # on client-chosen input: they run here, never on the event loop that serves every request.
+        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingress-cpu")
         self._tracer = RequestTracer(TracingConfig.model_validate(tracing), pool)
         self._deployments: dict[str, _LiveDeployment] = {}
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
@@ -410,14 +443,14 @@ class OpenAIIngress:
         live = self._deployments.get(model)
         if live is None:
             raise OpenAIError(
-                404, f"model {model!r} does not exist; available: {sorted(self._deployments)}", param="model"
+                404, f"model does not exist; available: {sorted(self._deployments)}", param="model"
             )
         ready = self._ready(model)
         pinned = headers.get(REVISION_HEADER)
         if pinned:
             if pinned not in live.revisions:
                 raise OpenAIError(
-                    400, f"{REVISION_HEADER}: {model!r} has no revision {pinned!r}", param=REVISION_HEADER
+                    400, f"{REVISION_HEADER}: {model!r} has no such revision", param=REVISION_HEADER
                 )
             if pinned not in ready:
                 reason = self._status.get((model, pinned), {}).get("error") or "still loading"
@@ -435,9 +468,10 @@ class OpenAIIngress:
         endpoint = "chat_completions" if kind == "chat" else "completions"
         labels = (self._pool, metrics.UNROUTED, metrics.UNROUTED)
         try:
-            body = parse_request(
-                await http.body(), ChatCompletionRequest if kind == "chat" else CompletionRequest
-            )
+            raw = await _read_body(http, self._limits.max_body_bytes)
+            wire = ChatCompletionRequest if kind == "chat" else CompletionRequest
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(self._cpu, parse_request, raw, wire, self._limits)
             live, revision = self._route(body.model, http.headers)
             labels = (self._pool, body.model, revision)
             generation = body.generation(live.revisions[revision].context_length)
@@ -466,7 +500,7 @@ class OpenAIIngress:
             answer = _Answer(
                 _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
             )
-            self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
+            await self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
             return JSONResponse(result, headers={REVISION_HEADER: revision})
         stream = engine.streaming.stream.remote(generation)
         try:
@@ -529,12 +563,18 @@ class OpenAIIngress:
                 self._fail(labels, endpoint, failed, started, span)
             else:
                 answer = _Answer("".join(pieces), usage, finish_reasons)
-                self._finish(labels, endpoint, started, first_token_at, answer, generation, span, live, body)
+                await self._finish(
+                    labels, endpoint, started, first_token_at, answer, generation, span, live, body
+                )
 
     def _record_failure(
         self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float
     ) -> None:
         metrics.REQUESTS.labels(*labels, endpoint, str(error.status)).inc()
+        if is_client_error(error.status):
+            # The client's fault, not the revision's: it must not count as the revision's error (a
+            # client could force a rollback) nor as its latency (a fast refusal is no answer).
+            return
         metrics.REQUEST_ERRORS.labels(*labels, endpoint, error.error_type).inc()
         metrics.REQUEST_DURATION.labels(*labels, endpoint).observe(time.perf_counter() - started)
 
@@ -546,7 +586,7 @@ class OpenAIIngress:
         span.end()
         return _error_response(error)
 
-    def _finish(
+    async def _finish(
         self,
         labels: tuple[str, str, str],
         endpoint: str,
@@ -559,7 +599,7 @@ class OpenAIIngress:
         body: Any,
     ) -> None:
         finished = time.perf_counter()
-        self._record_answer(labels, endpoint, started, finished, first_token_at, answer, generation)
+        await self._record_answer(labels, endpoint, started, finished, first_token_at, answer, generation)
         prompt = generation.messages if generation.kind == "chat" else generation.prompt
         self._tracer.record_answer(span, labels[2], answer.usage, answer.finish_reasons, prompt, answer.text)
         span.end()
@@ -569,7 +609,7 @@ class OpenAIIngress:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _record_answer(
+    async def _record_answer(
         self,
         labels: tuple[str, str, str],
         endpoint: str,
@@ -591,7 +631,9 @@ class OpenAIIngress:
                     (finished - first_token_at) / (output_tokens - 1)
                 )
         if generation.json_schema is not None:
-            valid = _structured_output_valid(answer.text, generation.json_schema)
+            valid = await asyncio.get_running_loop().run_in_executor(
+                self._cpu, _structured_output_valid, answer.text, generation.json_schema
+            )
             metrics.STRUCTURED_OUTPUTS.labels(*labels, "true" if valid else "false").inc()
 
     async def _mirror(
@@ -613,7 +655,9 @@ class OpenAIIngress:
         answer = _Answer(
             _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
         )
-        self._record_answer(labels, SHADOW_ENDPOINT, started, time.perf_counter(), None, answer, generation)
+        await self._record_answer(
+            labels, SHADOW_ENDPOINT, started, time.perf_counter(), None, answer, generation
+        )
         outcome = "match" if answer.text == primary_text else "mismatch"
         metrics.SHADOW_COMPARISONS.labels(*labels, outcome).inc()
 
@@ -630,7 +674,7 @@ def build_ingress_app(args: dict[str, Any]) -> serve.Application:
         num_replicas=spec.ingress_replicas,
         user_config=RouteTable(deployments=[]).model_dump(mode="json"),
         ray_actor_options={"num_cpus": INGRESS_NUM_CPUS, "runtime_env": {"env_vars": env}},
-    ).bind(spec.pool, spec.tracing.model_dump(mode="json"))
+    ).bind(spec.pool, spec.tracing.model_dump(mode="json"), spec.limits.model_dump(mode="json"))
 
 
 def build_engine_app(args: dict[str, Any]) -> serve.Application:
@@ -652,7 +696,12 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
         num_replicas=revision.num_replicas,
         max_ongoing_requests=revision.max_ongoing_requests,
         ray_actor_options={**replica_actor_options(revision), "runtime_env": {"env_vars": REPLICA_ENV}},
-    ).bind(spec.deployment, revision.model_dump(mode="json"), spec.artifact_cache_dir)
+    ).bind(
+        spec.deployment,
+        revision.model_dump(mode="json"),
+        spec.artifact_cache_dir,
+        spec.limits.model_dump(mode="json"),
+    )
 
 
 def apply_serve_config(serve_config: dict[str, Any]) -> None:

@@ -167,6 +167,57 @@ class TracingConfig(_Strict):
     )
 
 
+class RequestLimits(_Strict):
+    """Bounds on what one client request may ask of a pool. Past a bound the request is refused with
+    a 4xx in OpenAI's error shape naming the field, before any engine works on it: a multi-tenant
+    endpoint must not let one caller's request cost the others (or fail with a 500)."""
+
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is refused with 413 before it is "
+        "parsed. It also bounds every string, array and prompt in the request.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        description="Deepest nesting of objects and arrays in a request body (a response schema included).",
+    )
+    max_messages: int = Field(default=512, ge=1, description="Most messages in one chat request.")
+    max_stop_sequences: int = Field(
+        default=4, ge=0, description="Most stop sequences in one request (OpenAI allows 4)."
+    )
+    max_stop_chars: int = Field(default=256, ge=1, description="Longest stop sequence, in characters.")
+    max_schema_depth: int = Field(
+        default=24,
+        ge=2,
+        description="Deepest nesting of objects and arrays in a `response_format` JSON schema.",
+    )
+    max_schema_bytes: int = Field(
+        default=65_536,
+        ge=256,
+        description="Largest `response_format` JSON schema, in bytes of compact JSON.",
+    )
+    grammar_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest an engine spends turning one response schema into a grammar (in a "
+        "child process, stopped at the deadline); a slower schema is refused with 400.",
+    )
+    max_grammar_bytes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="Largest grammar a response schema may become, in bytes of GBNF; llama.cpp "
+        "parses and applies it at every decoding step.",
+    )
+    max_grammar_nesting: int = Field(
+        default=256,
+        ge=8,
+        description="Deepest nesting of groups in that grammar: llama.cpp's grammar parser recurses "
+        "once per level, and a schema bound such as `maxLength: 100000` becomes that many levels.",
+    )
+
+
 class PoolConfig(_Strict):
     """Everything one Ray Serve pool runs: its domain deployments and observability settings."""
 
@@ -179,6 +230,10 @@ class PoolConfig(_Strict):
         "`~/.cache/baton/models`).",
     )
     ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the OpenAI ingress.")
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="Bounds on client requests. Changing them restarts the ingress and engine replicas.",
+    )
 
     @model_validator(mode="after")
     def _unique_deployments(self) -> PoolConfig:
@@ -250,6 +305,7 @@ class IngressArgs(_Strict):
     pool: str = Field(description="Pool name; a label on every metric.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
     ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the ingress.")
+    limits: RequestLimits = Field(default_factory=RequestLimits, description="Bounds on client requests.")
 
 
 class EngineArgs(_Strict):
@@ -258,6 +314,9 @@ class EngineArgs(_Strict):
     deployment: str = Field(description="Deployment the revision belongs to.")
     revision: RevisionSpec = Field(description="The revision to load.")
     artifact_cache_dir: str | None = Field(default=None, description="Download cache for artifacts.")
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits, description="Bounds on client requests (the grammar ones apply here)."
+    )
 
 
 def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
@@ -266,7 +325,9 @@ def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
     Weights live only in the ingress deployment's `user_config`, never in builder `args`: Serve
     hashes `args` into the code version, and a new code version would restart every replica.
     """
-    ingress_args = IngressArgs(pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas)
+    ingress_args = IngressArgs(
+        pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas, limits=pool.limits
+    )
     applications: list[dict[str, Any]] = [
         {
             "name": INGRESS_APP,
@@ -281,7 +342,10 @@ def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
     for deployment in pool.deployments:
         for revision in deployment.revisions:
             engine_args = EngineArgs(
-                deployment=deployment.name, revision=revision, artifact_cache_dir=pool.artifact_cache_dir
+                deployment=deployment.name,
+                revision=revision,
+                artifact_cache_dir=pool.artifact_cache_dir,
+                limits=pool.limits,
             )
             applications.append(
                 {

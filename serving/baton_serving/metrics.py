@@ -30,12 +30,13 @@ REQUESTS = Counter(
 )
 REQUEST_ERRORS = Counter(
     "baton_request_errors",
-    "Inference requests that failed, by OpenAI error type.",
+    "Inference requests that failed on the server side (5xx), by OpenAI error type; a client's 4xx "
+    "is counted only in baton_requests_total.",
     [*REVISION_LABELS, "endpoint", "type"],
 )
 REQUEST_DURATION = Histogram(
     "baton_request_duration_seconds",
-    "End-to-end latency of an inference request, as seen by the ingress.",
+    "End-to-end latency of an inference request, as seen by the ingress (a client's 4xx left out).",
     [*REVISION_LABELS, "endpoint"],
     buckets=LATENCY_BUCKETS_SECONDS,
 )

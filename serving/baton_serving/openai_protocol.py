@@ -1,7 +1,11 @@
 """The OpenAI wire format the ingress accepts: request bodies, the error shape and SSE framing.
 
-Requests are validated here, before any engine is involved, so a malformed request costs nothing
-and gets a 4xx in OpenAI's error shape naming the offending parameter.
+Requests are validated here, before any engine is involved, so a malformed or oversized request
+costs little and gets a 4xx in OpenAI's error shape naming the offending field path
+(`messages[3].content`); no message repeats what the client sent. Every parse failure is a 4xx:
+an engine is only ever handed a request it can serve, so its failures are its own (they count
+against the revision), never a client's. The bounds are `RequestLimits`, passed as pydantic's
+validation context.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from typing import Any, Literal, TypeVar
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from baton_serving.config import RequestLimits
 from baton_serving.engines import GenerationRequest
 
 DEFAULT_MAX_TOKENS = 256
@@ -41,6 +46,36 @@ class _Wire(BaseModel):
 
 
 WireT = TypeVar("WireT", bound=_Wire)
+DEFAULT_LIMITS = RequestLimits()
+# A path inside a client's schema (its keys are the client's text) or a decoder's message is cut
+# short when an error names it.
+MAX_PATH_CHARS = 120
+
+
+def _limits(info: ValidationInfo) -> RequestLimits:
+    """The bounds this validation runs under (the defaults when a caller gave none)."""
+    return info.context if isinstance(info.context, RequestLimits) else DEFAULT_LIMITS
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a decoded JSON value (a scalar is depth 0)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth + 1)
+            pending.extend(
+                (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def field_path(loc: tuple[int | str, ...]) -> str | None:
+    """A pydantic error location as a field path: `messages[3].content`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or None
 
 
 class JsonSchemaFormat(_Wire):
@@ -55,11 +90,20 @@ class JsonSchemaFormat(_Wire):
 
     @field_validator("schema_")
     @classmethod
-    def _is_a_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+    def _is_a_schema(cls, schema: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        limits = _limits(info)
+        if json_depth(schema) > limits.max_schema_depth:
+            raise ValueError(f"nests deeper than {limits.max_schema_depth} levels")
+        if len(json.dumps(schema, separators=(",", ":"))) > limits.max_schema_bytes:
+            raise ValueError(f"is larger than {limits.max_schema_bytes} bytes")
         try:
             validator_for(schema).check_schema(schema)
         except SchemaError as error:
-            raise ValueError(f"not a valid JSON Schema: {error.message}") from error
+            # Where in the schema, and the meta-schema rule it breaks; never the offending value.
+            where = (field_path(tuple(error.path)) or "the root")[:MAX_PATH_CHARS]
+            raise ValueError(f"not a valid JSON Schema: {where} fails {error.validator!r}") from error
+        except RecursionError as error:  # a `$ref` cycle the meta-schema check follows
+            raise ValueError("not a valid JSON Schema: it refers to itself without end") from error
         return schema
 
 
@@ -80,29 +124,76 @@ class _SamplingRequest(_Wire):
     temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     n: int = Field(default=1, ge=1, le=1, description="Number of choices; only 1 is supported.")
-    stop: str | list[str] | None = Field(default=None, description="Stop sequences.")
-    seed: int | None = Field(default=None, description="Sampling seed.")
+    stop: list[str] | None = Field(default=None, description="Stop sequences: a string or an array of them.")
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1, description="Sampling seed.")
     stream: bool = Field(default=False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = Field(default=None, description="Streaming options.")
     user: str | None = Field(default=None, description="End-user id (not logged).")
     presence_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
 
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_as_a_list(cls, stop: Any) -> Any:
+        if stop is not None and not isinstance(stop, str | list):
+            raise ValueError("must be a string or an array of strings")
+        return [stop] if isinstance(stop, str) else stop
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, stop: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        limits = _limits(info)
+        if stop and len(stop) > limits.max_stop_sequences:
+            raise ValueError(f"at most {limits.max_stop_sequences} stop sequences")
+        if any(len(sequence) > limits.max_stop_chars for sequence in stop or []):
+            raise ValueError(f"a stop sequence is longer than {limits.max_stop_chars} characters")
+        return stop
+
+
+class TextPart(_Wire):
+    """One part of a message's content array; only text parts are supported."""
+
+    type: Literal["text"] = Field(description="Part kind; only `text`.")
+    text: str = Field(description="The text.")
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Fields OpenAI clients send that the engines have no use for (`tool_calls`, `refusal`, ...) are
+    # dropped here, never handed to a model's chat template.
+    model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer", "tool"] = Field(description="Author role.")
-    content: str | None = Field(default=None, description="Message text.")
+    content: list[TextPart] | None = Field(
+        default=None,
+        description="Message text: a string, or an array of text parts (as OpenAI clients send it).",
+    )
+    name: str | None = Field(default=None, description="Name of the author.")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_as_one_part(cls, content: Any) -> Any:
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        if content is not None and not isinstance(content, list):
+            raise ValueError("must be a string or an array of text parts")
+        return content
+
+    def for_engine(self) -> dict[str, str]:
+        """The message as chat templates take it: the text parts joined into one string."""
+        message = {"role": self.role, "content": "\n".join(part.text for part in self.content or [])}
+        return message if self.name is None else {**message, "name": self.name}
 
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+
+    @field_validator("messages")
+    @classmethod
+    def _bounded_messages(cls, messages: list[ChatMessage], info: ValidationInfo) -> list[ChatMessage]:
+        if len(messages) > _limits(info).max_messages:
+            raise ValueError(f"at most {_limits(info).max_messages} messages")
+        return messages
+
     max_completion_tokens: int | None = Field(default=None, ge=1, description="Newer name of `max_tokens`.")
     response_format: ResponseFormat | None = Field(default=None, description="Structured output.")
 
@@ -120,11 +211,11 @@ class ChatCompletionRequest(_SamplingRequest):
     def generation(self, context_length: int) -> GenerationRequest:
         return GenerationRequest(
             kind="chat",
-            messages=[message.model_dump(exclude_none=True) for message in self.messages],
+            messages=[message.for_engine() for message in self.messages],
             max_tokens=checked_max_tokens(self.max_completion_tokens or self.max_tokens, context_length),
             temperature=self.temperature,
             top_p=self.top_p,
-            stop=self.stop_list(),
+            stop=self.stop or [],
             seed=self.seed,
             json_schema=self.json_schema(),
         )
@@ -140,7 +231,7 @@ class CompletionRequest(_SamplingRequest):
             max_tokens=checked_max_tokens(self.max_tokens, context_length),
             temperature=self.temperature,
             top_p=self.top_p,
-            stop=self.stop_list(),
+            stop=self.stop or [],
             seed=self.seed,
         )
 
@@ -158,19 +249,61 @@ def checked_max_tokens(requested: int | None, context_length: int) -> int:
     return requested
 
 
-def parse_request(raw: bytes, model: type[WireT]) -> WireT:
-    """Decode and validate a request body, or raise a 400 naming the first offending parameter."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _first_lone_surrogate(value: Any) -> tuple[int | str, ...] | None:
+    """Where a string holds a lone surrogate (`"\\ud800"`): valid JSON, but no UTF-8 can carry it."""
+    pending: list[tuple[Any, tuple[int | str, ...]]] = [(value, ())]
+    while pending:
+        node, loc = pending.pop()
+        if isinstance(node, str):
+            try:
+                node.encode()
+            except UnicodeEncodeError:
+                return loc
+        elif isinstance(node, dict):
+            pending.extend((child, (*loc, key)) for key, child in node.items())
+            if any(_first_lone_surrogate(key) is not None for key in node):
+                return loc
+        elif isinstance(node, list):
+            pending.extend((child, (*loc, index)) for index, child in enumerate(node))
+    return None
+
+
+def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS) -> WireT:
+    """Decode and validate a request body, or raise a 4xx naming the first offending field.
+
+    CPU-bound (JSON decoding, JSON-schema checks): the ingress runs it off its event loop.
+    """
+    if len(raw) > limits.max_body_bytes:
+        raise OpenAIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
     try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OpenAIError(400, f"request body is not valid JSON: {error}") from error
+        payload = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as error:
+        raise OpenAIError(400, f"request body nests deeper than {limits.max_json_depth} levels") from error
+    except json.JSONDecodeError as error:  # position only: `str(error)` is fine, the document is not in it
+        raise OpenAIError(400, f"request body is not valid JSON: {error.msg} at byte {error.pos}") from error
+    except UnicodeDecodeError as error:  # its message would quote the bytes
+        raise OpenAIError(400, f"request body is not valid UTF-8 at byte {error.start}") from error
+    except ValueError as error:  # NaN or Infinity, an integer of more than 4300 digits
+        raise OpenAIError(400, f"request body is not valid JSON: {str(error)[:MAX_PATH_CHARS]}") from error
     if not isinstance(payload, dict):
         raise OpenAIError(400, "request body must be a JSON object")
+    if json_depth(payload) > limits.max_json_depth:
+        raise OpenAIError(400, f"request body nests deeper than {limits.max_json_depth} levels")
+    surrogate = _first_lone_surrogate(payload)
+    if surrogate is not None:
+        param = field_path(surrogate)
+        raise OpenAIError(
+            400, f"{param or 'request body'}: a string holds a lone UTF-16 surrogate", param=param
+        )
     try:
-        return model.model_validate(payload)
+        return model.model_validate(payload, context=limits)
     except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
+        first = error.errors(include_input=False, include_url=False)[0]
+        param = field_path(first["loc"])
         raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from error
 
 

@@ -22,6 +22,17 @@ SHADOW_ENDPOINT = "shadow"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
+def is_client_error(status: int) -> bool:
+    """A 4xx: the request's fault. It never counts against the revision it was routed to (as an
+    error, a latency or a canary sample), or a client could force a rollback with bad requests."""
+    return 400 <= status < 500
+
+
+def is_server_error(status: int) -> bool:
+    """A 5xx: a failure of the revision (engine error, timeout, not serving); it counts against it."""
+    return status >= 500
+
+
 class Quantization(StrEnum):
     """Weight format of an artifact. GGUF types for llama.cpp (TQ1_0/TQ2_0 are its ternary, 1.58-bit
     types), the others for vLLM; NONE is an unquantized checkpoint."""

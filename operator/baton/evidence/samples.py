@@ -5,7 +5,8 @@ status, latency bucket, structured-output validity); there is one such expositio
 cluster as on a laptop. A step's samples are the counters' growth over the scrapes taken while the
 step ran, summed scrape by scrape as Prometheus' `increase()` does, so a replica that restarts
 mid-step (its counters reset) loses nothing that was counted before. Shadow answers are not client
-traffic and are left out.
+traffic and are left out. Errors are the 5xx answers; a client's 4xx is not the revision's doing, so
+it is neither a sample nor an error of it.
 
 Metrics with `provider: prometheus` are read from Prometheus instead; one without a `query`, or a
 shell without a Prometheus URL, is a failed measurement, never a pass.
@@ -35,13 +36,12 @@ from baton.evidence.core import (
 from baton.evidence.ports import Store
 from baton.evidence.supervision import TaskFailure, report
 from baton.rollout import ObserveCanary, OnlineResult
-from baton_serving.wire import CLIENT_ENDPOINTS, SHADOW_ENDPOINT
+from baton_serving.wire import CLIENT_ENDPOINTS, SHADOW_ENDPOINT, is_client_error, is_server_error
 
 # Scrapes that fail in a row before a step's result is Inconclusive (about half a minute of backoff).
 MAX_SAMPLE_FAILURES = 5
 _SERIES = {
     "baton_requests_total": "requests",
-    "baton_request_errors_total": "errors",
     "baton_structured_outputs_total": "structured_total",
 }
 
@@ -141,6 +141,13 @@ def parse_exposition(text: str) -> dict[str, Counts]:
             series = _SERIES.get(sample.name)
             if series is None:
                 continue
+            if series == "requests":
+                # Errors are read from the status code, the one label every ingress version wrote.
+                code = int(labels.get("code", "200"))
+                if is_client_error(code):
+                    continue  # a client's refused request is no sample of the revision
+                if is_server_error(code):
+                    sums[deployment]["errors"][revision] += sample.value
             sums[deployment][series][revision] += sample.value
             if series == "structured_total" and labels.get("valid") == "true":
                 sums[deployment]["structured_valid"][revision] += sample.value

@@ -11,9 +11,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+# The request field a response schema arrives in, named by errors about it on both sides of Ray.
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
 
 class EngineRequestError(ValueError):
-    """The request cannot be served by this engine (e.g. a schema it cannot compile): a client error."""
+    """The request cannot be served by this engine (e.g. a schema it cannot compile): a client error.
+
+    `param` is the request field at fault, for the OpenAI error body.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        # Ray pickles an engine's exception to the ingress; the default would drop `param`.
+        return (type(self), (str(self), self.param))
 
 
 @dataclass(frozen=True)

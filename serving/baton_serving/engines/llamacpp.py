@@ -1,31 +1,23 @@
 """llama.cpp engine: serves one GGUF (F16, Q8_0, Q4_K_M, ternary TQ2_0/TQ1_0, ...) in-process on CPU.
 
-Built on llama-cpp-python's high-level `Llama`. JSON-schema response formats become GBNF grammars,
-so structured output is constrained while it is generated, not checked afterwards.
+Built on llama-cpp-python's high-level `Llama`. JSON-schema response formats become GBNF grammars
+(built under the pool's limits, `grammar.py`), so structured output is constrained while it is
+generated, not checked afterwards.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
 
+from baton_serving.config import RequestLimits
 from baton_serving.engines import EngineRequestError, GenerationRequest
-
-
-@lru_cache(maxsize=64)
-def _grammar_for(schema_json: str) -> LlamaGrammar:
-    try:
-        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
-    except Exception as error:  # the converter raises many kinds for unsupported schemas
-        raise EngineRequestError(
-            f"response_format.json_schema.schema: cannot be turned into a grammar: {error}"
-        ) from error
+from baton_serving.engines.grammar import GrammarBuilder
 
 
 class _SampleCounter:
@@ -48,8 +40,11 @@ class _SampleCounter:
 class LlamaCppEngine:
     """One loaded GGUF. Not thread-safe: the caller runs one request at a time."""
 
-    def __init__(self, model_path: Path, context_length: int, threads: int) -> None:
+    def __init__(
+        self, model_path: Path, context_length: int, threads: int, limits: RequestLimits | None = None
+    ) -> None:
         self.context_length = context_length
+        self._grammars = GrammarBuilder(limits or RequestLimits())
         self._llama = Llama(
             model_path=str(model_path),
             n_ctx=context_length,
@@ -92,7 +87,9 @@ class LlamaCppEngine:
         if request.json_schema is not None:
             # Key order is part of the contract: the grammar makes the model write fields in the
             # schema's order, so the schema text must not be re-sorted (it also keys the cache).
-            options["grammar"] = _grammar_for(json.dumps(request.json_schema))
+            options["grammar"] = LlamaGrammar.from_string(
+                self._grammars.gbnf(json.dumps(request.json_schema))
+            )
         try:
             if request.kind == "chat":
                 return self._llama.create_chat_completion(messages=request.messages, **options)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jsonschema
 import pytest
 
 from baton_serving.artifacts import fetch_verified
+from baton_serving.config import RequestLimits
 from baton_serving.engines import EngineRequestError, GenerationRequest
+from baton_serving.engines.grammar import GrammarBuilder
 from baton_serving.engines.llamacpp import LlamaCppEngine
 
 pytestmark = pytest.mark.integration
@@ -53,3 +56,24 @@ def test_a_prompt_longer_than_the_context_is_a_request_error(engine):
         engine.generate(request)
     with pytest.raises(EngineRequestError, match="exceed context window"):
         list(engine.stream(request))
+
+
+def test_a_response_schema_is_refused_at_the_grammar_deadline_and_the_next_one_builds():
+    builder = GrammarBuilder(RequestLimits(grammar_timeout_s=2))
+    try:
+        started = time.monotonic()
+        # The converter writes out 30 million items: minutes of work, stopped at the deadline.
+        slow = {"type": "array", "items": {"type": "integer"}, "minItems": 30_000_000}
+        with pytest.raises(EngineRequestError, match=r"took longer than 2\.0 s") as refused:
+            builder.gbnf(json.dumps(slow))
+        assert refused.value.param == "response_format.json_schema.schema"
+        assert time.monotonic() - started < 60
+        with pytest.raises(EngineRequestError, match="nested deeper than 256"):
+            builder.gbnf(json.dumps({"type": "string", "maxLength": 1_000}))
+        assert "root ::=" in builder.gbnf(json.dumps(SCHEMA))
+        started = time.monotonic()
+        with pytest.raises(EngineRequestError, match="took longer"):
+            builder.gbnf(json.dumps(slow))  # a refusal is cached: no second deadline
+        assert time.monotonic() - started < 0.5
+    finally:
+        builder.close()

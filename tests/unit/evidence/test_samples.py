@@ -47,9 +47,10 @@ class FakeIngress:
         self, revision: str, seconds: float, code: str = "200", endpoint: str = "chat_completions"
     ) -> None:
         self.requests.labels("p", "medical", revision, endpoint, code).inc()
-        if code != "200":
+        if code.startswith("5"):
             self.errors.labels("p", "medical", revision, endpoint, "server_error").inc()
-        self.duration.labels("p", "medical", revision, endpoint).observe(seconds)
+        if not code.startswith("4"):  # as the ingress does: a client's 4xx has no latency
+            self.duration.labels("p", "medical", revision, endpoint).observe(seconds)
 
     def counts(self) -> Counts:
         return parse_exposition(generate_latest(self.registry).decode()).get("medical", Counts())
@@ -72,6 +73,25 @@ def test_only_requests_after_the_window_opened_count_for_it():
     assert samples.latency.n == 4
     assert samples.latency.mean == pytest.approx((3 * 0.3 + 0.75) / 4), "bucket midpoints"
     assert window_samples(Counts(), before, "medical-v2").requests == 5
+
+
+def test_a_clients_4xx_is_neither_a_sample_nor_an_error_of_the_revision():
+    """A client sending bad requests that are routed to the candidate cannot force its rollback."""
+    ingress = FakeIngress()
+    window = StepWindow(last=ingress.counts())
+    for _ in range(3):
+        ingress.answer("medical-v2", 0.3)
+    ingress.answer("medical-v2", 0.3, code="503")
+    for code in ("400", "404", "413", "429"):
+        for _ in range(50):
+            ingress.answer("medical-v2", 0.001, code=code)
+            # as an ingress before this rule recorded them: an error by type, no code to tell
+            ingress.errors.labels(
+                "p", "medical", "medical-v2", "chat_completions", "invalid_request_error"
+            ).inc()
+    window.add(ingress.counts())
+    samples = window.total.arm("medical-v2")
+    assert (samples.requests, samples.errors) == (4, 1)
 
 
 def test_a_reset_counter_counts_again_from_zero():

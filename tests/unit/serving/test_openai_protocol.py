@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from baton_serving.openai_protocol import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
+from baton_serving.config import RequestLimits
+from baton_serving.openai_protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    OpenAIError,
+    field_path,
+    parse_request,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +68,107 @@ def test_json_schema_response_format_is_passed_as_the_schema():
         ChatCompletionRequest,
     )
     assert request.generation(128).json_schema == schema
+
+
+SECRET = "do-not-echo-4f1c"
+
+
+def refused(raw: bytes, model=ChatCompletionRequest, limits: RequestLimits | None = None) -> OpenAIError:
+    with pytest.raises(OpenAIError) as error:
+        parse_request(raw, model, limits or RequestLimits())
+    assert SECRET not in json.dumps(error.value.body()), "an error never repeats what was sent"
+    return error.value
+
+
+def nested(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "param"),
+    [
+        ((b'{"a":' * 5_000) + b"1" + (b"}" * 5_000), 400, None),  # RecursionError in json.loads
+        (b'{"model": "m", "prompt": "x", "temperature": NaN}', 400, None),
+        (b'{"model": "m", "seed": ' + b"9" * 5_000 + b"}", 400, None),  # int over 4300 digits
+        (b'{"model": "m", "prompt": "\\ud800' + SECRET.encode() + b'"}', 400, "prompt"),
+        (b"\xff\xfe\xfd" + SECRET.encode(), 400, None),
+        (chat(messages=[{"role": "user", "content": "x"}] * 513), 400, "messages"),
+        (chat(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+        (chat(stop="s" * 257), 400, "stop"),
+        (chat(seed=2**64), 400, "seed"),
+        (chat(messages=[{"role": "user", "content": 5}]), 400, "messages[0].content"),
+        (
+            chat(
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": SECRET}}]}]
+            ),
+            400,
+            "messages[0].content[0].type",
+        ),
+        (chat(messages=[{"role": "user", "content": "x"}, {"role": SECRET}]), 400, "messages[1].role"),
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": nested(30)}}),
+            400,
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat(
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"enum": [SECRET * 10] * 500}},
+                }
+            ),
+            400,
+            "response_format.json_schema.schema",
+        ),
+        (
+            chat(
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"properties": {"a": {"type": SECRET}}}},
+                }
+            ),
+            400,
+            "response_format.json_schema.schema",
+        ),
+        (b" " * (1_048_576 + 1), 413, None),
+    ],
+)
+def test_hostile_requests_are_4xx_naming_the_field_never_echoing_it(raw, status, param):
+    error = refused(raw, CompletionRequest if b'"prompt"' in raw else ChatCompletionRequest)
+    assert (error.status, error.param) == (status, param)
+    assert error.body()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_limits_are_the_configured_ones():
+    limits = RequestLimits(max_messages=2, max_stop_sequences=1, max_body_bytes=2048)
+    assert refused(chat(messages=[{"role": "user", "content": "x"}] * 3), limits=limits).param == "messages"
+    assert refused(chat(stop=["a", "b"]), limits=limits).param == "stop"
+    assert refused(chat(user="u" * 2048), limits=limits).status == 413
+    assert parse_request(chat(stop=["a"]), ChatCompletionRequest, limits).stop == ["a"]
+
+
+def test_content_part_arrays_are_text():
+    raw = chat(
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Chest"}, {"type": "text", "text": "pain"}],
+            },
+            {"role": "assistant", "content": None, "refusal": None, "tool_calls": None},
+        ]
+    )
+    messages = parse_request(raw, ChatCompletionRequest).generation(128).messages
+    assert messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Chest\npain"},
+        {"role": "assistant", "content": ""},
+    ]
+
+
+def test_field_paths_read_like_the_request():
+    assert field_path(("messages", 3, "content", 0, "text")) == "messages[3].content[0].text"
+    assert field_path(()) is None
