@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baton.api import Verdict
+from baton.local.store import RecordedDecision
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 DOMAINS = ("medical", "construction", "aerospace", "software")
@@ -213,9 +214,10 @@ def run_demo(options: DemoOptions) -> int:
     from baton.local.runtime import LocalRuntime, RuntimeOptions
     from baton.local.store import LocalStore
     from baton.local.traffic import TrafficGenerator, prompts_for
-    from baton.local.view import decisions_table, deployments_table
+    from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
-    console = Console()
+    console = make_console()
+    width = table_width(console)
     started = time.monotonic()
     deadline = started + options.timeout_s
     domains = tuple(options.domains or DOMAINS)
@@ -253,7 +255,7 @@ def run_demo(options: DemoOptions) -> int:
             ),
             deadline,
         )
-        console.print(deployments_table(runtime.deployments.values()))
+        console.print(deployments_table(runtime.deployments.values(), width=width))
         _print_how_to_call(console, runtime.endpoint, domains[0])
         prompts = prompts_for(domains, per_domain=25)
         traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=2, pause_seconds=0.05).start()
@@ -270,7 +272,7 @@ def run_demo(options: DemoOptions) -> int:
                 lambda v=version: all((_phase_of(runtime, d, v) or "") in FINAL_PHASES for d in domains),
                 deadline,
             )
-            console.print(deployments_table(runtime.deployments.values()))
+            console.print(deployments_table(runtime.deployments.values(), width=width))
         report = traffic.stop()
         traffic = None
     finally:
@@ -278,9 +280,13 @@ def run_demo(options: DemoOptions) -> int:
             traffic.stop()
         runtime.stop()
     every_decision = store.decisions()
-    console.print(decisions_table(every_decision, title="every decision and its evidence"))
-    decisions = store.decisions(final_only=True)
-    mismatches = ground_truth_mismatches(decisions, domains)
+    console.rule("every decision and its deciding evidence")
+    console.print(decisions_table(every_decision, width))
+    console.print(
+        f"the whole record of each, every test in full: baton status DOMAIN --state-dir {options.state_dir}"
+    )
+    decisions = [recorded for recorded in every_decision if recorded.final]
+    mismatches = ground_truth_mismatches([(r.deployment, r.decision) for r in decisions], domains)
     console.log(f"client traffic: {report.summary()}")
     for failure in report.failures[:10]:
         console.log(f"[red]failed request: {failure}[/red]")
@@ -324,8 +330,8 @@ def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Itera
 
 def _write_report(
     path: Path,
-    decisions: Sequence[tuple[str, Any]],
-    every_decision: Sequence[tuple[str, Any]],
+    decisions: Sequence[RecordedDecision],
+    every_decision: Sequence[RecordedDecision],
     mismatches: list[str],
     report: Any,
     elapsed: float,
@@ -333,12 +339,8 @@ def _write_report(
 ) -> None:
     """What the end-to-end test and the docs' timings read: decisions, traffic and durations."""
     body = {
-        "decisions": [{"deployment": name, **decision.to_wire()} for name, decision in decisions],
-        "gatesPassed": [
-            {"deployment": name, **decision.to_wire()}
-            for name, decision in every_decision
-            if (name, decision) not in decisions
-        ],
+        "decisions": [_wire(recorded) for recorded in decisions],
+        "gatesPassed": [_wire(recorded) for recorded in every_decision if not recorded.final],
         "mismatches": mismatches,
         "traffic": {
             "total": report.total,
@@ -352,6 +354,10 @@ def _write_report(
         "modelsSeconds": round(built, 1),
     }
     path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _wire(recorded: RecordedDecision) -> dict[str, Any]:
+    return {"deployment": recorded.deployment, "champion": recorded.champion, **recorded.decision.to_wire()}
 
 
 def _print_how_to_call(console: Console, endpoint: str, domain: str) -> None:
