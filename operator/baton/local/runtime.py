@@ -78,11 +78,13 @@ class RuntimeOptions:
 
 @dataclass
 class _Benchmarks:
-    """The one running or finished benchmark per (deployment, candidate revision, benchmarks)."""
+    """The one running or finished benchmark per (deployment, candidate revision, benchmarks).
 
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="benchmark")
-    )
+    Deployments benchmark at the same time, one thread each, as the operator runs one task per
+    deployment: a domain's candidate does not wait for another domain's benchmark to end.
+    """
+
+    executor: ThreadPoolExecutor
     runs: dict[tuple[str, str, tuple[str, ...]], Future[BenchmarkOutcome]] = field(default_factory=dict)
     scored: set[tuple[str, str, tuple[str, ...]]] = field(default_factory=set)
 
@@ -162,9 +164,11 @@ class LocalRuntime:
         )
         self._pollers = {name: SourcePoller(self.evidence_store) for name in self.sources}
         self._next_poll: dict[str, float] = {}
-        self.serve = LocalServe(options.port)
+        self.serve = LocalServe(options.port, store.state_dir / "logs" / "ray.log")
         self.sampler = CanarySampler(self.evidence_store, options.prometheus_url)
-        self._benchmarks = _Benchmarks()
+        self._benchmarks = _Benchmarks(
+            ThreadPoolExecutor(max_workers=max(1, len(self.deployments)), thread_name_prefix="benchmark")
+        )
         self._online: dict[str, OnlineResult] = {}
         self._said: dict[str, float] = {}
         self._stop = threading.Event()
@@ -205,7 +209,10 @@ class LocalRuntime:
 
     def start(self) -> None:
         """Start Ray Serve, serve every champion, then run the loop in a background thread."""
-        self.console.log(f"starting Ray Serve on {self.serve.base_url} (pool {self.pool.metadata.name})")
+        self.console.log(
+            f"starting Ray Serve on {self.serve.base_url} (pool {self.pool.metadata.name}; "
+            f"Ray's own log: {self.serve.log_path})"
+        )
         self.serve.start()
         self.store.write_running(
             {
