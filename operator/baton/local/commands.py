@@ -210,18 +210,14 @@ def candidate_add(
 @click.option(
     "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
 )
-@click.option(
-    "--fast", is_flag=True, help="Shorter canary pauses and less traffic (the end-to-end test's mode)."
-)
 @click.option("--domains", default=None, help="Comma-separated subset of the four demo domains.")
-def demo(state_dir: Path | None, port: int, fast: bool, domains: str | None) -> None:
+def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
     """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
     from baton.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         state_dir=state_dir or default_state_dir().with_name("demo"),
         port=port,
-        fast=fast or os.environ.get("BATON_DEMO_FAST") == "1",
         domains=tuple(domains.split(",")) if domains else None,
     )
     sys.exit(run_demo(options))
