@@ -47,23 +47,22 @@ def test_evidence_reads_as_one_line():
     assert line == "paired-t medical-extraction n=40/40 effect=+0.250 [0.1, 0.4] p=0.0012"
 
 
+def medical(status: dict) -> ModelDeployment:
+    """The medical deployment (v1 first) with `status`."""
+    spec = {"domain": "medical", "pool": "p", "model": {"version": "v1", "artifact": ARTIFACT}}
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": "medical"}, "spec": spec | {"analysis": {"ungated": True}}, "status": status}
+    )
+
+
 def test_deployment_row_shows_the_columns_of_kubectl_get():
-    deployment = ModelDeployment.model_validate(
+    deployment = medical(
         {
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "p",
-                "model": {"version": "v1", "artifact": ARTIFACT},
-                "analysis": {"ungated": True},
-            },
-            "status": {
-                "phase": "Canary",
-                "canaryWeight": 10,
-                "champion": {"revision": "medical-v1", "version": "v1", "artifact": ARTIFACT},
-                "candidate": {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT},
-                "lastDecision": DECISION,
-            },
+            "phase": "Canary",
+            "canaryWeight": 10,
+            "champion": {"revision": "medical-v1", "version": "v1", "artifact": ARTIFACT},
+            "candidate": {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT},
+            "lastDecision": DECISION,
         }
     )
     text = render_text(deployments_table([deployment], now=datetime(2026, 1, 1, 0, 2, tzinfo=UTC)))
@@ -194,21 +193,8 @@ def promoted_candidate() -> ModelCandidate:
 
 
 def promoted_deployment() -> ModelDeployment:
-    return ModelDeployment.model_validate(
-        {
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "p",
-                "model": {"version": "v1", "artifact": ARTIFACT},
-                "analysis": {"ungated": True},
-            },
-            "status": {
-                "phase": "Promoted",
-                "champion": {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT},
-            },
-        }
-    )
+    champion = {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT}
+    return medical({"phase": "Promoted", "champion": champion})
 
 
 def test_status_of_a_deployment_shows_the_candidates_whole_record():
