@@ -27,19 +27,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baton.api import Verdict
+from baton.local.store import RecordedDecision
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 DOMAINS = ("medical", "construction", "aerospace", "software")
 QUANTIZATION = "Q8_0"
 # What each offered version must end in, known from how it was trained (baton_models.recipes).
 GROUND_TRUTH = {"v2": Verdict.PROMOTE, "v3": Verdict.REJECT}
-# The examples' canary (minutes at 10 % and 50 %) suits production traffic; two synthetic clients
-# spread over four domains reach a step's request count in seconds with these.
-DEMO_STEPS = [
+# The examples' canary (minutes at 10 % and 50 %) suits production traffic. What a step costs here
+# is the error-rate guardrail: with no error in either arm it passes once the anytime interval
+# shows the candidate at most 2 points worse, ~215 samples per arm at 50 % but ~156 candidate
+# samples (780 requests) at 20 %. `baton up` on the examples keeps two steps to watch; the scripted
+# demo asks for one step at 50 %, where the same evidence costs the fewest requests.
+UP_STEPS = [
     {"weight": 20, "pause": "8s", "minRequests": 5},
     {"weight": 50, "pause": "8s", "minRequests": 10},
 ]
-FAST_STEPS = [{"weight": 50, "pause": "4s", "minRequests": 4}]
+DEMO_STEPS = [{"weight": 50, "pause": "5s", "minRequests": 10}]
+# v2 beats v1 by 0.20-0.29 and v3 trails v2 by 0.20-0.45 on every domain's extraction benchmark
+# (docs/models.md), with paired p < 1e-8 on 64 items: 40 items (minSamples is 30) still decide at
+# p < 1e-4.
+DEMO_BENCHMARK_ITEMS = 40
+# Client threads of the synthetic traffic: enough requests in flight to keep both cores busy.
+DEMO_CLIENTS = 4
 FINAL_PHASES = frozenset({"Promoted", "Rejected", "Inconclusive", "RolledBack", "Failed"})
 
 
@@ -47,7 +57,6 @@ FINAL_PHASES = frozenset({"Promoted", "Rejected", "Inconclusive", "RolledBack", 
 class DemoOptions:
     state_dir: Path
     port: int = 8000
-    fast: bool = False
     domains: tuple[str, ...] | None = None
     timeout_s: float = 1200.0
 
@@ -116,13 +125,13 @@ def render_resources(
     *,
     releases: Path | None,
     include_candidates: bool,
-    fast: bool,
+    steps: list[dict[str, Any]],
     benchmark_items: int | None = None,
 ) -> Path:
     """Write the example resources with the built models' paths and digests into `target`.
 
-    `releases` adds a ModelSource per domain polling `releases/<domain>/`. The canary is shortened
-    to what the demo's traffic fills in seconds (`fast`: one step, for the end-to-end test).
+    `releases` adds a ModelSource per domain polling `releases/<domain>/`. The canary `steps`
+    replace the examples' (minutes) with what the local traffic fills in seconds.
     """
     from baton_models.benchmarks import benchmarks
 
@@ -138,7 +147,7 @@ def render_resources(
         elif kind == "ModelDeployment" and spec["domain"] in wanted:
             spec["model"]["artifact"] = _artifact(models[(spec["domain"], spec["model"]["version"])])
             spec["analysis"] = _local_analysis(spec.get("analysis", {}))
-            spec["rollout"] = spec.get("rollout", {}) | {"steps": FAST_STEPS if fast else DEMO_STEPS}
+            spec["rollout"] = spec.get("rollout", {}) | {"steps": steps}
             rendered.setdefault(spec["domain"], []).append(document)
         elif kind == "ModelCandidate" and include_candidates:
             domain, version = spec["deployment"], spec["version"]
@@ -176,7 +185,7 @@ def render_example_resources(target: Path, console: Console) -> Path:
     """What `baton up` serves when given no path: the examples, v1 champions and v2 candidates."""
     models = build_models(DOMAINS, ("v1", "v2"), console)
     return render_resources(
-        target, models, DOMAINS, releases=target.parent / "releases", include_candidates=True, fast=False
+        target, models, DOMAINS, releases=target.parent / "releases", include_candidates=True, steps=UP_STEPS
     )
 
 
@@ -198,7 +207,7 @@ def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
 
 
 def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
-    # Plain polling, no spinner: the benchmark runner's progress bars need the console's one live display.
+    # Plain polling: the runtime says meanwhile how far benchmarks and canary steps are.
     console.log(f"waiting for: {what}")
     while not done():
         if time.monotonic() > deadline:
@@ -213,9 +222,10 @@ def run_demo(options: DemoOptions) -> int:
     from baton.local.runtime import LocalRuntime, RuntimeOptions
     from baton.local.store import LocalStore
     from baton.local.traffic import TrafficGenerator, prompts_for
-    from baton.local.view import decisions_table, deployments_table
+    from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
-    console = Console()
+    console = make_console()
+    width = table_width(console)
     started = time.monotonic()
     deadline = started + options.timeout_s
     domains = tuple(options.domains or DOMAINS)
@@ -232,8 +242,8 @@ def run_demo(options: DemoOptions) -> int:
         domains,
         releases=releases,
         include_candidates=False,
-        fast=options.fast,
-        benchmark_items=40 if options.fast else None,
+        steps=DEMO_STEPS,
+        benchmark_items=DEMO_BENCHMARK_ITEMS,
     )
     console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
     runtime = LocalRuntime.prepare(
@@ -253,10 +263,10 @@ def run_demo(options: DemoOptions) -> int:
             ),
             deadline,
         )
-        console.print(deployments_table(runtime.deployments.values()))
+        console.print(deployments_table(runtime.deployments.values(), width=width))
         _print_how_to_call(console, runtime.endpoint, domains[0])
         prompts = prompts_for(domains, per_domain=25)
-        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=2, pause_seconds=0.05).start()
+        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=DEMO_CLIENTS).start()
         ok = serving
         for version in ("v2", "v3"):
             if not ok:
@@ -270,7 +280,7 @@ def run_demo(options: DemoOptions) -> int:
                 lambda v=version: all((_phase_of(runtime, d, v) or "") in FINAL_PHASES for d in domains),
                 deadline,
             )
-            console.print(deployments_table(runtime.deployments.values()))
+            console.print(deployments_table(runtime.deployments.values(), width=width))
         report = traffic.stop()
         traffic = None
     finally:
@@ -278,9 +288,13 @@ def run_demo(options: DemoOptions) -> int:
             traffic.stop()
         runtime.stop()
     every_decision = store.decisions()
-    console.print(decisions_table(every_decision, title="every decision and its evidence"))
-    decisions = store.decisions(final_only=True)
-    mismatches = ground_truth_mismatches(decisions, domains)
+    console.rule("every decision and its deciding evidence")
+    console.print(decisions_table(every_decision, width))
+    console.print(
+        f"the whole record of each, every test in full: baton status DOMAIN --state-dir {options.state_dir}"
+    )
+    decisions = [recorded for recorded in every_decision if recorded.final]
+    mismatches = ground_truth_mismatches([(r.deployment, r.decision) for r in decisions], domains)
     console.log(f"client traffic: {report.summary()}")
     for failure in report.failures[:10]:
         console.log(f"[red]failed request: {failure}[/red]")
@@ -324,8 +338,8 @@ def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Itera
 
 def _write_report(
     path: Path,
-    decisions: Sequence[tuple[str, Any]],
-    every_decision: Sequence[tuple[str, Any]],
+    decisions: Sequence[RecordedDecision],
+    every_decision: Sequence[RecordedDecision],
     mismatches: list[str],
     report: Any,
     elapsed: float,
@@ -333,12 +347,8 @@ def _write_report(
 ) -> None:
     """What the end-to-end test and the docs' timings read: decisions, traffic and durations."""
     body = {
-        "decisions": [{"deployment": name, **decision.to_wire()} for name, decision in decisions],
-        "gatesPassed": [
-            {"deployment": name, **decision.to_wire()}
-            for name, decision in every_decision
-            if (name, decision) not in decisions
-        ],
+        "decisions": [_wire(recorded) for recorded in decisions],
+        "gatesPassed": [_wire(recorded) for recorded in every_decision if not recorded.final],
         "mismatches": mismatches,
         "traffic": {
             "total": report.total,
@@ -352,6 +362,10 @@ def _write_report(
         "modelsSeconds": round(built, 1),
     }
     path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _wire(recorded: RecordedDecision) -> dict[str, Any]:
+    return {"deployment": recorded.deployment, "champion": recorded.champion, **recorded.decision.to_wire()}
 
 
 def _print_how_to_call(console: Console, endpoint: str, domain: str) -> None:

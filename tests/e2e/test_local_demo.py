@@ -1,6 +1,6 @@
 """The demo, end to end: real models, real Ray Serve, real traffic; every decision matches ground truth.
 
-Runs `baton demo --fast` as a user would (a subprocess) and reads the report it writes: v2 of every
+Runs `baton demo` as a user would (a subprocess) and reads the report it writes: v2 of every
 domain promoted, v3 rejected, and not one client request failed while weights moved.
 """
 
@@ -23,7 +23,7 @@ def test_demo_promotes_every_v2_and_rejects_every_v3_without_a_failed_request(tm
     (port,) = free_ports(1)
     state = tmp_path / "demo"
     completed = subprocess.run(
-        [sys.executable, "-m", "baton.cli", "demo", "--fast", "--port", str(port), "--state-dir", str(state)],
+        [sys.executable, "-m", "baton.cli", "demo", "--port", str(port), "--state-dir", str(state)],
         capture_output=True,
         text=True,
         timeout=1700,

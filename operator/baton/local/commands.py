@@ -10,8 +10,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from baton.local.store import LocalStore, default_state_dir
 
@@ -52,11 +56,10 @@ def up(
     store = _store(state_dir)
     inputs = list(paths)
     if not inputs:
-        from rich.console import Console
-
         from baton.demo import render_example_resources
+        from baton.local.view import make_console
 
-        inputs = [render_example_resources(store.state_dir / "resources", console=Console(stderr=True))]
+        inputs = [render_example_resources(store.state_dir / "resources", console=make_console(stderr=True))]
     try:
         runtime = LocalRuntime.prepare(
             RuntimeOptions(paths=inputs, port=port, prometheus_url=prometheus_url, fresh=fresh), store
@@ -68,29 +71,58 @@ def up(
 
 
 @click.command()
+@click.argument("deployment", required=False)
 @STATE_DIR_OPTION
 @click.option("-w", "--watch", is_flag=True, help="Keep the table on screen and refresh it every second.")
-def status(state_dir: Path | None, watch: bool) -> None:
-    """Deployments with champion, candidate, phase, weight and the last decision with its evidence."""
-    from rich.console import Console
-    from rich.live import Live
+def status(deployment: str | None, state_dir: Path | None, watch: bool) -> None:
+    """Deployments with champion, candidate, phase, weight and the last decision.
+
+    With DEPLOYMENT: its candidates' whole decision records, every piece of evidence in full
+    (the offline paired test, each canary step, the final verdict).
+    """
+    from baton.local.view import make_console, table_width
 
     store = _store(state_dir)
-    # Piped output keeps whole rows (as `kubectl get` does) instead of folding them at 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=250)
+    console = make_console()
+    if deployment is not None:
+        record = _record_view(store, deployment)
+        if record is None:
+            click.echo(f"no deployment {deployment!r} in {store.state_dir}", err=True)
+            sys.exit(1)
+        console.print(record)
+        return
     if not watch:
-        console.print(_status_view(store))
+        console.print(_status_view(store, table_width(console)))
         return
     try:
-        with Live(_status_view(store), console=console, refresh_per_second=2, screen=False) as live:
-            while True:
-                time.sleep(1)
-                live.update(_status_view(store))
+        if console.is_terminal:
+            from rich.live import Live
+
+            with Live(_status_view(store, console.width), console=console, refresh_per_second=2) as live:
+                while True:
+                    time.sleep(1)
+                    live.update(_status_view(store, console.width))
+        else:
+            _print_on_change(console, store)
     except KeyboardInterrupt:
         pass
 
 
-def _status_view(store: LocalStore) -> object:
+def _print_on_change(console: Console, store: LocalStore) -> None:
+    """`status -w` into a pipe: the view again whenever it changed, as lines a log can keep."""
+    from baton.local.view import render_text
+
+    shown = None
+    while True:
+        view = _status_view(store, None)
+        text = render_text(view)
+        if text != shown:
+            console.print(view)
+            shown = text
+        time.sleep(1)
+
+
+def _status_view(store: LocalStore, width: int | None) -> object:
     from baton.api import ModelCandidate, ModelDeployment
     from baton.local.view import status_view
 
@@ -101,7 +133,19 @@ def _status_view(store: LocalStore) -> object:
         [ModelDeployment.model_validate(o) for o in store.objects("ModelDeployment")],
         [ModelCandidate.model_validate(o) for o in store.objects("ModelCandidate")],
         running,
+        width,
     )
+
+
+def _record_view(store: LocalStore, name: str) -> object | None:
+    from baton.api import ModelCandidate, ModelDeployment
+    from baton.local.view import decision_record
+
+    stored = store.read_object("ModelDeployment", name)
+    if stored is None:
+        return None
+    candidates = [ModelCandidate.model_validate(o) for o in store.objects("ModelCandidate")]
+    return decision_record(ModelDeployment.model_validate(stored), candidates)
 
 
 def _alive(pid: int | None) -> bool:
@@ -166,18 +210,14 @@ def candidate_add(
 @click.option(
     "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
 )
-@click.option(
-    "--fast", is_flag=True, help="Shorter canary pauses and less traffic (the end-to-end test's mode)."
-)
 @click.option("--domains", default=None, help="Comma-separated subset of the four demo domains.")
-def demo(state_dir: Path | None, port: int, fast: bool, domains: str | None) -> None:
+def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
     """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
     from baton.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         state_dir=state_dir or default_state_dir().with_name("demo"),
         port=port,
-        fast=fast or os.environ.get("BATON_DEMO_FAST") == "1",
         domains=tuple(domains.split(",")) if domains else None,
     )
     sys.exit(run_demo(options))

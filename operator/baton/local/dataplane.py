@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from baton.evidence.ingress import Ingress
 from baton.rollout import RevisionHealth, RevisionState
@@ -86,11 +87,29 @@ def removed_revisions(before: PoolConfig | None, after: PoolConfig) -> list[tupl
     ]
 
 
-class LocalServe:
-    """Ray (local, in this process) and Serve's HTTP proxy on 127.0.0.1:`port`."""
+def route_ray_logging(path: Path) -> None:
+    """Ray's and Serve's own log lines in this process (Serve starting, applications ready, worker
+    warnings) go to `path`: nothing in them is for the person watching `baton up` or the demo."""
+    from ray import serve  # noqa: F401 (importing Serve installs its console handler, replaced here)
 
-    def __init__(self, port: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "ray.serve"):
+        ray_logger = logging.getLogger(name)
+        ray_logger.handlers = [handler]
+        ray_logger.propagate = False
+
+
+class LocalServe:
+    """Ray (local, in this process) and Serve's HTTP proxy on 127.0.0.1:`port`.
+
+    With a `log_path`, Ray's and Serve's own log lines go there instead of the console.
+    """
+
+    def __init__(self, port: int, log_path: Path | None = None) -> None:
         self.port = port
+        self.log_path = log_path
         self.base_url = f"http://127.0.0.1:{port}"
         self._applied: PoolConfig | None = None
         self._rendered: PoolConfig | None = None
@@ -103,6 +122,8 @@ class LocalServe:
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.log_path is not None:
+            route_ray_logging(self.log_path)
         # ray.init replaces the SIGTERM handler with one that aborts the process; keep the caller's,
         # so SIGTERM stops `baton up` as cleanly as Ctrl-C does.
         on_sigterm = signal.getsignal(signal.SIGTERM)

@@ -30,6 +30,7 @@ from baton.api.deployment import Phase
 from baton.evidence.benchmarks import BenchmarkOutcome, BenchmarkSettings, run_benchmarks
 from baton.evidence.candidates import apply_candidate_update, record_scores
 from baton.evidence.ports import EventType, Involved
+from baton.evidence.providers.benchmark import PROGRESS_EVERY_S
 from baton.evidence.samples import CanarySampler, Counts, parse_exposition
 from baton.evidence.sources import SourcePoller
 from baton.local.dataplane import LocalServe
@@ -77,11 +78,13 @@ class RuntimeOptions:
 
 @dataclass
 class _Benchmarks:
-    """The one running or finished benchmark per (deployment, candidate revision, benchmarks)."""
+    """The one running or finished benchmark per (deployment, candidate revision, benchmarks).
 
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="benchmark")
-    )
+    Deployments benchmark at the same time, one thread each, as the operator runs one task per
+    deployment: a domain's candidate does not wait for another domain's benchmark to end.
+    """
+
+    executor: ThreadPoolExecutor
     runs: dict[tuple[str, str, tuple[str, ...]], Future[BenchmarkOutcome]] = field(default_factory=dict)
     scored: set[tuple[str, str, tuple[str, ...]]] = field(default_factory=set)
 
@@ -150,13 +153,24 @@ class LocalRuntime:
         }
         self.sources = {name: store.with_stored_status(source) for name, source in resources.sources.items()}
         self._rejected_files: set[Path] = set()
-        self.evidence_store = LoopStore(store, self.candidates, self.sources, self._evidence_event)
+        # (deployment, candidate version) -> the champion version its rollout compared with.
+        self._compared_with: dict[tuple[str, str], str] = {}
+        self.evidence_store = LoopStore(
+            store,
+            self.candidates,
+            self.sources,
+            self._evidence_event,
+            lambda deployment, version: self._compared_with.get((deployment, version)),
+        )
         self._pollers = {name: SourcePoller(self.evidence_store) for name in self.sources}
         self._next_poll: dict[str, float] = {}
-        self.serve = LocalServe(options.port)
+        self.serve = LocalServe(options.port, store.state_dir / "logs" / "ray.log")
         self.sampler = CanarySampler(self.evidence_store, options.prometheus_url)
-        self._benchmarks = _Benchmarks()
+        self._benchmarks = _Benchmarks(
+            ThreadPoolExecutor(max_workers=max(1, len(self.deployments)), thread_name_prefix="benchmark")
+        )
         self._online: dict[str, OnlineResult] = {}
+        self._said: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,7 +185,10 @@ class LocalRuntime:
         cls, options: RuntimeOptions, store: LocalStore, console: Console | None = None
     ) -> LocalRuntime:
         """Load and check the input; raises `ResourceLoadError` (nothing started) when it has problems."""
-        console = console or Console(stderr=True)
+        if console is None:
+            from baton.local.view import make_console
+
+            console = make_console(stderr=True)
         if options.fresh and store.state_dir.exists():
             for part in ("objects", "candidates", "decisions.jsonl", "events.jsonl"):
                 target = store.state_dir / part
@@ -192,7 +209,10 @@ class LocalRuntime:
 
     def start(self) -> None:
         """Start Ray Serve, serve every champion, then run the loop in a background thread."""
-        self.console.log(f"starting Ray Serve on {self.serve.base_url} (pool {self.pool.metadata.name})")
+        self.console.log(
+            f"starting Ray Serve on {self.serve.base_url} (pool {self.pool.metadata.name}; "
+            f"Ray's own log: {self.serve.log_path})"
+        )
         self.serve.start()
         self.store.write_running(
             {
@@ -225,7 +245,7 @@ class LocalRuntime:
         weight or revision changes; benchmark runs show progress bars (`baton status -w` in
         another terminal gives a live table).
         """
-        from baton.local.view import deployments_table
+        from baton.local.view import deployments_table, table_width
 
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
@@ -238,7 +258,9 @@ class LocalRuntime:
             while not self._stop.is_set():
                 current = self._summary()
                 if current != shown:
-                    self.console.print(deployments_table(list(self.deployments.values())))
+                    self.console.print(
+                        deployments_table(self.deployments.values(), width=table_width(self.console))
+                    )
                     shown = current
                 time.sleep(0.5)
         except KeyboardInterrupt:
@@ -288,6 +310,10 @@ class LocalRuntime:
                 online=self._online.get(name),
             )
             result = reconcile(deployment, list(self.candidates.values()), observations, now)
+            if result.status.candidate is not None and result.status.champion is not None:
+                self._compared_with.setdefault(
+                    (name, result.status.candidate.version), result.status.champion.version
+                )
             passed = result.status.last_decision
             if (
                 result.status.phase == Phase.CANARY
@@ -296,7 +322,12 @@ class LocalRuntime:
             ):
                 # A gate passed on the way (offline benchmark, a canary step); the final verdict is
                 # recorded with the candidate's status.
-                self.store.record_decision(name, passed, final=False)
+                self.store.record_decision(
+                    name,
+                    passed,
+                    champion=self._compared_with.get((name, passed.candidate)),
+                    final=False,
+                )
             if result.status != deployment.status:
                 deployment = deployment.model_copy(update={"status": result.status})
                 self.deployments[name] = deployment
@@ -307,10 +338,28 @@ class LocalRuntime:
                 self._carry_out(deployment, action, now, scrape)
             if result.requeue_after is not None:
                 delay = min(delay, max(BUSY_TICK_SECONDS, result.requeue_after))
+            self._say_canary_progress(deployment)
         rendered = render_pool(self.pool, list(self.deployments.values()))
         self.serve.apply(rendered.config)
         self.serve.refresh()
         return min(delay, MAX_TICK_SECONDS)
+
+    def _say_canary_progress(self, deployment: ModelDeployment) -> None:
+        """Every PROGRESS_EVERY_S of a canary step: how far its evidence is (a step waits for it)."""
+        name, status = deployment.metadata.name, deployment.status
+        online = self._online.get(name)
+        if status is None or status.phase != Phase.CANARY or status.canary is None or online is None:
+            return
+        if (
+            online.step != status.canary.step
+            or time.monotonic() - self._said.get(name, 0.0) < PROGRESS_EVERY_S
+        ):
+            return
+        self._said[name] = time.monotonic()
+        self.console.log(
+            f"{name} canary step {status.canary.step + 1}/{status.canary.steps} at {status.canary_weight}%: "
+            f"{online.outcome.message}"
+        )
 
     def _carry_out(self, deployment: ModelDeployment, action: object, now: datetime, scrape: _Scrape) -> None:
         name = deployment.metadata.name

@@ -20,6 +20,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,17 @@ from baton.rollout.machine import FINAL_CANDIDATE_PHASES
 
 DEFAULT_STATE_SUBDIR = "local"
 ResourceT = TypeVar("ResourceT", bound=Resource)
+
+
+@dataclass(frozen=True)
+class RecordedDecision:
+    """A line of the decision log: the decision, the deployment, and the champion it compared with
+    (None if this process did not see the rollout begin); `final` ends the candidate's rollout."""
+
+    deployment: str
+    decision: Decision
+    champion: str | None
+    final: bool
 
 
 def default_state_dir() -> Path:
@@ -96,21 +108,33 @@ class LocalStore:
         write_atomically(path, yaml.safe_dump(spec_only, sort_keys=False))
         return path
 
-    def record_decision(self, deployment: str, decision: Decision, *, final: bool) -> None:
+    def record_decision(
+        self, deployment: str, decision: Decision, *, champion: str | None, final: bool
+    ) -> None:
         """Append a decision: `final` ends a candidate's rollout; others are gates it passed on the way."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        record = {"deployment": deployment, "final": final, "decision": decision.to_wire()}
+        record = {
+            "deployment": deployment,
+            "champion": champion,
+            "final": final,
+            "decision": decision.to_wire(),
+        }
         with (self.state_dir / "decisions.jsonl").open("a") as log:
             log.write(json.dumps(record, sort_keys=True) + "\n")
 
-    def decisions(self, *, final_only: bool = False) -> list[tuple[str, Decision]]:
+    def decisions(self, *, final_only: bool = False) -> list[RecordedDecision]:
         """Recorded decisions, oldest first."""
         path = self.state_dir / "decisions.jsonl"
         if not path.is_file():
             return []
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [
-            (record["deployment"], Decision.model_validate(record["decision"]))
+            RecordedDecision(
+                record["deployment"],
+                Decision.model_validate(record["decision"]),
+                record.get("champion"),
+                record.get("final", True),
+            )
             for record in records
             if record.get("final", True) or not final_only
         ]
@@ -141,7 +165,8 @@ class LoopStore:
 
     Reads come from the loop's in-memory resources (status included); each write goes to the
     state directory first and to memory after, under one lock, since the benchmark thread writes
-    too. Events go to `on_event` (the loop logs and records them). A laptop has no ConfigMaps:
+    too. Events go to `on_event` (the loop logs and records them); `compared_with(deployment,
+    version)` names the champion a candidate's rollout compared with. A laptop has no ConfigMaps:
     a Benchmark that reads its items from one is refused, as an evaluation that cannot run.
     """
 
@@ -151,8 +176,10 @@ class LoopStore:
         candidates: dict[str, ModelCandidate],
         sources: dict[str, ModelSource],
         on_event: Callable[[Involved, EventType, str, str], None],
+        compared_with: Callable[[str, str], str | None],
     ) -> None:
         self.store = store
+        self._compared_with = compared_with
         self._candidates = candidates
         self._sources = sources
         self._on_event = on_event
@@ -179,7 +206,13 @@ class LoopStore:
         # later update only completes the record shown with it).
         ended = status.phase in FINAL_CANDIDATE_PHASES and before not in FINAL_CANDIDATE_PHASES
         if status.decision is not None and ended:
-            self.store.record_decision(candidate.spec.deployment, status.decision, final=True)
+            deployment = candidate.spec.deployment
+            self.store.record_decision(
+                deployment,
+                status.decision,
+                champion=self._compared_with(deployment, candidate.spec.version),
+                final=True,
+            )
 
     def create_candidate(self, document: dict[str, Any]) -> bool:
         candidate = ModelCandidate.model_validate(document)

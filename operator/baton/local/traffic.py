@@ -93,7 +93,6 @@ class TrafficGenerator:
         max_seconds: float = 1800.0,
         max_tokens: int = 48,
         sessions: int = 64,
-        pause_seconds: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.report = TrafficReport()
@@ -103,7 +102,6 @@ class TrafficGenerator:
         self._max_seconds = max_seconds
         self._max_tokens = max_tokens
         self._sessions = sessions
-        self._pause = pause_seconds
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sent = 0
@@ -141,8 +139,6 @@ class TrafficGenerator:
                     return
                 session = f"client-{index}-{rng.randrange(self._sessions)}"
                 self._send(client, prompt, session)
-                if self._pause:
-                    self._stop.wait(self._pause)
 
     def _send(self, client: httpx.Client, prompt: Prompt, session: str) -> None:
         started = time.monotonic()

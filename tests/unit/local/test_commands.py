@@ -1,12 +1,17 @@
 """The local-mode commands refuse bad input with file and field, before anything starts."""
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 
 from baton.cli import main
+from baton.local.store import LocalStore
 from tests.unit.local.manifests import POOL, deployment
+from tests.unit.local.test_view import promoted_candidate, promoted_deployment
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +59,30 @@ def test_candidate_add_needs_a_known_deployment(tmp_path):
     )
     assert result.exit_code == 1
     assert "no deployment 'medical'" in result.output
+
+
+def test_piped_status_is_plain_text_with_whole_rows(tmp_path):
+    """Into a pipe (a log, CI): no escape codes, no live display, one line per row however long."""
+    store = LocalStore(tmp_path)
+    store.write_object(promoted_deployment())
+    store.write_object(promoted_candidate())
+    env = {key: value for key, value in os.environ.items() if key not in ("FORCE_COLOR", "COLUMNS")}
+    env |= {"TERM": "xterm-256color", "COLUMNS": "40"}
+
+    def piped(*args: str) -> str:
+        command = [sys.executable, "-m", "baton.cli", "status", *args, "--state-dir", str(tmp_path)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=True)
+        assert "\x1b" not in done.stdout + done.stderr
+        return done.stdout
+
+    table = piped().splitlines()
+    assert any(line.startswith("medical-v2  medical") and line.endswith("AllGatesPassed") for line in table)
+    record = piped("medical")
+    assert "candidate medical-v2 (version v2, Q8_0): Promoted" in record
+    assert "       msprt-normal-mixture error-rate n=156/624 effect=+0.000" in record, "not wrapped at 40"
+
+
+def test_status_of_an_unknown_deployment_fails(tmp_path):
+    result = run("status", "nosuch", "--state-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "no deployment 'nosuch'" in result.output

@@ -3,7 +3,7 @@
 import pytest
 
 from baton.api import Decision
-from baton.demo import BuiltModel, ground_truth_mismatches, render_resources
+from baton.demo import DEMO_STEPS, BuiltModel, ground_truth_mismatches, render_resources
 from baton.local.loader import load_resources
 
 pytestmark = pytest.mark.unit
@@ -26,7 +26,7 @@ def test_rendered_examples_load_with_real_paths_digests_and_a_release_directory(
         ["medical"],
         releases=tmp_path / "releases",
         include_candidates=True,
-        fast=True,
+        steps=DEMO_STEPS,
         benchmark_items=8,
     )
     resources = load_resources([target])

@@ -19,12 +19,56 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, ItemResult
 from baton.analysis.scorers import ScoreFunction, compile_scorer
 from baton.api.benchmark import BenchmarkItem, ScorerType
 from baton_serving.wire import REVISION_HEADER
+
+# How often a run that takes a while says how far it is.
+PROGRESS_EVERY_S = 15.0
+
+
+class _Progress:
+    """One line when a run starts, every PROGRESS_EVERY_S and when it ends.
+
+    Plain lines read the same in a terminal, a piped log and CI, and several runs (one per
+    deployment) may report at once, where a live display allows one.
+    """
+
+    def __init__(self, console: Console | None, run: BenchmarkRun) -> None:
+        self.console = console
+        self.run = run
+        self.done = Counter[str]()
+        self.errors = 0
+        self.started = time.monotonic()
+        self.last = self.started
+        self._lock = threading.Lock()
+        self._say("started")
+
+    def advance(self, revision: str, failed: bool) -> None:
+        with self._lock:
+            self.done[revision] += 1
+            self.errors += failed
+            now = time.monotonic()
+            if now - self.last >= PROGRESS_EVERY_S:
+                self.last = now
+                self._say(f"{now - self.started:.0f} s")
+
+    def finish(self) -> None:
+        self._say(f"done in {time.monotonic() - self.started:.0f} s")
+
+    def _say(self, when: str) -> None:
+        if self.console is None:
+            return
+        run, total = self.run, len(self.run.items)
+        arms = ", ".join(
+            f"{role} {revision} {self.done[revision]}/{total}"
+            for role, revision in (("champion", run.champion), ("candidate", run.candidate))
+        )
+        self.console.log(
+            f"benchmark {run.benchmark} ({run.deployment}): {arms}, errors {self.errors}, {when}"
+        )
 
 
 class BenchmarkRunner:
@@ -57,36 +101,19 @@ class BenchmarkRunner:
         scorer = compile_scorer(query.spec.scorer)
         # Interleaved so that both revisions see the same server conditions over the run.
         jobs = [(item, revision) for item in query.items for revision in (query.champion, query.candidate)]
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("errors {task.fields[errors]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=not self.show_progress,
-        )
+        progress = _Progress(self.console if self.show_progress else None, query)
         limits = httpx.Limits(max_connections=self.concurrency)
-        with progress, httpx.Client(base_url=self.base_url, timeout=self.timeout_s, limits=limits) as client:
-            tasks = {
-                revision: progress.add_task(
-                    f"{query.benchmark} {role} {revision}", total=len(query.items), errors=0
-                )
-                for role, revision in (("champion", query.champion), ("candidate", query.candidate))
-            }
-            errors = Counter[str]()
-            lock = threading.Lock()
+        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s, limits=limits) as client:
 
             def run_one(job: tuple[BenchmarkItem, str]) -> ItemResult:
                 item, revision = job
                 result = _ask(client, query, scorer, item, revision)
-                with lock:
-                    errors[revision] += result.error is not None
-                    progress.update(tasks[revision], advance=1, errors=errors[revision])
+                progress.advance(revision, result.error is not None)
                 return result
 
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 results = tuple(pool.map(run_one, jobs))
+        progress.finish()
         return BenchmarkResult(run=query, results=results)
 
 
