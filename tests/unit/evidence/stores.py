@@ -19,4 +19,5 @@ class RecordingStore(LoopStore):
             self.resources,
             dict(sources or {}),
             lambda involved, type_, reason, message: self.events.append((involved, type_, reason, message)),
+            lambda deployment, version: None,  # no rollout compares these candidates with a champion
         )
