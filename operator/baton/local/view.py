@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from baton.api import Decision, Evidence, ModelCandidate, ModelDeployment
+from baton.rollout import bake_ends
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -57,6 +58,18 @@ def age(timestamp: str | None, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
+def phase_text(deployment: ModelDeployment, now: datetime | None = None) -> str:
+    """The phase; while baking also which version is kept loaded (and mirrored) and for how long."""
+    status = deployment.status
+    if status is None:
+        return "Pending"
+    ends = bake_ends(deployment.spec, status)
+    if ends is None or status.previous is None:
+        return str(status.phase)
+    left = max(0, int((ends - (now or datetime.now(UTC))).total_seconds()))
+    return f"{status.phase} ({status.previous.version} mirrored, {left}s left)"
+
+
 def deployments_table(deployments: Iterable[ModelDeployment], now: datetime | None = None) -> Table:
     """NAME DOMAIN CHAMPION CANDIDATE PHASE WEIGHT DECISION AGE, one row per deployment."""
     table = Table(box=None, pad_edge=False, title=None)
@@ -80,7 +93,7 @@ def deployments_table(deployments: Iterable[ModelDeployment], now: datetime | No
             deployment.spec.domain,
             status.champion.version if status and status.champion else "-",
             status.candidate.version if status and status.candidate else "-",
-            str(status.phase) if status else "Pending",
+            phase_text(deployment, now),
             f"{status.canary_weight}%" if status else "0%",
             f"{decision.verdict} {decision.candidate}: {decision.reason}" if decision else "-",
             "; ".join(evidence_summary(e) for e in decision.evidence) if decision else "",

@@ -83,3 +83,30 @@ def test_age_is_kubectl_style():
     assert age("2026-01-01T23:59:18Z", now) == "42s"
     assert age("2026-01-01T21:00:00+00:00", now) == "3h"
     assert age(None, now) == "-"
+
+
+def test_a_baking_row_says_which_version_stays_loaded_and_for_how_long():
+    champion = {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT}
+    deployment = ModelDeployment.model_validate(
+        {
+            "metadata": {"name": "medical"},
+            "spec": {
+                "domain": "medical",
+                "pool": "p",
+                "model": {"version": "v1", "artifact": ARTIFACT},
+                "rollout": {"bakeTime": "5m"},
+                "analysis": {"ungated": True},
+            },
+            "status": {
+                "phase": "Baking",
+                "phaseSince": "2026-01-01T00:00:00.000Z",
+                "champion": champion,
+                "previous": {"revision": "medical-v1", "version": "v1", "artifact": ARTIFACT},
+            },
+        }
+    )
+    text = render_text(deployments_table([deployment], now=datetime(2026, 1, 1, 0, 2, tzinfo=UTC)))
+    assert "Baking (v1 mirrored, 180s left)" in text
+    promoted = deployment.status.model_copy(update={"phase": "Promoted", "previous": None})
+    done = render_text(deployments_table([deployment.model_copy(update={"status": promoted})]))
+    assert "Promoted" in done and "mirrored" not in done
