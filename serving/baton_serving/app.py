@@ -592,7 +592,7 @@ class OpenAIIngress:
                 )
         if generation.json_schema is not None:
             valid = _structured_output_valid(answer.text, generation.json_schema)
-            metrics.STRUCTURED_OUTPUTS.labels(*labels, "true" if valid else "false").inc()
+            metrics.STRUCTURED_OUTPUTS.labels(*labels, endpoint, "true" if valid else "false").inc()
 
     async def _mirror(
         self,
