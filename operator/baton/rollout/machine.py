@@ -543,16 +543,24 @@ def _rolling_back(context: _Context, status: ModelDeploymentStatus) -> _Step:
 
 
 def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision, phase: Phase) -> _Step:
-    """End a rollout without promotion: the champion keeps all traffic and the candidate is removed."""
+    """End a rollout without promotion: the champion keeps all traffic and the candidate is removed.
+
+    After a bake that found a regression the candidate is the version promoted before it, and the
+    champion is the one it had replaced: the Event says that one serves again.
+    """
     candidate = _required(status.candidate)
     if not status.record or status.record[-1] != decision:
         _record(status, decision)
+    baked = any(
+        entry.candidate == candidate.version and entry.verdict == Verdict.PROMOTE for entry in status.history
+    )
+    outcome = f"{_required(status.champion).version} serves again" if baked else "champion unchanged"
     status.history = [_summary(decision), *status.history][:HISTORY_LIMIT]
     status.last_decision = decision
     status.candidate, status.canary, status.canary_weight = None, None, 0
     status.phase = phase
     event_type = "Normal" if decision.reason == REASON_WITHDRAWN else "Warning"
-    message = f"{decision.candidate}: {decision.reason}: {decision.message}; champion unchanged"
+    message = f"{decision.candidate}: {decision.reason}: {decision.message}; {outcome}"
     return _Step(
         status,
         (

@@ -649,6 +649,9 @@ def test_a_regression_during_the_bake_rolls_back_to_the_previous_champion() -> N
     )
     assert [d.verdict for d in status.history] == [Verdict.REJECT, Verdict.PROMOTE]
     assert RemoveRevision(CANDIDATE) in done.actions
+    (event,) = actions_of(done, EmitEvent)
+    assert (event.type, event.reason) == ("Warning", "RolledBack")
+    assert event.message.endswith("; v1 serves again"), "the champion changed back: not 'unchanged'"
     assert actions_of(done, UpdateCandidateStatus)[0].phase == Phase.ROLLED_BACK
     _, later_on = advance(resource, offered, observe(healthy(CHAMPION)), later(300))
     assert later_on.status.candidate is None  # a version rolled back after its bake is not offered again
