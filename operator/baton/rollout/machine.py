@@ -846,10 +846,10 @@ def _candidate_updates(
             phase, message = status.phase, _progress_message(context, status)
         elif version in decisions:
             decision = decisions[version]
-            # The history keeps summaries; the candidate gets the decision with its evidence.
-            decision = next(
-                (entry for entry in reversed(record or []) if _summary(entry) == decision), decision
-            )
+            # The history keeps summaries; the candidate gets the decision with its evidence, from
+            # the deployment's record or, once the next rollout replaced that, from its own.
+            known = record if record is not None else (current.record if current is not None else [])
+            decision = next((entry for entry in reversed(known) if _summary(entry) == decision), decision)
             phase, message = candidate_phase(decision), f"{decision.reason}: {decision.message}"
         elif (current is not None and current.phase in FINAL_CANDIDATE_PHASES) or (
             status.champion is not None and version == status.champion.version
