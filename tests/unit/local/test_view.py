@@ -11,6 +11,12 @@ pytestmark = pytest.mark.unit
 
 DIGEST = "sha256:" + "ab" * 32
 ARTIFACT = {"uri": "/m/x.gguf", "digest": DIGEST, "quantization": "Q8_0"}
+SPEC = {
+    "domain": "medical",
+    "pool": "p",
+    "model": {"version": "v1", "artifact": ARTIFACT},
+    "analysis": {"ungated": True},
+}
 DECISION = {
     "verdict": "Promote",
     "gate": "offline",
@@ -42,12 +48,7 @@ def test_deployment_row_shows_the_columns_of_kubectl_get():
     deployment = ModelDeployment.model_validate(
         {
             "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "p",
-                "model": {"version": "v1", "artifact": ARTIFACT},
-                "analysis": {"ungated": True},
-            },
+            "spec": SPEC,
             "status": {
                 "phase": "Canary",
                 "canaryWeight": 10,
@@ -90,13 +91,7 @@ def test_a_baking_row_says_which_version_stays_loaded_and_for_how_long():
     deployment = ModelDeployment.model_validate(
         {
             "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "p",
-                "model": {"version": "v1", "artifact": ARTIFACT},
-                "rollout": {"bakeTime": "5m"},
-                "analysis": {"ungated": True},
-            },
+            "spec": SPEC | {"rollout": {"bakeTime": "5m"}},
             "status": {
                 "phase": "Baking",
                 "phaseSince": "2026-01-01T00:00:00.000Z",
