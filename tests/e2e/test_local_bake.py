@@ -185,7 +185,8 @@ def test_the_bake_keeps_the_previous_champion_and_rolls_back_a_regression(tmp_pa
             (validity,) = bake.evidence
             assert min(validity.n_champion, validity.n_candidate) >= MIN_SAMPLES, validity
             assert (promoted.champion.version, promoted.previous) == ("v2", None)
-            assert runtime.candidates[V2].status.phase == Phase.PROMOTED
+            # The candidate's status is written after the deployment's, in the same pass.
+            wait_for(runtime, lambda: runtime.candidates[V2].status.phase == Phase.PROMOTED, timeout=10)
             assert runtime.candidates[V2].status.record[-1] == bake
             wait_for(runtime, lambda: V1 not in runtime.serve.revision_health()[DOMAIN], 60)
             reasons = [reason for _, reason, _ in events(store)]
