@@ -62,8 +62,9 @@ IN_FLIGHT = Gauge(
 )
 STRUCTURED_OUTPUTS = Counter(
     "baton_structured_outputs",
-    "Answers to JSON-schema response formats, by whether they parse and validate against the schema.",
-    [*REVISION_LABELS, "valid"],
+    "Answers to JSON-schema response formats, by endpoint and whether they parse and validate against "
+    "the schema.",
+    [*REVISION_LABELS, "endpoint", "valid"],
 )
 SHADOW_COMPARISONS = Counter(
     "baton_shadow_comparisons",
