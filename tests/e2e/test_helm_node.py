@@ -4,7 +4,10 @@ The operator runs in a pod under the chart's ServiceAccount (its projected token
 a missing verb leaves the status below unwritten), becomes Ready through the chart's probes, holds
 the chart's Lease, and reconciles a ModelDeployment: it renders the pool's RayService (with the
 pool image as its default rayImage) and writes the deployment's status. Two replicas elect one
-leader. `helm uninstall` leaves no object of the release behind.
+leader. The probes are the operator's `/livez` and `/readyz` (the control loop's heartbeat). A
+pool's pod that cannot start (labelled as KubeRay labels a head pod, with an image no registry
+has) turns the ModelPool's conditions to the kubelet's reason. `helm uninstall` leaves no object of
+the release behind.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 import yaml
 
 from baton.api.pool import DEFAULT_RAY_IMAGE
+from baton.k8s.health import LIVEZ, READYZ
 from baton.k8s.leader import LeaseElector
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT
@@ -109,6 +113,14 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     spec = pod["spec"]
     assert spec["serviceAccountName"] == RELEASE  # the chart's, whose token is the pod's only credential
     assert spec["securityContext"]["runAsUser"] == 65532
+    (container,) = spec["containers"]
+    assert (
+        container["livenessProbe"]["httpGet"]["path"],
+        container["readinessProbe"]["httpGet"]["path"],
+    ) == (
+        LIVEZ,
+        READYZ,
+    )
     lease = wait_for(
         lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
         "nobody holds the chart's Lease",
@@ -156,6 +168,56 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     written = wait_for(status, "the operator wrote no ModelDeployment status", report)
     # No KubeRay runs the RayService here, so the champion waits for its pool to serve.
     assert written["phase"] == "Pending", written
+
+    # KubeRay's head pod for the pool, as KubeRay v1.5 labels it (labelPod in
+    # ray-operator/controllers/ray/common/pod.go, plus the template's labels), with an image that no
+    # registry has: the kubelet's reason must reach the pool's conditions, and the pool is not Ready.
+    template = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    cluster = "cpu-x7k2p"  # KubeRay names a RayService's cluster <name>-<5 random characters>
+    head_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{cluster}-head-9tq4d",
+            "labels": {
+                **template["metadata"]["labels"],
+                "ray.io/is-ray-node": "yes",
+                "ray.io/cluster": cluster,
+                "ray.io/node-type": "head",
+                "ray.io/group": "headgroup",
+                "ray.io/identifier": f"{cluster}-head",
+                "app.kubernetes.io/name": "kuberay",
+                "app.kubernetes.io/created-by": "kuberay-operator",
+            },
+        },
+        "spec": {"containers": [{"name": "ray", "image": "docker.io/baton/pool:no-such-tag"}]},
+    }
+    # The namespace's default ServiceAccount, which admission requires, appears a moment after it.
+    wait_for(
+        lambda: (
+            node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(head_pod)).returncode
+            == 0
+        ),
+        "the head pod was not admitted",
+        report,
+        timeout=60,
+    )
+    started = time.monotonic()
+
+    def pool_conditions() -> dict[str, dict[str, Any]]:
+        conditions = get(node, "modelpool", "cpu", "-n", namespace).get("status", {}).get("conditions", [])
+        by_type = {condition["type"]: condition for condition in conditions}
+        pods = by_type.get("PodsReady", {})
+        return by_type if pods.get("reason") in ("ErrImagePull", "ImagePullBackOff") else {}
+
+    conditions = wait_for(
+        pool_conditions, "the pool's conditions never named the image pull", report, timeout=90
+    )
+    print(f"image pull failure in the pool's conditions after {time.monotonic() - started:.1f} s")
+    assert head_pod["metadata"]["name"] in conditions["PodsReady"]["message"]
+    assert "container ray" in conditions["PodsReady"]["message"]
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] in ("ErrImagePull", "ImagePullBackOff")
 
     # The ModelPool's finalizer is the operator's: remove the pool while the operator still runs.
     deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=120s")
