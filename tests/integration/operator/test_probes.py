@@ -4,12 +4,18 @@ A loop stalled by a blocking call (what a sync API call or a long parse on the l
 the probes to 503 with the reason within the threshold, while `/metrics` on the same port keeps
 answering (which is why probing `/metrics` proved nothing); a stuck reconcile turns the operator
 unready but leaves it live; a replica waiting for the Lease is live and ready (standby).
+
+The running `baton operator` process is stalled from outside, with no hook of its own: gdb makes
+its main thread (the one `asyncio.run` drives) call `time.sleep` through the C API, as a blocking
+call on the loop would, while its other threads run on. SIGSTOP would not do: it stops the probe
+thread too, so a probe of `/metrics` would fail as well and the test could not tell them apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -22,6 +28,7 @@ import pytest
 from baton.k8s.health import BEAT_S, Health, Thresholds, serve
 from baton.k8s.queue import WorkQueue
 from tests.integration.operator.fixtures import Cluster, wait_for
+from tests.testbed import binaries
 from tests.testbed.processes import free_ports
 
 pytestmark = pytest.mark.integration
@@ -142,3 +149,52 @@ def test_a_replica_waiting_for_the_lease_is_live_and_ready_then_leads(
 
     wait_for("the replica to lead and say so", leading, 60, diagnose=operator.tail)
     assert answered("/livez")[0] == 200
+
+
+def test_a_real_operator_whose_loop_stalls_answers_503_as_shipped(
+    cluster: Cluster, namespace: str, start_operator
+) -> None:
+    """`baton operator` with the default thresholds: the loop stalled for 15 s, over the 10 s allowed."""
+    gdb = binaries.system("gdb")
+    limit = Thresholds().loop_s
+    (port,) = free_ports(1)
+    operator = start_operator("http://127.0.0.1:9", "--metrics-port", str(port))
+
+    def answered(path: str) -> tuple[int, str] | None:
+        try:
+            return probe(port, path)
+        except OSError:
+            return None
+
+    def leading() -> bool:
+        got = answered("/readyz")
+        return got is not None and got[0] == 200 and got[1].startswith("leading")
+
+    wait_for("the operator to lead", leading, 60, diagnose=operator.tail)
+    stall_s = limit + 5
+    sleep = f"import time; time.sleep({stall_s})"
+    stalled_at = time.monotonic()
+    stall = subprocess.Popen(
+        [str(gdb), "-p", str(operator.popen.pid), "-batch", "-nx", "-ex", "thread 1",
+         "-ex", "call (int)PyGILState_Ensure()", "-ex", f'call (int)PyRun_SimpleString("{sleep}")',
+         "-ex", "call (void)PyGILState_Release($1)"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            "/readyz to fail",
+            lambda: (answered("/readyz") or (0,))[0] == 503,
+            stall_s,
+            diagnose=operator.tail,
+        )
+        noticed = time.monotonic() - stalled_at
+        status, reason = probe(port, "/livez")
+        assert status == 503 and reason.startswith("the control loop has not run for "), reason
+        assert probe(port, "/metrics")[0] == 200  # the thread the old probes asked is fine
+    finally:
+        out, _ = stall.communicate(timeout=stall_s + 60)
+    print(f"stalled loop: /readyz 503 after {noticed:.1f} s (threshold {limit:.0f} s)")
+    # gdb attaches first (up to ~1 s); the last beat was at most a beat before the stall began.
+    assert limit - BEAT_S <= noticed <= limit + BEAT_S + 3, (noticed, out)
+    wait_for("/readyz to recover", leading, 10, diagnose=lambda: out + operator.tail())
+    assert operator.popen.poll() is None, "the operator survived the stall"
