@@ -30,6 +30,7 @@ from baton.k8s.leader import LeaseElector
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT
 from tests.testbed.node import Node
+from tests.testbed.processes import stall_main_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +54,14 @@ def helm(node: Node, *args: str, timeout: float = TIMEOUT_S) -> None:
         env=node.plane.env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def install(node: Node, *values: str) -> None:
+    """`helm install` of the chart as shipped (plus `values`), waiting for the operator to be Ready."""
+    helm(
+        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
+        *values, "--wait", f"--timeout={TIMEOUT_S:.0f}s",
+    )  # fmt: skip
 
 
 def get(node: Node, *args: str) -> dict[str, Any]:
@@ -104,10 +113,7 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     node: Node, installed, smoke_gguf
 ) -> None:
     report = diagnose(node)
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
+    install(node)
     (pod,) = operator_pods(node)
     assert ready(pod), report()
     spec = pod["spec"]
@@ -226,10 +232,7 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
 
 def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     report = diagnose(node)
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--set=replicaCount=2", "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
+    install(node, "--set=replicaCount=2")
     pods = operator_pods(node)
     assert len(pods) == 2 and all(ready(pod) for pod in pods), report()
     holder = wait_for(
@@ -256,11 +259,52 @@ def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     wait_for(new_holder, "no live replica took the Lease over", report, timeout=90)
 
 
+def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installed) -> None:
+    """The kubelet's own readiness probe, as the chart ships it, on a loop stalled from outside.
+
+    The loop's thread blocks in a sleep (`stall_main_thread`, gdb on the container's process) while
+    the probe thread runs on: the pod turns unready with the probe's reason, and Ready again once the
+    loop runs, without a restart (the stall is shorter than the liveness probe's minute).
+    """
+    report = diagnose(node)
+    install(node)
+    (pod,) = operator_pods(node)
+    name = pod["metadata"]["name"]
+    wait_for(
+        lambda: (
+            get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity") == name
+        ),
+        "the pod does not lead",
+        report,
+    )
+    (container,) = pod["status"]["containerStatuses"]
+    stall_s = 35.0
+    stalled_at = time.monotonic()
+    stall = stall_main_thread(node.container_pid(container["containerID"]), stall_s)
+    try:
+        wait_for(
+            lambda: not ready(get(node, "pod", name, "-n", RELEASE_NAMESPACE)),
+            "the pod stayed Ready with its control loop stalled",
+            report,
+            timeout=stall_s,
+        )
+        unready_after = time.monotonic() - stalled_at
+    finally:
+        out, _ = stall.communicate(timeout=stall_s + 60)
+    print(f"hung loop: pod unready after {unready_after:.1f} s")
+    # 10 s without a beat, then two failed probes 5 s apart (the chart's readinessProbe).
+    assert unready_after <= 10 + 1 + 2 * 5 + 5, (unready_after, out)
+    recovered = wait_for(
+        lambda: (p := get(node, "pod", name, "-n", RELEASE_NAMESPACE)) and ready(p) and p,
+        "the pod did not turn Ready again once its loop ran",
+        report,
+        timeout=60,
+    )
+    assert recovered["status"]["containerStatuses"][0]["restartCount"] == 0, "liveness restarted it"
+
+
 def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
+    install(node)
     assert get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait")
 

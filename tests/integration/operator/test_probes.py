@@ -5,17 +5,16 @@ the probes to 503 with the reason within the threshold, while `/metrics` on the 
 answering (which is why probing `/metrics` proved nothing); a stuck reconcile turns the operator
 unready but leaves it live; a replica waiting for the Lease is live and ready (standby).
 
-The running `baton operator` process is stalled from outside, with no hook of its own: gdb makes
-its main thread (the one `asyncio.run` drives) call `time.sleep` through the C API, as a blocking
-call on the loop would, while its other threads run on. SIGSTOP would not do: it stops the probe
-thread too, so a probe of `/metrics` would fail as well and the test could not tell them apart.
+The running `baton operator` process is stalled from outside, with no hook of its own
+(`stall_main_thread`: gdb makes the thread `asyncio.run` drives call `time.sleep`). SIGSTOP would
+not do: it stops the probe thread too, so a probe of `/metrics` would fail as well and the test
+could not tell the two apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import threading
 import time
 import urllib.error
@@ -28,8 +27,7 @@ import pytest
 from baton.k8s.health import BEAT_S, Health, Thresholds, serve
 from baton.k8s.queue import WorkQueue
 from tests.integration.operator.fixtures import Cluster, wait_for
-from tests.testbed import binaries
-from tests.testbed.processes import free_ports
+from tests.testbed.processes import free_ports, stall_main_thread
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +153,6 @@ def test_a_real_operator_whose_loop_stalls_answers_503_as_shipped(
     cluster: Cluster, namespace: str, start_operator
 ) -> None:
     """`baton operator` with the default thresholds: the loop stalled for 15 s, over the 10 s allowed."""
-    gdb = binaries.system("gdb")
     limit = Thresholds().loop_s
     (port,) = free_ports(1)
     operator = start_operator("http://127.0.0.1:9", "--metrics-port", str(port))
@@ -172,14 +169,8 @@ def test_a_real_operator_whose_loop_stalls_answers_503_as_shipped(
 
     wait_for("the operator to lead", leading, 60, diagnose=operator.tail)
     stall_s = limit + 5
-    sleep = f"import time; time.sleep({stall_s})"
     stalled_at = time.monotonic()
-    stall = subprocess.Popen(
-        [str(gdb), "-p", str(operator.popen.pid), "-batch", "-nx", "-ex", "thread 1",
-         "-ex", "call (int)PyGILState_Ensure()", "-ex", f'call (int)PyRun_SimpleString("{sleep}")',
-         "-ex", "call (void)PyGILState_Release($1)"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    stall = stall_main_thread(operator.popen.pid, stall_s)
     try:
         wait_for(
             "/readyz to fail",
