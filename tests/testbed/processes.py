@@ -131,3 +131,22 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat")
     return not (state.exists() and state.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def stall_main_thread(pid: int, seconds: float) -> subprocess.Popen[str]:
+    """Block a running CPython process's main thread in `time.sleep(seconds)`, from outside (gdb).
+
+    gdb makes that thread call the C API (take the GIL, run one line, release it) while the process's
+    other threads run on: what a blocking call on an asyncio loop (`asyncio.run` drives the main
+    thread) does to the rest of the process, with no hook in the code under test. SIGSTOP would stop
+    every thread. `communicate()` the result: it ends when the sleep does.
+    """
+    from tests.testbed import binaries
+
+    line = f"import time; time.sleep({seconds})"
+    return subprocess.Popen(
+        [str(binaries.system("gdb")), "-p", str(pid), "-batch", "-nx", "-ex", "thread 1",
+         "-ex", "call (int)PyGILState_Ensure()", "-ex", f'call (int)PyRun_SimpleString("{line}")',
+         "-ex", "call (void)PyGILState_Release($1)"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
