@@ -10,9 +10,7 @@ leader. `helm uninstall` leaves no object of the release behind.
 from __future__ import annotations
 
 import inspect
-import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +24,12 @@ from baton.k8s.leader import LeaseElector
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT
 from tests.testbed.node import Node
+from tests.testbed.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "baton"
-RAYSERVICE_CRD = REPO / "manifests" / "third_party" / "rayservices.ray.io.yaml"
 RELEASE, RELEASE_NAMESPACE = "baton", "baton-system"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 # The name the operator elects on (its default), which the chart's Lease must carry.
@@ -51,23 +49,8 @@ def helm(node: Node, *args: str, timeout: float = TIMEOUT_S) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def get(node: Node, *args: str) -> dict[str, Any]:
-    got = node.plane.kubectl("get", *args, "-o", "json")
-    return json.loads(got.stdout) if got.returncode == 0 else {}
-
-
-def wait_for(check: Callable[[], Any], what: str, diagnose: Callable[[], str], timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} after {timeout:.0f} s\n{diagnose()}"
-        time.sleep(1)
-
-
 def operator_pods(node: Node) -> list[dict[str, Any]]:
-    return get(node, "pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
+    return node.plane.get("pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
 
 
 def diagnose(node: Node) -> Callable[[], str]:
@@ -91,7 +74,8 @@ def ready(pod: dict[str, Any]) -> bool:
 @pytest.fixture
 def installed(node: Node):
     node.load_image(binaries.image_archive("operator"))
-    node.plane.apply(RAYSERVICE_CRD, server_side=True)
+    # KubeRay's own CRDs, as the `kuberay` fixture installs them on this node's API server.
+    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
     yield
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait", "--ignore-not-found")
 
@@ -110,9 +94,10 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     assert spec["serviceAccountName"] == RELEASE  # the chart's, whose token is the pod's only credential
     assert spec["securityContext"]["runAsUser"] == 65532
     lease = wait_for(
-        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
         "nobody holds the chart's Lease",
         report,
+        TIMEOUT_S,
     )
     assert lease == pod["metadata"]["name"]
 
@@ -144,17 +129,20 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr
-    rayservice = wait_for(lambda: get(node, "rayservice", "cpu", "-n", namespace), "no RayService", report)
+    rayservice = wait_for(
+        lambda: node.plane.get("rayservice", "cpu", "-n", namespace), "no RayService", report, TIMEOUT_S
+    )
     head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] == DEFAULT_RAY_IMAGE
 
     def status() -> dict[str, Any]:
-        deployment = get(node, "modeldeployment", "medical", "-n", namespace)
+        deployment = node.plane.get("modeldeployment", "medical", "-n", namespace)
         observed = deployment.get("status", {})
         return observed if observed.get("phase") else {}
 
-    written = wait_for(status, "the operator wrote no ModelDeployment status", report)
-    # No KubeRay runs the RayService here, so the champion waits for its pool to serve.
+    written = wait_for(status, "the operator wrote no ModelDeployment status", report, TIMEOUT_S)
+    # Nothing serves this RayService (no KubeRay, or, after the `kuberay` fixture started, Ray pods of
+    # the pool's default size, which the two-core node cannot schedule): the champion waits for its pool.
     assert written["phase"] == "Pending", written
 
     # The ModelPool's finalizer is the operator's: remove the pool while the operator still runs.
@@ -171,9 +159,10 @@ def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     pods = operator_pods(node)
     assert len(pods) == 2 and all(ready(pod) for pod in pods), report()
     holder = wait_for(
-        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
         "nobody holds the Lease",
         report,
+        TIMEOUT_S,
     )
     names = {pod["metadata"]["name"] for pod in pods}
     assert holder in names
@@ -187,7 +176,9 @@ def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     node.plane.kubectl("delete", "pod", holder, "-n", RELEASE_NAMESPACE, "--grace-period=0", "--force")
 
     def new_holder() -> str | None:
-        current = get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+        current = (
+            node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+        )
         alive = {pod["metadata"]["name"] for pod in operator_pods(node)}
         return current if current not in (None, holder) and current in alive else None
 
@@ -199,7 +190,7 @@ def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
         node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
         "--wait", f"--timeout={TIMEOUT_S:.0f}s",
     )  # fmt: skip
-    assert get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)
+    assert node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE)
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait")
 
     def left() -> str:
@@ -211,6 +202,6 @@ def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
 
     # The operator's pods go through the garbage collector (ReplicaSet, then pods), after helm returns.
     wait_for(lambda: left() == "", "objects of the release are left", left, timeout=120)
-    assert not get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)  # the operator's Lease went too
+    assert not node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE)  # the operator's Lease went too
     cluster_wide = node.plane.kubectl("get", "clusterroles,clusterrolebindings", "-l", INSTANCE, "-o", "name")
     assert cluster_wide.returncode == 0 and cluster_wide.stdout == "", cluster_wide.stdout

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from baton.rollout.render import render_pool
 from tests.testbed import binaries
 from tests.testbed.kuberay import KubeRay
 from tests.testbed.node import Node
+from tests.testbed.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,21 +44,6 @@ HEAD_TIMEOUT_S = 300.0
 SERVE_TIMEOUT_S = 600.0
 # One core and a little memory per Ray pod: the node has two cores, shared with the control plane.
 RAY_POD = {"cpu": "1", "memory": "3Gi"}
-
-
-def kubectl_json(node: Node, *args: str) -> dict[str, Any]:
-    got = node.plane.kubectl("get", *args, "-o", "json")
-    return json.loads(got.stdout) if got.returncode == 0 else {}
-
-
-def wait_for(check: Callable[[], Any], what: str, report: Callable[[], str], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} after {timeout:.0f} s\n{report()}"
-        time.sleep(1)
 
 
 def with_model_volume(body: dict[str, Any], models: Path) -> dict[str, Any]:
@@ -115,12 +100,8 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
                 "get", "rayservices,rayclusters,pods,services", "-n", namespace, "-o", "wide"
             ).stdout
         ]
-        lines.append(
-            json.dumps(kubectl_json(node, "rayservice", "cpu", "-n", namespace).get("status"), indent=1)
-        )
-        for pod in kubectl_json(node, "pods", "-n", namespace, "-l", "ray.io/node-type=head").get(
-            "items", []
-        ):
+        lines.append(json.dumps(node.plane.get("rayservice", "cpu", "-n", namespace).get("status"), indent=1))
+        for pod in node.plane.get("pods", "-n", namespace, "-l", "ray.io/node-type=head").get("items", []):
             name = pod["metadata"]["name"]
             lines.append(json.dumps(pod.get("status", {}).get("containerStatuses"), indent=1))
             lines.append(node.plane.kubectl("logs", "-n", namespace, name, "--tail=60").stdout)
@@ -146,11 +127,11 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     seconds: dict[str, float] = {}
 
     def head_pod() -> dict[str, Any] | None:
-        pods = kubectl_json(node, "pods", "-n", namespace, "-l", "ray.io/node-type=head").get("items", [])
+        pods = node.plane.get("pods", "-n", namespace, "-l", "ray.io/node-type=head").get("items", [])
         return pods[0] if pods else None
 
     cluster = wait_for(
-        lambda: kubectl_json(node, "rayclusters", "-n", namespace).get("items"),
+        lambda: node.plane.get("rayclusters", "-n", namespace).get("items"),
         "KubeRay made no RayCluster",
         report,
         HEAD_TIMEOUT_S,
@@ -181,7 +162,7 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     applications = [app["name"] for app in serve_config(body)["applications"]]
 
     def serving() -> dict[str, Any] | None:
-        service = kubectl_json(node, "rayservice", "cpu", "-n", namespace)
+        service = node.plane.get("rayservice", "cpu", "-n", namespace)
         statuses = ((service.get("status") or {}).get("activeServiceStatus") or {}).get(
             "applicationStatuses"
         ) or {}
@@ -195,7 +176,11 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     service = wait_for(serving, "KubeRay never reported every application RUNNING", report, SERVE_TIMEOUT_S)
     seconds["Serve applications RUNNING (KubeRay status)"] = time.monotonic() - began
 
-    endpoint = f"http://{head_pod()['status']['podIP']}:8000"
+    head_ip = head_pod()["status"]["podIP"]
+    # authOptions.mode=token as rendered: KubeRay deployed with its token; without one the dashboard refuses.
+    refused = httpx.get(f"http://{head_ip}:8265/api/serve/applications/", timeout=30)
+    assert refused.status_code in (401, 403), refused.status_code
+    endpoint = f"http://{head_ip}:8000"
 
     def engines() -> dict[str, Any] | None:
         try:
