@@ -19,7 +19,9 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 LOG_TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
 
@@ -99,6 +101,21 @@ def wait_ready(
             return time.monotonic() - started
         time.sleep(0.2)
     raise StartupError(f"{name} was not ready after {timeout:.0f} s; log {log}:\n{log_tail(log)}")
+
+
+def wait_for(check: Callable[[], T], what: str, diagnose: Callable[[], str], timeout: float) -> T:
+    """Polls `check` each second until it returns something truthy, and returns that.
+
+    Raises AssertionError with `what` and `diagnose()` (the state a test reads to see why) after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout:.0f} s\n{diagnose()}")
+        time.sleep(1.0)
 
 
 def terminate(pid: int, *, grace: float = 15.0) -> None:

@@ -73,6 +73,12 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             "serveConfigV2": serve_config_text(render_serve_config(rendered.config)),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
+                # `ray start` in a fresh pod runs without token auth (Ray enables it by default only for a
+                # local `ray.init()` or when a token file exists), and the dashboard and GCS run whatever
+                # code they are sent. KubeRay (>= 1.5) then generates a token Secret per cluster, gives it
+                # to the Ray containers and sends it to the dashboard itself; Serve's HTTP proxy, which
+                # baton reads, does not ask for it.
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0"},
                     "template": {"metadata": pod_labels, "spec": {"containers": [container]}},
