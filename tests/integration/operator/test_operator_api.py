@@ -22,7 +22,7 @@ import yaml
 
 from baton.k8s.kube import Conflict, Kube
 from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE
-from tests.integration.operator.fixtures import Cluster, wait_for
+from tests.integration.operator.fixtures import Cluster, Process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -236,6 +236,23 @@ def test_deleting_a_pool_deletes_its_ray_service(cluster: Cluster, namespace: st
     )
 
 
+def standby_takes_over(cluster: Cluster, namespace: str, holder: str, standby: Process) -> None:
+    """The standby takes the Lease from `holder` once it expires, and acts: it reconciles a new deployment."""
+    wait_for(
+        "the standby to take the lease",
+        lambda: cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] != holder,
+        60,
+        diagnose=standby.tail,
+    )
+    cluster.apply_text(namespace, deployment_yaml("second"))
+    wait_for(
+        "the new leader to reconcile",
+        lambda: status_of(cluster, namespace, "second").get("champion"),
+        TIMEOUT,
+        diagnose=standby.tail,
+    )
+
+
 def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_operator) -> None:
     first = start_operator()
     wait_for(
@@ -254,19 +271,7 @@ def test_only_the_lease_holder_acts(cluster: Cluster, namespace: str, start_oper
     assert "holds lease" not in second.tail()
 
     first.kill()  # the standby takes over once the lease expires
-    wait_for(
-        "the standby to take the lease",
-        lambda: cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] != holder,
-        60,
-        diagnose=second.tail,
-    )
-    cluster.apply_text(namespace, deployment_yaml("second"))
-    wait_for(
-        "the new leader to reconcile",
-        lambda: status_of(cluster, namespace, "second").get("champion"),
-        TIMEOUT,
-        diagnose=second.tail,
-    )
+    standby_takes_over(cluster, namespace, holder, second)
 
 
 def test_a_status_write_decided_on_an_older_object_is_refused(cluster: Cluster, namespace: str) -> None:
@@ -302,19 +307,7 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_and_exits(
     second = start_operator()
 
     first.signal(signal.SIGSTOP)
-    wait_for(
-        "the standby to take the lease",
-        lambda: cluster.get("lease", namespace, "baton-operator")["spec"]["holderIdentity"] != holder,
-        60,
-        diagnose=second.tail,
-    )
-    cluster.apply_text(namespace, deployment_yaml("second"))
-    wait_for(
-        "the new leader to reconcile",
-        lambda: status_of(cluster, namespace, "second").get("champion"),
-        TIMEOUT,
-        diagnose=second.tail,
-    )
+    standby_takes_over(cluster, namespace, holder, second)
     second.kill()  # from here on, only the frozen leader could write
     lease = cluster.get("lease", namespace, "baton-operator")["spec"]
     time.sleep(lease["leaseDurationSeconds"] + 1)  # the dead standby's lease has expired
