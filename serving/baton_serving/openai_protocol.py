@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from baton_serving.config import RequestLimits
 from baton_serving.engines import GenerationRequest
+from baton_serving.wire import field_path
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -68,14 +69,6 @@ def json_depth(value: Any) -> int:
                 (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
             )
     return deepest
-
-
-def field_path(loc: tuple[int | str, ...]) -> str | None:
-    """A pydantic error location as a field path: `messages[3].content`."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path or None
 
 
 class JsonSchemaFormat(_Wire):

@@ -55,6 +55,15 @@ class ModelVersion(BatonModel):
 class EngineSettings(BatonModel):
     """Engine knobs that apply to every revision of the deployment."""
 
+    model_config = with_rules(
+        Rule(
+            cel="self.maxOutputTokens < self.contextLength",
+            holds=lambda self: self.max_output_tokens < self.context_length,
+            message="maxOutputTokens must be less than contextLength: the prompt needs room in the window",
+            field_path=".maxOutputTokens",
+        )
+    )
+
     context_length: int = Field(default=512, ge=16, le=131072, description="Context window in tokens.")
     max_output_tokens: int = Field(
         default=256, ge=1, le=32768, description="Upper bound on `max_tokens` a client may request."

@@ -9,9 +9,9 @@ from baton_serving.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIError,
-    field_path,
     parse_request,
 )
+from baton_serving.wire import field_path
 
 pytestmark = pytest.mark.unit
 
