@@ -62,7 +62,8 @@ IN_FLIGHT = Gauge(
 )
 STRUCTURED_OUTPUTS = Counter(
     "baton_structured_outputs",
-    "Answers to JSON-schema response formats, by whether they parse and validate against the schema.",
+    "Answers constrained by a JSON schema (the request's response_format or the deployment's default), "
+    "by whether they parse and validate against it.",
     [*REVISION_LABELS, "valid"],
 )
 SHADOW_COMPARISONS = Counter(

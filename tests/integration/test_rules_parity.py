@@ -55,7 +55,8 @@ def server_verdict(api, resource: dict[str, Any]) -> Verdict:
     except kubernetes.client.ApiException as error:
         status = json.loads(error.body)
         causes = (status.get("details") or {}).get("causes") or []
-        paths = {cause["field"] for cause in causes if cause.get("field")}
+        # `<nil>` says only that CEL rules were skipped because the schema was already broken.
+        paths = {cause["field"] for cause in causes if cause.get("field") not in (None, "", "<nil>")}
         paths |= set(_UNKNOWN_FIELD.findall(status.get("message", "")))
         assert error.status in (400, 422) and paths, status
         return Verdict.refused(*paths)

@@ -48,8 +48,19 @@ def parse_resource(document: dict[str, Any]) -> Resource:
     if api_version != API_VERSION or kind not in KINDS:
         raise UnknownKindError(f"not a baton resource: apiVersion={api_version!r} kind={kind!r}")
     # `default=str`: a YAML timestamp (`2026-01-01`) reaches the API server as the string kubectl sends.
-    wire = json.dumps(document, default=str)
+    wire = json.dumps(_whole_numbers_as_integers(document), default=str)
     return KINDS[kind].model_validate_json(wire, strict=True, by_alias=True, by_name=False)
+
+
+def _whole_numbers_as_integers(value: Any) -> Any:
+    """`2.0` as `2`, as the API server's JSON decoder reads it: `replicas: 2.0` is a valid integer there."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_integers(item) for item in value]
+    return value
 
 
 __all__ = [
