@@ -63,7 +63,8 @@ def deploy(local_serve, model_artifact):
     model = model_artifact("medical", "smoke", "Q8_0")
 
     def apply(schema: dict) -> PoolConfig:
-        rendered = render_pool(*resources(str(model.path), model.digest, model.size_bytes, schema)).config
+        pool, deployment = resources(str(model.path), model.digest, model.size_bytes, schema)
+        rendered = render_pool(pool, [deployment]).config
         wire = rendered.model_dump(mode="json")
         for revision in wire["deployments"][0]["revisions"]:
             revision["resources"]["num_cpus"] = 0.05  # the smoke model is tiny; other tests' engines may run
