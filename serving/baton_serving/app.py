@@ -665,7 +665,7 @@ class OpenAIIngress:
             valid = await asyncio.get_running_loop().run_in_executor(
                 self._cpu, _structured_output_valid, answer.text, generation.json_schema
             )
-            metrics.STRUCTURED_OUTPUTS.labels(*labels, "true" if valid else "false").inc()
+            metrics.STRUCTURED_OUTPUTS.labels(*labels, endpoint, "true" if valid else "false").inc()
 
     async def _mirror(
         self,

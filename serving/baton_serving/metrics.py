@@ -63,8 +63,8 @@ IN_FLIGHT = Gauge(
 STRUCTURED_OUTPUTS = Counter(
     "baton_structured_outputs",
     "Answers constrained by a JSON schema (the request's response_format or the deployment's default), "
-    "by whether they parse and validate against it.",
-    [*REVISION_LABELS, "valid"],
+    "by endpoint and whether they parse and validate against it.",
+    [*REVISION_LABELS, "endpoint", "valid"],
 )
 SHADOW_COMPARISONS = Counter(
     "baton_shadow_comparisons",

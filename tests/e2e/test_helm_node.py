@@ -4,7 +4,10 @@ The operator runs in a pod under the chart's ServiceAccount (its projected token
 a missing verb leaves the status below unwritten), becomes Ready through the chart's probes, holds
 the chart's Lease, and reconciles a ModelDeployment: it renders the pool's RayService (with the
 pool image as its default rayImage) and writes the deployment's status. Two replicas elect one
-leader. `helm uninstall` leaves no object of the release behind.
+leader. The probes are the operator's `/livez` and `/readyz` (the control loop's heartbeat). A
+pool's pod that cannot start (labelled as KubeRay labels a head pod, with an image no registry
+has) turns the ModelPool's conditions to the kubelet's reason. `helm uninstall` leaves no object of
+the release behind.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ import pytest
 import yaml
 
 from baton.api.pool import DEFAULT_RAY_IMAGE
+from baton.k8s.health import LIVEZ, READYZ
 from baton.k8s.leader import LeaseElector
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT
 from tests.testbed.node import Node
+from tests.testbed.processes import stall_main_thread, wait_for
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "baton"
-RAYSERVICE_CRD = REPO / "manifests" / "third_party" / "rayservices.ray.io.yaml"
 RELEASE, RELEASE_NAMESPACE = "baton", "baton-system"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 # The name the operator elects on (its default), which the chart's Lease must carry.
@@ -51,23 +55,16 @@ def helm(node: Node, *args: str, timeout: float = TIMEOUT_S) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def get(node: Node, *args: str) -> dict[str, Any]:
-    got = node.plane.kubectl("get", *args, "-o", "json")
-    return json.loads(got.stdout) if got.returncode == 0 else {}
-
-
-def wait_for(check: Callable[[], Any], what: str, diagnose: Callable[[], str], timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} after {timeout:.0f} s\n{diagnose()}"
-        time.sleep(1)
+def install(node: Node, *values: str) -> None:
+    """`helm install` of the chart as shipped (plus `values`), waiting for the operator to be Ready."""
+    helm(
+        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
+        *values, "--wait", f"--timeout={TIMEOUT_S:.0f}s",
+    )  # fmt: skip
 
 
 def operator_pods(node: Node) -> list[dict[str, Any]]:
-    return get(node, "pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
+    return node.plane.get("pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
 
 
 def diagnose(node: Node) -> Callable[[], str]:
@@ -91,7 +88,8 @@ def ready(pod: dict[str, Any]) -> bool:
 @pytest.fixture
 def installed(node: Node):
     node.load_image(binaries.image_archive("operator"))
-    node.plane.apply(RAYSERVICE_CRD, server_side=True)
+    # KubeRay's own CRDs, as the `kuberay` fixture installs them on this node's API server.
+    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
     yield
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait", "--ignore-not-found")
 
@@ -100,19 +98,25 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     node: Node, installed, smoke_gguf
 ) -> None:
     report = diagnose(node)
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
+    install(node)
     (pod,) = operator_pods(node)
     assert ready(pod), report()
     spec = pod["spec"]
     assert spec["serviceAccountName"] == RELEASE  # the chart's, whose token is the pod's only credential
     assert spec["securityContext"]["runAsUser"] == 65532
+    (container,) = spec["containers"]
+    assert (
+        container["livenessProbe"]["httpGet"]["path"],
+        container["readinessProbe"]["httpGet"]["path"],
+    ) == (
+        LIVEZ,
+        READYZ,
+    )
     lease = wait_for(
-        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
         "nobody holds the chart's Lease",
         report,
+        TIMEOUT_S,
     )
     assert lease == pod["metadata"]["name"]
 
@@ -144,18 +148,73 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr
-    rayservice = wait_for(lambda: get(node, "rayservice", "cpu", "-n", namespace), "no RayService", report)
+    rayservice = wait_for(
+        lambda: node.plane.get("rayservice", "cpu", "-n", namespace), "no RayService", report, TIMEOUT_S
+    )
     head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] == DEFAULT_RAY_IMAGE
 
     def status() -> dict[str, Any]:
-        deployment = get(node, "modeldeployment", "medical", "-n", namespace)
+        deployment = node.plane.get("modeldeployment", "medical", "-n", namespace)
         observed = deployment.get("status", {})
         return observed if observed.get("phase") else {}
 
-    written = wait_for(status, "the operator wrote no ModelDeployment status", report)
-    # No KubeRay runs the RayService here, so the champion waits for its pool to serve.
+    written = wait_for(status, "the operator wrote no ModelDeployment status", report, TIMEOUT_S)
+    # Nothing serves this RayService (no KubeRay, or, after the `kuberay` fixture started, Ray pods of
+    # the pool's default size, which the two-core node cannot schedule): the champion waits for its pool.
     assert written["phase"] == "Pending", written
+
+    # KubeRay's head pod for the pool, as KubeRay v1.5 labels it (labelPod in
+    # ray-operator/controllers/ray/common/pod.go, plus the template's labels), with an image that no
+    # registry has: the kubelet's reason must reach the pool's conditions, and the pool is not Ready.
+    template = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    cluster = "cpu-x7k2p"  # KubeRay names a RayService's cluster <name>-<5 random characters>
+    head_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{cluster}-head-9tq4d",
+            "labels": {
+                **template["metadata"]["labels"],
+                "ray.io/is-ray-node": "yes",
+                "ray.io/cluster": cluster,
+                "ray.io/node-type": "head",
+                "ray.io/group": "headgroup",
+                "ray.io/identifier": f"{cluster}-head",
+                "app.kubernetes.io/name": "kuberay",
+                "app.kubernetes.io/created-by": "kuberay-operator",
+            },
+        },
+        "spec": {"containers": [{"name": "ray", "image": "docker.io/baton/pool:no-such-tag"}]},
+    }
+    # The namespace's default ServiceAccount, which admission requires, appears a moment after it.
+    wait_for(
+        lambda: (
+            node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(head_pod)).returncode
+            == 0
+        ),
+        "the head pod was not admitted",
+        report,
+        timeout=60,
+    )
+    started = time.monotonic()
+
+    def pool_conditions() -> dict[str, dict[str, Any]]:
+        conditions = (
+            node.plane.get("modelpool", "cpu", "-n", namespace).get("status", {}).get("conditions", [])
+        )
+        by_type = {condition["type"]: condition for condition in conditions}
+        pods = by_type.get("PodsReady", {})
+        return by_type if pods.get("reason") in ("ErrImagePull", "ImagePullBackOff") else {}
+
+    conditions = wait_for(
+        pool_conditions, "the pool's conditions never named the image pull", report, timeout=90
+    )
+    print(f"image pull failure in the pool's conditions after {time.monotonic() - started:.1f} s")
+    assert head_pod["metadata"]["name"] in conditions["PodsReady"]["message"]
+    assert "container ray" in conditions["PodsReady"]["message"]
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Ready"]["reason"] in ("ErrImagePull", "ImagePullBackOff")
 
     # The ModelPool's finalizer is the operator's: remove the pool while the operator still runs.
     deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=120s")
@@ -164,16 +223,14 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
 
 def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     report = diagnose(node)
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--set=replicaCount=2", "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
+    install(node, "--set=replicaCount=2")
     pods = operator_pods(node)
     assert len(pods) == 2 and all(ready(pod) for pod in pods), report()
     holder = wait_for(
-        lambda: get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
         "nobody holds the Lease",
         report,
+        TIMEOUT_S,
     )
     names = {pod["metadata"]["name"] for pod in pods}
     assert holder in names
@@ -187,19 +244,63 @@ def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     node.plane.kubectl("delete", "pod", holder, "-n", RELEASE_NAMESPACE, "--grace-period=0", "--force")
 
     def new_holder() -> str | None:
-        current = get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+        current = (
+            node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+        )
         alive = {pod["metadata"]["name"] for pod in operator_pods(node)}
         return current if current not in (None, holder) and current in alive else None
 
     wait_for(new_holder, "no live replica took the Lease over", report, timeout=90)
 
 
+def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installed) -> None:
+    """The kubelet's own readiness probe, as the chart ships it, on a loop stalled from outside.
+
+    The loop's thread blocks in a sleep (`stall_main_thread`, gdb on the container's process) while
+    the probe thread runs on: the pod turns unready with the probe's reason, and Ready again once the
+    loop runs, without a restart (the stall is shorter than the liveness probe's minute).
+    """
+    report = diagnose(node)
+    install(node)
+    (pod,) = operator_pods(node)
+    name = pod["metadata"]["name"]
+    wait_for(
+        lambda: (
+            node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
+            == name
+        ),
+        "the pod does not lead",
+        report,
+    )
+    (container,) = pod["status"]["containerStatuses"]
+    stall_s = 35.0
+    stalled_at = time.monotonic()
+    stall = stall_main_thread(node.container_pid(container["containerID"]), stall_s)
+    try:
+        wait_for(
+            lambda: not ready(node.plane.get("pod", name, "-n", RELEASE_NAMESPACE)),
+            "the pod stayed Ready with its control loop stalled",
+            report,
+            timeout=stall_s,
+        )
+        unready_after = time.monotonic() - stalled_at
+    finally:
+        out, _ = stall.communicate(timeout=stall_s + 60)
+    print(f"hung loop: pod unready after {unready_after:.1f} s")
+    # 10 s without a beat, then two failed probes 5 s apart (the chart's readinessProbe).
+    assert unready_after <= 10 + 1 + 2 * 5 + 5, (unready_after, out)
+    recovered = wait_for(
+        lambda: (p := node.plane.get("pod", name, "-n", RELEASE_NAMESPACE)) and ready(p) and p,
+        "the pod did not turn Ready again once its loop ran",
+        report,
+        timeout=60,
+    )
+    assert recovered["status"]["containerStatuses"][0]["restartCount"] == 0, "liveness restarted it"
+
+
 def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
-    assert get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)
+    install(node)
+    assert node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE)
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait")
 
     def left() -> str:
@@ -211,6 +312,6 @@ def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
 
     # The operator's pods go through the garbage collector (ReplicaSet, then pods), after helm returns.
     wait_for(lambda: left() == "", "objects of the release are left", left, timeout=120)
-    assert not get(node, "lease", LEASE, "-n", RELEASE_NAMESPACE)  # the operator's Lease went too
+    assert not node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE)  # the operator's Lease went too
     cluster_wide = node.plane.kubectl("get", "clusterroles,clusterrolebindings", "-l", INSTANCE, "-o", "name")
     assert cluster_wide.returncode == 0 and cluster_wide.stdout == "", cluster_wide.stdout

@@ -20,6 +20,7 @@ import yaml
 
 from baton.api.crd import render_all
 from baton.cli import main
+from baton.k8s.health import LIVEZ, READYZ
 from baton.observability import alerts, dashboards
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT, ControlPlane
@@ -120,8 +121,9 @@ def test_operator_pod_is_locked_down() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert set(container["resources"]) == {"requests", "limits"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    # The probes judge the control loop's heartbeat (baton.k8s.health), not the metrics thread.
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVEZ, "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READYZ, "port": "metrics"}
     assert "--metrics-host=0.0.0.0" in container["args"], "probes and scrapes come from outside the pod"
     assert pod["serviceAccountName"] == "baton"
 
@@ -265,6 +267,10 @@ def test_helm_install_creates_crds_operator_and_rbac(kube: ControlPlane, namespa
         assert not can("delete", "modeldeployments.baton.dev")
         assert not can("update", "modeldeployments.baton.dev", "status"), "status is patched, never replaced"
         assert not can("get", "secrets")
+        # The pools' Ray pods are read (their conditions), never changed.
+        assert can("watch", "pods") and can("list", "pods")
+        assert not any(can(verb, "pods") for verb in ("get", "create", "patch", "delete"))
+        assert not can("get", "pods", "log"), "a pool's conditions never read a container's log"
     finally:
         uninstalled = helm("uninstall", "baton", f"--namespace={namespace}", kube=kube)
         assert uninstalled.returncode == 0, uninstalled.stderr

@@ -1,8 +1,10 @@
 """Where the test bed's binaries live, so every launcher finds the ones `tests/testbed/build` made.
 
-The build puts pinned binaries under `$BATON_CACHE/bin` with stable symlinks; Prometheus, containerd and
-runc come from Debian packages; images/build leaves image archives in `$BATON_CACHE/images`. A missing
-binary or image is an error that says which command makes it, never a skip.
+The build puts pinned binaries under `$BATON_CACHE/bin` with stable symlinks, and KubeRay's CRDs and
+ClusterRole, copied from the module version its operator is built from, under
+`$BATON_CACHE/kuberay/<version>`; Prometheus, containerd and runc come from Debian packages; images/build
+leaves image archives in `$BATON_CACHE/images`. A missing binary or image is an error that says which
+command makes it, never a skip.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def bin_dir() -> Path:
 
 
 def built(name: str) -> Path:
-    """A binary built from the pinned Go modules: kube-apiserver, etcd, kubectl or helm."""
+    """A binary built from the pinned Go modules: kube-apiserver, etcd, kubectl, helm, kuberay-operator..."""
     path = bin_dir() / name
     if not os.access(path, os.X_OK):
         raise MissingBinaryError(
@@ -52,3 +54,13 @@ def image_archive(name: str) -> Path:
         script = BUILD_SCRIPT if name == "pause" else IMAGES_SCRIPT
         raise MissingBinaryError(f"{path} is missing: run {script}")
     return path
+
+
+def kuberay_manifests() -> Path:
+    """KubeRay's `crds/` (RayCluster, RayJob, RayService) and `rbac/role.yaml`, of the built operator."""
+    path = cache_dir() / "kuberay" / "current"
+    if not (path / "crds").is_dir():
+        raise MissingBinaryError(
+            f"{path}/crds is missing: run {BUILD_SCRIPT} (copies them from the KubeRay module)"
+        )
+    return path.resolve()

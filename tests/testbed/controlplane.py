@@ -9,6 +9,7 @@ keys generated per start, and writes one kubeconfig that every client uses.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -264,6 +265,11 @@ class ControlPlane:
             env=self.env(),
             timeout=timeout,
         )
+
+    def get(self, *args: str) -> dict:
+        """`kubectl get ARGS -o json` as admin, parsed; `{}` when it fails (not there yet, or refused)."""
+        got = self.kubectl("get", *args, "-o", "json")
+        return json.loads(got.stdout) if got.returncode == 0 else {}
 
     def apply(
         self,

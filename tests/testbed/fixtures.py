@@ -1,5 +1,6 @@
 """pytest fixtures for the real test bed: `kube` (one API server per session), `node` (another one with a
-node that runs pods) and `prometheus` (a factory).
+node that runs pods), `kuberay` (KubeRay's operator on that node's API server) and `prometheus` (a
+factory).
 
 A test that needs the cluster asks for `kube` (or `baton_crds` / `kserve_crd`: the same, with baton's
 CRDs / KServe's InferenceService CRD installed); the first such test pays the start-up (seconds once the
@@ -18,6 +19,7 @@ import pytest
 
 from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.controlplane import ControlPlane
+from tests.testbed.kuberay import KubeRay
 from tests.testbed.node import Node
 from tests.testbed.processes import StartupError
 from tests.testbed.prometheus import Prometheus
@@ -75,6 +77,27 @@ def node(request: pytest.FixtureRequest) -> Iterator[Node]:
             )
         started.stop(remove_workdir=not failed)
         plane.stop(remove_workdir=not failed)
+
+
+@pytest.fixture(scope="session")
+def kuberay(request: pytest.FixtureRequest, node: Node) -> Iterator[KubeRay]:
+    """KubeRay's operator (built from its pinned module) on `node`'s API server, with its CRDs and RBAC.
+
+    RayServices applied to `node.plane` become RayClusters whose pods run on the node.
+    """
+    operator = KubeRay(node.plane)
+    try:
+        operator.start()
+    except (MissingBinaryError, StartupError, subprocess.CalledProcessError) as error:
+        detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else error
+        pytest.fail(f"KubeRay did not start: {detail}\n{operator.log_tails()}", pytrace=False)
+    try:
+        yield operator
+    finally:
+        failed = request.session.testsfailed > 0
+        if failed:
+            print(f"\nKubeRay operator log (kept in {operator.workdir}):\n{operator.log_tails()}")
+        operator.stop(remove_workdir=not failed)
 
 
 @pytest.fixture(scope="session")

@@ -331,6 +331,15 @@ class Node:
             [str(binaries.system("iptables")), "-t", "nat", *args], check=check, capture_output=True
         )
 
+    def container_pid(self, container_id: str) -> int:
+        """The host pid of a running container (`containerd://<id>`, as a pod's status names it)."""
+        wanted = container_id.removeprefix("containerd://")
+        for line in self._ctr("tasks", "ls").stdout.splitlines()[1:]:
+            task, pid, *_ = line.split()
+            if task == wanted:
+                return int(pid)
+        raise LookupError(f"containerd runs no task {wanted}")
+
     @property
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self._processes.items()}

@@ -19,7 +19,9 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 LOG_TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
 
@@ -101,6 +103,21 @@ def wait_ready(
     raise StartupError(f"{name} was not ready after {timeout:.0f} s; log {log}:\n{log_tail(log)}")
 
 
+def wait_for(check: Callable[[], T], what: str, diagnose: Callable[[], str], timeout: float) -> T:
+    """Polls `check` each second until it returns something truthy, and returns that.
+
+    Raises AssertionError with `what` and `diagnose()` (the state a test reads to see why) after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout:.0f} s\n{diagnose()}")
+        time.sleep(1.0)
+
+
 def terminate(pid: int, *, grace: float = 15.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds, for a process we started (maybe not our child)."""
     try:
@@ -131,3 +148,22 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat")
     return not (state.exists() and state.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def stall_main_thread(pid: int, seconds: float) -> subprocess.Popen[str]:
+    """Block a running CPython process's main thread in `time.sleep(seconds)`, from outside (gdb).
+
+    gdb makes that thread call the C API (take the GIL, run one line, release it) while the process's
+    other threads run on: what a blocking call on an asyncio loop (`asyncio.run` drives the main
+    thread) does to the rest of the process, with no hook in the code under test. SIGSTOP would stop
+    every thread. `communicate()` the result: it ends when the sleep does.
+    """
+    from tests.testbed import binaries
+
+    line = f"import time; time.sleep({seconds})"
+    return subprocess.Popen(
+        [str(binaries.system("gdb")), "-p", str(pid), "-batch", "-nx", "-ex", "thread 1",
+         "-ex", "call (int)PyGILState_Ensure()", "-ex", f'call (int)PyRun_SimpleString("{line}")',
+         "-ex", "call (void)PyGILState_Release($1)"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip

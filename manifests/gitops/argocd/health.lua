@@ -83,6 +83,14 @@ if unschedulable ~= nil and unschedulable.status == "True" then
   hs.message = describe(unschedulable, "The pool has no room for its models")
   return hs
 end
+-- A pool's pod that cannot start (image pull, crash loop, no node for it) waits for a change in Git
+-- or in the cluster; pods merely starting (PodsStarting) are Progressing below.
+local pods = condition("PodsReady")
+if pods ~= nil and pods.status == "False" and pods.reason ~= "PodsStarting" then
+  hs.status = "Degraded"
+  hs.message = describe(pods, "A pod of the pool cannot start")
+  return hs
+end
 if obj.kind == "ModelDeployment" and obj.status.phase == "Failed" then
   hs.status = "Degraded"
   hs.message = rollout_summary()

@@ -80,7 +80,10 @@ class ModelPoolStatus(BatonModel):
     memory_requested_bytes: int = Field(default=0, ge=0, description="Memory the packed revisions need.")
     memory_capacity_bytes: int = Field(default=0, ge=0, description="Usable memory of the pool.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="`Ready`, `Unschedulable` with observedGeneration."
+        default_factory=list,
+        description="`Ready`, `PodsReady` (the pool's Ray pods; a pod that cannot start names the "
+        "kubelet's reason, e.g. ImagePullBackOff, and keeps the pool from Ready), `Unschedulable`, "
+        "with observedGeneration.",
     )
 
 

@@ -130,7 +130,9 @@ def parse_exposition(text: str) -> dict[str, Counts]:
             deployment, revision = labels.get("deployment"), labels.get("revision")
             if not deployment or not revision:
                 continue
-            endpoint = labels.get("endpoint", "chat_completions")
+            # Every series the ingress counts says which endpoint answered: one that does not is
+            # not known to be client traffic, so it counts for no one.
+            endpoint = labels.get("endpoint")
             if endpoint == SHADOW_ENDPOINT:
                 revision = mirrored_answers(revision)
             elif endpoint not in CLIENT_ENDPOINTS:

@@ -33,7 +33,10 @@ import click
 @click.option("--watch-kserve", is_flag=True, help="Also watch KServe InferenceServices (runtime: kserve).")
 @click.option("--workers", default=4, show_default=True, help="Concurrent reconciles.")
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve the operator's Prometheus metrics on this port."
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve the operator's Prometheus metrics (/metrics) and its probes (/livez, /readyz) on this port.",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
 def operator_command(
@@ -49,14 +52,15 @@ def operator_command(
     metrics_host: str,
 ) -> None:
     """Run the Kubernetes operator: rollouts, canaries, promotions and rollbacks of ModelDeployments."""
-    from prometheus_client import start_http_server
-
+    from baton.k8s import health
     from baton.k8s.controller import Settings
     from baton.k8s.operator import run_operator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    probes = health.Health()
     if metrics_port is not None:
-        start_http_server(metrics_port, addr=metrics_host)
+        # Before leader election: a standby replica answers its probes too (baton.k8s.health).
+        health.serve(probes, metrics_port, metrics_host)
     settings = Settings(endpoint_template=endpoint_template, prometheus_url=prometheus_url, workers=workers)
     run_operator(
         settings,
@@ -65,6 +69,7 @@ def operator_command(
         watch_kserve=watch_kserve,
         elect=not no_leader_election,
         identity=identity,
+        health=probes,
     )
 
 

@@ -1,11 +1,11 @@
 """`baton operator`: kopf wiring for the controller, and the process entry point with leader election.
 
-Only `on.event` handlers are used for the baton kinds: they keep no handler state on the
-objects, so the operator's writes to a ModelDeployment are its status alone (the write budget
-the scale benchmark measures). The one `on.delete` handler is on ModelPool: its finalizer lets
-the operator delete the pool's RayService before the pool disappears (owner references do the
-same where a garbage collector runs; the test bed has none). kopf's own Events and progress
-annotations are switched off; the controller posts its own Events.
+Only `on.event` handlers are used for the baton kinds (and for the pools' Ray pods): they keep
+no handler state on the objects, so the operator's writes to a ModelDeployment are its status
+alone (the write budget the scale benchmark measures). The one `on.delete` handler is on
+ModelPool: its finalizer lets the operator delete the pool's RayService before the pool
+disappears (owner references do the same where a garbage collector runs; the test bed has none).
+kopf's own Events and progress annotations are switched off; the controller posts its own Events.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import kopf
 
 from baton.api.common import GROUP, VERSION
 from baton.k8s.controller import Controller, Settings
+from baton.k8s.health import Health
 from baton.k8s.kube import (
     INFERENCE_SERVICES,
     KSERVE_GROUP,
@@ -31,6 +32,8 @@ from baton.k8s.kube import (
     load_config,
 )
 from baton.k8s.leader import LeaseElector
+from baton.k8s.pools import PODS
+from baton.k8s.rayservice import KUBERAY_POD_LABELS, POOL_LABEL
 
 log = logging.getLogger("baton.operator")
 BATON_PLURALS = ("modelpools", "modeldeployments", "modelcandidates", "modelsources", "benchmarks")
@@ -59,6 +62,14 @@ def build_registry(
         kopf.on.event(KSERVE_GROUP, KSERVE_VERSION, INFERENCE_SERVICES, registry=registry)(
             record("inferenceservices")
         )
+
+    # The Ray pods KubeRay starts for a pool: one that cannot start shows in the pool's conditions.
+    # kopf filters labels client-side (its watch has no label selector), so every pod in the
+    # watched namespaces is streamed, and only these reach the handler.
+    @kopf.on.event("", "v1", PODS, labels={POOL_LABEL: kopf.PRESENT, **KUBERAY_POD_LABELS}, registry=registry)
+    async def pod_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.observed(PODS, event.get("type"), dict(body))
+        controller.schedule_render(body.metadata.namespace, body.metadata.labels[POOL_LABEL])
 
     @kopf.on.delete(GROUP, VERSION, "modelpools", registry=registry)
     def delete_ray_service(name: str, namespace: str, **_: Any) -> None:
@@ -97,24 +108,26 @@ def run_operator(
     identity: str | None = None,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    health: Health | None = None,
 ) -> None:
-    """Block until leader (unless `elect` is off), then reconcile until stopped."""
+    """Block until leader (unless `elect` is off), then reconcile until stopped, beating `health`."""
+    health = health or Health()
     load_config()
     kube = Kube()
     if elect:
         elector = LeaseElector(kube, lease_namespace, identity=identity)
         elector.acquire()
         kube.guard = elector.ensure_leading  # from here on, no write without a fresh Lease
+    health.leading()
     controller = Controller(kube, settings)
     registry = build_registry(controller, namespace=namespace, watch_kserve=watch_kserve)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=namespace is None,
-            namespaces=[namespace] if namespace else (),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-            memo=controller,
-        )
+    main = kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace else (),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        memo=controller,
     )
+    asyncio.run(health.beating(main, controller.work.processing.values))

@@ -2,13 +2,18 @@
 
 The serve config is rendered by the core (`baton.rollout.render`); this module writes it into the
 RayService the pool owns (only when its spec changed), remembers which revisions did not fit so
-their deployments see them Unschedulable, and reports the pool's conditions.
+their deployments see them Unschedulable, and reports the pool's conditions. Those include the
+pool's pods (`pods_health`, pure): KubeRay reports a RayService that cannot start as merely not
+running yet, while the kubelet and the scheduler say why on the pods (ErrImagePull,
+CrashLoopBackOff, Unschedulable), so a pod that cannot start shows in `PodsReady` and keeps the
+pool from `Ready`, with the kubelet's reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +22,97 @@ from pydantic import ValidationError
 from baton.api import ModelDeployment, ModelPool
 from baton.api.common import Condition, ConditionStatus
 from baton.k8s.kube import RAY_GROUP, RAY_SERVICES, RAY_VERSION, Kube
-from baton.k8s.rayservice import ray_service
+from baton.k8s.rayservice import POOL_LABEL, ray_service
 from baton.k8s.store import Objects
 from baton.rollout import format_time, merge_conditions
 from baton.rollout.render import RenderedPool, render_pool
+
+PODS = "pods"  # the controller's view of the pools' Ray pods (watched by `baton.k8s.operator`)
+PODS_STARTING = "PodsStarting"
+# Container waiting reasons of a container on its way up; every other waiting reason (ErrImagePull,
+# ImagePullBackOff, InvalidImageName, CrashLoopBackOff, CreateContainerConfigError, ...) means it
+# cannot start without a change: failing closed, an unknown reason counts as a failure.
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+_MESSAGE_CHARS = 300
+_NAMED_PODS = 3
+
+
+@dataclass(frozen=True)
+class PodsHealth:
+    """The `PodsReady` condition of a pool; `failing` when a pod cannot start (not merely starting)."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+    @property
+    def failing(self) -> bool:
+        return self.status == ConditionStatus.FALSE and self.reason != PODS_STARTING
+
+
+def _short(text: object) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
+
+
+def pod_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) of what keeps a pod from ever running, or None while it runs or starts.
+
+    Read from what the scheduler and the kubelet write into `.status`; a terminated container's
+    `message` is left out, because it may hold the container's log (FallbackToLogsOnError).
+    """
+    name = pod.get("metadata", {}).get("name", "?")
+    status = pod.get("status") or {}
+    if status.get("phase") == "Failed":
+        return status.get("reason") or "PodFailed", _short(f"pod {name} failed: {status.get('message', '')}")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            return reason, _short(f"pod {name} is not scheduled: {condition.get('message', '')}")
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = container.get("state") or {}
+        where = f"pod {name} container {container.get('name', '?')}"
+        waiting, terminated = state.get("waiting"), state.get("terminated")
+        if waiting and waiting.get("reason") not in _STARTING:
+            last = (container.get("lastState") or {}).get("terminated")
+            exited = f" (last exit: {last.get('reason')}, code {last.get('exitCode')})" if last else ""
+            return waiting.get("reason") or "Waiting", _short(
+                f"{where}: {waiting.get('message', '')}{exited}"
+            )
+        if terminated and terminated.get("exitCode", 0) != 0:
+            code = terminated.get("exitCode")
+            return terminated.get("reason") or "Error", _short(f"{where} exited with code {code}")
+    return None
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pods_health(pods: Iterable[Mapping[str, Any]]) -> PodsHealth:
+    """The pool's `PodsReady` condition from its Ray pods (those being deleted do not count)."""
+    live = sorted(
+        (pod for pod in pods if not pod.get("metadata", {}).get("deletionTimestamp")),
+        key=lambda pod: pod.get("metadata", {}).get("name", ""),
+    )
+    if not live:
+        return PodsHealth(ConditionStatus.UNKNOWN, "NoPods", "no Ray pod of the pool is known")
+    failures = [failure for pod in live if (failure := pod_failure(pod)) is not None]
+    if failures:
+        reason = failures[0][0]
+        named = "; ".join(message for _, message in failures[:_NAMED_PODS])
+        more = (
+            f"; {len(failures) - _NAMED_PODS} more pods cannot start" if len(failures) > _NAMED_PODS else ""
+        )
+        return PodsHealth(ConditionStatus.FALSE, reason, named + more)
+    ready = sum(_ready(pod) for pod in live)
+    if ready < len(live):
+        waiting = ", ".join(pod["metadata"]["name"] for pod in live if not _ready(pod))
+        return PodsHealth(
+            ConditionStatus.FALSE, PODS_STARTING, f"{ready} of {len(live)} pods ready; starting: {waiting}"
+        )
+    return PodsHealth(ConditionStatus.TRUE, "AllPodsReady", f"{len(live)} of {len(live)} pods ready")
 
 
 def deployment_or_none(document: dict[str, Any]) -> ModelDeployment | None:
@@ -70,7 +162,12 @@ class Pools:
             for deployment in members:
                 if revision.startswith(f"{deployment.metadata.name}-"):
                     self.wake_deployment(namespace, deployment.metadata.name)
-        status = self.status(body, rendered, len(members), current)
+        pods = [
+            pod
+            for (ns, _), pod in list(self.objects[PODS].items())
+            if ns == namespace and pod.get("metadata", {}).get("labels", {}).get(POOL_LABEL) == name
+        ]
+        status = self.status(body, rendered, len(members), current, pods_health(pods))
         if status != body.get("status"):
             version = body["metadata"]["resourceVersion"]
             written = await asyncio.to_thread(
@@ -80,19 +177,28 @@ class Pools:
         return True
 
     def status(
-        self, body: dict[str, Any], rendered: RenderedPool, members: int, ray: dict[str, Any] | None
+        self,
+        body: dict[str, Any],
+        rendered: RenderedPool,
+        members: int,
+        ray: dict[str, Any] | None,
+        pods: PodsHealth,
     ) -> dict[str, Any]:
         generation = body["metadata"].get("generation")
         previous = [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions", [])]
         ray_status = (ray or {}).get("status") or {}
         running = ray_status.get("serviceStatus") == "Running"
-        wanted = [
-            (
-                "Ready",
+        if pods.failing:
+            ready = (ConditionStatus.FALSE, pods.reason, pods.message)
+        else:
+            ready = (
                 ConditionStatus.TRUE if running else ConditionStatus.FALSE,
                 "RayServiceRunning" if running else "RayServiceNotRunning",
                 f"RayService serviceStatus={ray_status.get('serviceStatus', 'unknown')}",
-            ),
+            )
+        wanted = [
+            ("Ready", *ready),
+            ("PodsReady", pods.status, pods.reason, pods.message),
             (
                 "Unschedulable",
                 ConditionStatus.TRUE if rendered.unschedulable else ConditionStatus.FALSE,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("baton.operator")
@@ -23,7 +24,8 @@ class WorkQueue:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
-        self.processing: set[Key] = set()
+        # Each key being reconciled, with the monotonic time it started (the health probe's stall check).
+        self.processing: dict[Key, float] = {}
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
 
@@ -59,14 +61,14 @@ class WorkQueue:
                 self.dirty.add(key)
                 self.queue.task_done()
                 continue
-            self.processing.add(key)
+            self.processing[key] = time.monotonic()
             try:
                 await process(key)
             except Exception:
                 log.exception("reconciling %s/%s/%s failed; retrying in %.0f s", *key, RETRY_S)
                 self.enqueue_later(key, RETRY_S)
             finally:
-                self.processing.discard(key)
+                self.processing.pop(key, None)
                 if key in self.dirty:
                     self.dirty.discard(key)
                     self.enqueue(key)

@@ -23,6 +23,9 @@ from baton.rollout.render import RenderedPool
 from baton_serving.config import INGRESS_APP, INGRESS_DEPLOYMENT, engine_app_name, render_serve_config
 
 POOL_LABEL = "baton.dev/pool"
+# What KubeRay (v1.5, `labelPod` in ray-operator/controllers/ray/common/pod.go) puts on every Ray pod
+# it creates, beside the labels of the pod template; the pool's own label comes from that template.
+KUBERAY_POD_LABELS = {"app.kubernetes.io/created-by": "kuberay-operator"}
 # libyaml's safe dumper and loader when PyYAML has them (its wheels do): 5-7x faster than the pure
 # Python ones on a 200-application serveConfigV2 (18 vs 81 ms to write, 23 vs 171 ms to read),
 # and the operator's event loop waits for both.
@@ -45,6 +48,9 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
     if workers.get("gpus"):
         resources["nvidia.com/gpu"] = str(workers["gpus"])
     container = {"name": "ray", "image": image, "resources": {"limits": resources, "requests": resources}}
+    # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random suffix,
+    # so the pool's label is what ties a pod to its pool (the operator watches pods by it).
+    pod_labels = {"labels": {POOL_LABEL: metadata["name"]}}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -67,9 +73,15 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             "serveConfigV2": serve_config_text(render_serve_config(rendered.config)),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
+                # `ray start` in a fresh pod runs without token auth (Ray enables it by default only for a
+                # local `ray.init()` or when a token file exists), and the dashboard and GCS run whatever
+                # code they are sent. KubeRay (>= 1.5) then generates a token Secret per cluster, gives it
+                # to the Ray containers and sends it to the dashboard itself; Serve's HTTP proxy, which
+                # baton reads, does not ask for it.
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                    "template": {"spec": {"containers": [container]}},
+                    "template": {"metadata": pod_labels, "spec": {"containers": [container]}},
                 },
                 "workerGroupSpecs": [
                     {
@@ -78,7 +90,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                         "minReplicas": spec.get("workers", 1),
                         "maxReplicas": spec.get("workers", 1),
                         "rayStartParams": {},
-                        "template": {"spec": {"containers": [container]}},
+                        "template": {"metadata": pod_labels, "spec": {"containers": [container]}},
                     }
                 ],
             },

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from baton.api import Evidence, ModelCandidate, ModelDeployment
 from baton.local.store import RecordedDecision
+from baton.rollout import bake_ends
 
 
 class PlainConsole(Console):
@@ -141,6 +142,18 @@ def key_evidence(evidence: Evidence) -> str:
     return " ".join(parts)
 
 
+def phase_text(deployment: ModelDeployment, now: datetime | None = None) -> str:
+    """The phase; while baking also which version is kept loaded (and mirrored) and for how long."""
+    status = deployment.status
+    if status is None:
+        return "Pending"
+    ends = bake_ends(deployment.spec, status)
+    if ends is None or status.previous is None:
+        return str(status.phase)
+    left = max(0, int((ends - (now or datetime.now(UTC))).total_seconds()))
+    return f"{status.phase} ({status.previous.version} mirrored, {left}s left)"
+
+
 def deployments_table(
     deployments: Iterable[ModelDeployment], now: datetime | None = None, width: int | None = None
 ) -> Text:
@@ -155,7 +168,7 @@ def deployments_table(
                 deployment.spec.domain,
                 status.champion.version if status and status.champion else "-",
                 status.candidate.version if status and status.candidate else "-",
-                str(status.phase) if status else "Pending",
+                phase_text(deployment, now),
                 f"{status.canary_weight}%" if status else "0%",
                 age(decision.time if decision else None, now),
                 f"{decision.verdict} {decision.candidate}: {decision.reason}" if decision else "-",

@@ -23,6 +23,7 @@ own data-plane handle (local mode) may apply them one by one.
 from baton.rollout.machine import (
     APPROVAL_ANNOTATION,
     CANARY_SAMPLE_INTERVAL_S,
+    bake_ends,
     candidate_phase,
     closes_step,
     format_time,
@@ -68,6 +69,7 @@ __all__ = [
     "RunBenchmark",
     "SetWeights",
     "UpdateCandidateStatus",
+    "bake_ends",
     "candidate_phase",
     "closes_step",
     "format_time",

@@ -59,6 +59,7 @@ from baton.api.deployment import (
     RECORD_LIMIT,
     CanaryStatus,
     ModelDeployment,
+    ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
     ReplacementMode,
@@ -143,6 +144,14 @@ def next_sample_delay(
     if started >= step_ends:
         return 0.0 if closes_step(step_ends, started, previous) else CANARY_SAMPLE_INTERVAL_S
     return min(CANARY_SAMPLE_INTERVAL_S, max(0.0, (step_ends - finished).total_seconds()))
+
+
+def bake_ends(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> datetime | None:
+    """When the bake of a deployment in phase Baking ends: `rollout.bakeTime` after it began (None in
+    any other phase)."""
+    if status.phase != Phase.BAKING or status.phase_since is None:
+        return None
+    return parse_time(status.phase_since) + timedelta(seconds=parse_duration(spec.rollout.bake_time))
 
 
 def candidate_phase(decision: Decision) -> Phase:
@@ -486,17 +495,20 @@ def _baking(context: _Context, status: ModelDeploymentStatus) -> _Step:
     """The new champion serves all traffic; the previous one answers mirrored copies, so the same
     online gates compare the two. A regression moves the traffic back; otherwise the bake ends."""
     champion, previous = _required(status.champion), _required(status.previous)
-    rollout = context.deployment.spec.rollout
-    started = _required(status.phase_since)
-    bake_ends = parse_time(started) + timedelta(seconds=parse_duration(rollout.bake_time))
-    step = len(rollout.steps)
+    ends = _required(bake_ends(context.deployment.spec, status))
+    step = len(context.deployment.spec.rollout.steps)
     observe = ObserveCanary(
-        previous.revision, champion.revision, step, started, format_time(bake_ends), previous.revision
+        previous.revision,
+        champion.revision,
+        step,
+        _required(status.phase_since),
+        format_time(ends),
+        previous.revision,
     )
     online = _sample_of(context, observe)
-    verdict = bake_verdict(online.outcome if online else None, _window(context, online, bake_ends))
+    verdict = bake_verdict(online.outcome if online else None, _window(context, online, ends))
     if verdict.verdict == Verdict.CONTINUE:
-        return _keep_watching(context, status, observe, bake_ends)
+        return _keep_watching(context, status, observe, ends)
     decision = verdict.to_decision(candidate=champion.version, time=context.stamp)
     decision = decision.model_copy(update={"message": f"bake against {previous.version}: {decision.message}"})
     if verdict.verdict == Verdict.REJECT:
@@ -531,16 +543,24 @@ def _rolling_back(context: _Context, status: ModelDeploymentStatus) -> _Step:
 
 
 def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision, phase: Phase) -> _Step:
-    """End a rollout without promotion: the champion keeps all traffic and the candidate is removed."""
+    """End a rollout without promotion: the champion keeps all traffic and the candidate is removed.
+
+    After a bake that found a regression the candidate is the version promoted before it, and the
+    champion is the one it had replaced: the Event says that one serves again.
+    """
     candidate = _required(status.candidate)
     if not status.record or status.record[-1] != decision:
         _record(status, decision)
+    baked = any(
+        entry.candidate == candidate.version and entry.verdict == Verdict.PROMOTE for entry in status.history
+    )
+    outcome = f"{_required(status.champion).version} serves again" if baked else "champion unchanged"
     status.history = [_summary(decision), *status.history][:HISTORY_LIMIT]
     status.last_decision = decision
     status.candidate, status.canary, status.canary_weight = None, None, 0
     status.phase = phase
     event_type = "Normal" if decision.reason == REASON_WITHDRAWN else "Warning"
-    message = f"{decision.candidate}: {decision.reason}: {decision.message}; champion unchanged"
+    message = f"{decision.candidate}: {decision.reason}: {decision.message}; {outcome}"
     return _Step(
         status,
         (
@@ -794,7 +814,11 @@ def _progress_message(context: _Context, status: ModelDeploymentStatus) -> str:
         case Phase.PROMOTING:
             return f"{candidate.version}: moving all traffic to the candidate"
         case Phase.BAKING:
-            return f"{candidate.version}: baking, previous champion mirrored"
+            previous = _required(status.previous)
+            return (
+                f"{candidate.version}: baking for {context.deployment.spec.rollout.bake_time}, "
+                f"{previous.version} loaded and mirrored to roll back to"
+            )
         case _:
             return f"{candidate.version}: moving all traffic back to the champion"
 
@@ -822,10 +846,10 @@ def _candidate_updates(
             phase, message = status.phase, _progress_message(context, status)
         elif version in decisions:
             decision = decisions[version]
-            # The history keeps summaries; the candidate gets the decision with its evidence.
-            decision = next(
-                (entry for entry in reversed(record or []) if _summary(entry) == decision), decision
-            )
+            # The history keeps summaries; the candidate gets the decision with its evidence, from
+            # the deployment's record or, once the next rollout replaced that, from its own.
+            known = record if record is not None else (current.record if current is not None else [])
+            decision = next((entry for entry in reversed(known) if _summary(entry) == decision), decision)
             phase, message = candidate_phase(decision), f"{decision.reason}: {decision.message}"
         elif (current is not None and current.phase in FINAL_CANDIDATE_PHASES) or (
             status.champion is not None and version == status.champion.version

@@ -20,31 +20,34 @@ from tests.testbed.processes import free_ports
 pytestmark = pytest.mark.integration
 
 
-def resources(directory, champion) -> None:
+def resources(directory, champion, domain: str = "medical", **spec) -> None:
+    """A pool and one deployment named after its domain, v1 = `champion`; `spec` replaces top-level
+    fields of the deployment's spec (engine, rollout, analysis)."""
     pool = {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu-small"}}
     deployment = {
         "apiVersion": "baton.dev/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": "medical"},
+        "metadata": {"name": domain},
         "spec": {
-            "domain": "medical",
+            "domain": domain,
             "pool": "cpu-small",
             "model": {
                 "version": "v1",
                 "artifact": {
                     "uri": champion.path.as_uri(),
                     "digest": champion.digest,
-                    "quantization": "F16",
+                    "quantization": champion.quantization,
                     "sizeBytes": champion.size_bytes,
                 },
             },
             "engine": {"contextLength": 128, "maxOutputTokens": 16},
             "rollout": {"steps": [{"weight": 50, "pause": "2s", "minRequests": 3}]},
             "analysis": {"minSamples": 5, "metrics": [{"name": "error-rate", "kind": "errorRate"}]},
-        },
+        }
+        | spec,
     }
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "medical.yaml").write_text(yaml.safe_dump_all([pool, deployment]))
+    (directory / f"{domain}.yaml").write_text(yaml.safe_dump_all([pool, deployment]))
 
 
 class Clients:

@@ -14,6 +14,7 @@ from baton.evidence.samples import (
     CanarySampler,
     Counts,
     StepWindow,
+    mirrored_answers,
     parse_exposition,
     window_samples,
 )
@@ -42,15 +43,25 @@ class FakeIngress:
             buckets=(0.1, 0.5, 1.0),
             registry=self.registry,
         )
+        self.structured = Counter(
+            "baton_structured_outputs", "", [*LABELS, "endpoint", "valid"], registry=self.registry
+        )
 
     def answer(
-        self, revision: str, seconds: float, code: str = "200", endpoint: str = "chat_completions"
+        self,
+        revision: str,
+        seconds: float,
+        code: str = "200",
+        endpoint: str = "chat_completions",
+        valid: bool | None = None,
     ) -> None:
         self.requests.labels("p", "medical", revision, endpoint, code).inc()
         if code.startswith("5"):
             self.errors.labels("p", "medical", revision, endpoint, "server_error").inc()
         if not code.startswith("4"):  # as the ingress does: a client's 4xx has no latency
             self.duration.labels("p", "medical", revision, endpoint).observe(seconds)
+        if valid is not None:  # an answer to a JSON-schema response format
+            self.structured.labels("p", "medical", revision, endpoint, str(valid).lower()).inc()
 
     def counts(self) -> Counts:
         return parse_exposition(generate_latest(self.registry).decode()).get("medical", Counts())
@@ -183,6 +194,51 @@ def test_while_baking_the_previous_champions_arm_is_its_answers_to_mirrored_requ
     assert sample.result is not None and sample.result.outcome.verdict == Verdict.REJECT, sample
     assert sample.result.candidate_requests == 400
     assert window_samples(Counts(), ingress.counts(), previous).requests == 0, "not client traffic"
+
+
+def test_a_bake_on_schema_validity_compares_the_previous_champions_mirrored_structured_answers(
+    tmp_path,
+) -> None:
+    """Mirrored structured answers are the previous champion's validity arm, never its client traffic
+    (they were counted as client answers once, so a bake on validity never saw its arm)."""
+    previous, promoted = CHAMPION, CANDIDATE
+    baking = ObserveCanary(
+        previous, promoted, 2, "2026-11-29T06:00:00.000Z", "2026-11-29T06:05:00.000Z", mirrored=previous
+    )
+    resource = deployment(analysis={"metrics": [{"name": "schema", "kind": "validity"}]})
+    ingress = FakeIngress()
+
+    def read() -> dict[str, Counts]:
+        return {"medical": ingress.counts()}
+
+    sampler = CanarySampler(RecordingStore(tmp_path))
+    sampler.sample(resource, baking, read, NOW)
+    for index in range(100):
+        ingress.answer(promoted, 0.05, valid=index % 2 == 0)  # half its structured answers cut short
+        ingress.answer(previous, 0.05, endpoint="shadow", valid=True)
+    sample = sampler.sample(resource, baking, read, NOW)
+    assert sample.result is not None and sample.result.outcome.verdict == Verdict.REJECT, sample
+    (evidence,) = sample.result.outcome.evidence
+    assert (evidence.n_champion, evidence.n_candidate) == (100, 100)
+    arm = window_samples(Counts(), ingress.counts(), previous)
+    assert (arm.requests, arm.structured) == (0, 0), "mirrored answers are not client traffic"
+
+
+def test_every_counter_of_the_data_plane_says_which_endpoint_answered(monkeypatch) -> None:
+    """The ingress's own collectors: a mirrored answer counts as one, under the mirrored key alone
+    (its schema validity too, which the bake on validity compares)."""
+    from baton_serving import metrics
+    from baton_serving.wire import SHADOW_ENDPOINT
+
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    labels = {"pool": "p", "deployment": "contract", "revision": "medical-v1", "endpoint": SHADOW_ENDPOINT}
+    metrics.REQUESTS.labels(**labels, code="200").inc()
+    metrics.REQUEST_DURATION.labels(**labels).observe(0.05)
+    metrics.STRUCTURED_OUTPUTS.labels(**labels, valid="true").inc()
+    counts = parse_exposition(metrics.exposition().decode())["contract"]
+    arm = counts.arm(mirrored_answers("medical-v1"))
+    assert (arm.requests, arm.latency.n, arm.structured, arm.valid) == (1, 1, 1, 1)
+    assert counts.arm("medical-v1") == ArmSamples()
 
 
 def test_online_error_rate_breach_rejects_and_counts_requests_since_the_step_began(tmp_path) -> None:

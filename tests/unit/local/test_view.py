@@ -20,6 +20,12 @@ pytestmark = pytest.mark.unit
 
 DIGEST = "sha256:" + "ab" * 32
 ARTIFACT = {"uri": "/m/x.gguf", "digest": DIGEST, "quantization": "Q8_0"}
+SPEC = {
+    "domain": "medical",
+    "pool": "p",
+    "model": {"version": "v1", "artifact": ARTIFACT},
+    "analysis": {"ungated": True},
+}
 DECISION = {
     "verdict": "Promote",
     "gate": "offline",
@@ -47,11 +53,10 @@ def test_evidence_reads_as_one_line():
     assert line == "paired-t medical-extraction n=40/40 effect=+0.250 [0.1, 0.4] p=0.0012"
 
 
-def medical(status: dict) -> ModelDeployment:
-    """The medical deployment (v1 first) with `status`."""
-    spec = {"domain": "medical", "pool": "p", "model": {"version": "v1", "artifact": ARTIFACT}}
+def medical(status: dict, **spec: object) -> ModelDeployment:
+    """The medical deployment (v1 first) with `status`, and `spec` over SPEC."""
     return ModelDeployment.model_validate(
-        {"metadata": {"name": "medical"}, "spec": spec | {"analysis": {"ungated": True}}, "status": status}
+        {"metadata": {"name": "medical"}, "spec": SPEC | spec, "status": status}
     )
 
 
@@ -217,3 +222,20 @@ def test_age_is_kubectl_style():
     assert age("2026-01-01T23:59:18Z", now) == "42s"
     assert age("2026-01-01T21:00:00+00:00", now) == "3h"
     assert age(None, now) == "-"
+
+
+def test_a_baking_row_says_which_version_stays_loaded_and_for_how_long():
+    deployment = medical(
+        {
+            "phase": "Baking",
+            "phaseSince": "2026-01-01T00:00:00.000Z",
+            "champion": {"revision": "medical-v2", "version": "v2", "artifact": ARTIFACT},
+            "previous": {"revision": "medical-v1", "version": "v1", "artifact": ARTIFACT},
+        },
+        rollout={"bakeTime": "5m"},
+    )
+    text = render_text(deployments_table([deployment], now=datetime(2026, 1, 1, 0, 2, tzinfo=UTC)))
+    assert "Baking (v1 mirrored, 180s left)" in text
+    promoted = deployment.status.model_copy(update={"phase": "Promoted", "previous": None})
+    done = render_text(deployments_table([deployment.model_copy(update={"status": promoted})]))
+    assert "Promoted" in done and "mirrored" not in done

@@ -10,6 +10,7 @@ import yaml
 from lupa import lua51
 
 from baton.api import KINDS
+from baton.k8s.pools import PODS_STARTING
 from baton.observability.argocd import health_keys
 
 pytestmark = pytest.mark.unit
@@ -191,6 +192,28 @@ def test_source_that_cannot_poll_is_degraded_pool_starting_is_progressing() -> N
         },
     }
     assert health(pool) == {"status": "Progressing", "message": "RayService serviceStatus=unknown"}
+
+
+def test_pool_whose_pod_cannot_start_is_degraded_one_whose_pods_start_is_progressing() -> None:
+    message = 'pod cpu-x7k2p-head-9tq4d container ray: Back-off pulling image "docker.io/baton/pool:nope"'
+
+    def pool(reason: str) -> dict:
+        return {
+            "kind": "ModelPool",
+            "metadata": {"name": "cpu", "generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [
+                    condition(
+                        "Ready", "False", "RayService serviceStatus=unknown", reason="RayServiceNotRunning"
+                    ),
+                    condition("PodsReady", "False", message, reason=reason),
+                ],
+            },
+        }
+
+    assert health(pool("ImagePullBackOff")) == {"status": "Degraded", "message": message}
+    assert health(pool(PODS_STARTING))["status"] == "Progressing"
 
 
 def test_benchmark_ready_is_healthy() -> None:

@@ -580,6 +580,13 @@ def test_the_candidate_keeps_its_whole_record_and_the_history_a_summary() -> Non
     )
     _, again = advance(resource, [shown], observe(healthy(CANDIDATE)), later(201))
     assert not actions_of(again, UpdateCandidateStatus)  # level-triggered: nothing left to write
+    # Once the next rollout began, the deployment holds the record no more: the candidate keeps it,
+    # its decision keeps the evidence, and no second Event repeats the decision.
+    offered = [shown, candidate("v3", created="2026-11-29T05:30:00Z")]
+    for moment in (202, 203, 204):
+        resource, result = advance(resource, offered, observe(healthy(CANDIDATE)), later(moment))
+        assert not [u for u in actions_of(result, UpdateCandidateStatus) if u.candidate == "medical-v2"]
+    assert resource.status.candidate.version == "v3" and resource.status.record == []
 
 
 def test_a_record_lost_in_a_crash_reaches_the_candidate_even_after_the_next_rollout_began() -> None:
@@ -649,6 +656,9 @@ def test_a_regression_during_the_bake_rolls_back_to_the_previous_champion() -> N
     )
     assert [d.verdict for d in status.history] == [Verdict.REJECT, Verdict.PROMOTE]
     assert RemoveRevision(CANDIDATE) in done.actions
+    (event,) = actions_of(done, EmitEvent)
+    assert (event.type, event.reason) == ("Warning", "RolledBack")
+    assert event.message.endswith("; v1 serves again"), "the champion changed back: not 'unchanged'"
     assert actions_of(done, UpdateCandidateStatus)[0].phase == Phase.ROLLED_BACK
     _, later_on = advance(resource, offered, observe(healthy(CHAMPION)), later(300))
     assert later_on.status.candidate is None  # a version rolled back after its bake is not offered again

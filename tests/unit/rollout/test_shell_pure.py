@@ -59,6 +59,7 @@ def test_ray_service_is_owned_by_the_pool_and_carries_every_revision() -> None:
     names = [application["name"] for application in config["applications"]]
     assert names == ["baton", f"medical.{CHAMPION}", f"medical.{CANDIDATE}"]
     assert body["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
+    assert body["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
 
 
 def test_only_the_ingress_user_config_changes_with_the_weights() -> None:
