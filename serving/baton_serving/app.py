@@ -38,6 +38,7 @@ from baton_serving.artifacts import ArtifactError, fetch_verified
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_DEPLOYMENT,
+    DeploymentRoute,
     EngineArgs,
     EngineKind,
     IngressArgs,
@@ -54,6 +55,7 @@ from baton_serving.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIError,
+    check_response_schema,
     parse_request,
     sse_event,
 )
@@ -214,6 +216,33 @@ class EngineServer:
 class _LiveDeployment:
     router: Router
     revisions: dict[str, RevisionRoute]
+    contract: DeploymentRoute
+    # Why the deployment's default response schema cannot be used, if it cannot (checked once per
+    # routing table, with the bounds a client's schema gets).
+    schema_refusal: str | None = None
+
+    def generation(self, body: ChatCompletionRequest | CompletionRequest, revision: str) -> GenerationRequest:
+        generation = body.generation(self.contract, self.revisions[revision].context_length)
+        relies_on_default = isinstance(body, ChatCompletionRequest) and body.response_format is None
+        if self.schema_refusal is not None and relies_on_default:
+            # The deployment's configuration is at fault, not the client: a 5xx, on every revision alike.
+            raise OpenAIError(
+                500,
+                f"the deployment's default response schema is refused: {self.schema_refusal}",
+                error_type="server_error",
+            )
+        return generation
+
+
+def _schema_refusal(deployment: DeploymentRoute, limits: RequestLimits) -> str | None:
+    if deployment.default_json_schema is None:
+        return None
+    try:
+        check_response_schema(deployment.default_json_schema, limits)
+    except ValueError as error:
+        logger.error("deployment %s: default response schema refused: %s", deployment.name, error)
+        return str(error)
+    return None
 
 
 @dataclass(frozen=True)
@@ -319,6 +348,8 @@ class OpenAIIngress:
             live[deployment.name] = _LiveDeployment(
                 router=Router(deployment.name, deployment.route),
                 revisions={revision.name: revision for revision in deployment.revisions},
+                contract=deployment,
+                schema_refusal=_schema_refusal(deployment, self._limits),
             )
         self._deployments = live
         current = {(d, r) for d, deployment in live.items() for r in deployment.revisions}
@@ -474,7 +505,7 @@ class OpenAIIngress:
             body = await loop.run_in_executor(self._cpu, parse_request, raw, wire, self._limits)
             live, revision = self._route(body.model, http.headers)
             labels = (self._pool, body.model, revision)
-            generation = body.generation(live.revisions[revision].context_length)
+            generation = live.generation(body, revision)
         except OpenAIError as error:
             self._record_failure(labels, endpoint, error, started)
             return _error_response(error)

@@ -20,6 +20,7 @@ from baton_serving.wire import DIGEST_PATTERN, Quantization
 
 SERVE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DEFAULT_STICKY_HEADER = "X-Baton-Session"
+DEFAULT_MAX_OUTPUT_TOKENS = 256
 
 
 class _Strict(BaseModel):
@@ -119,7 +120,29 @@ class RoutePolicy(_Strict):
         return self
 
 
-class DeploymentSpec(_Strict):
+class EndpointContract(_Strict):
+    """What a deployment promises its clients whichever revision answers; the ingress enforces it.
+
+    Part of the routing table, so changing it reaches the running ingress without a restart.
+    """
+
+    max_output_tokens: int = Field(
+        default=DEFAULT_MAX_OUTPUT_TOKENS,
+        ge=1,
+        description="Most output tokens a client may ask for: a larger `max_tokens` (or "
+        "`max_completion_tokens`) is refused with 400, never clamped, so a client never gets a "
+        "shorter answer than it asked for without being told. A request that asks for none gets "
+        "this many, at most half the context window.",
+    )
+    default_json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema that constrains the answer to every chat request without a "
+        "`response_format` (a client's own `response_format` wins, `text` included); such answers "
+        "count in the structured-output validity metric against it.",
+    )
+
+
+class DeploymentSpec(EndpointContract):
     """One domain endpoint: the OpenAI `model` name clients use, and the revisions behind it."""
 
     name: str = Field(
@@ -260,7 +283,7 @@ class RevisionRoute(_Strict):
     context_length: int = Field(ge=16, description="Context window in tokens.")
 
 
-class DeploymentRoute(_Strict):
+class DeploymentRoute(EndpointContract):
     """Routing state of one deployment, delivered to the ingress as part of its `user_config`."""
 
     name: str = Field(description="Deployment name (the OpenAI `model`).", pattern=SERVE_NAME_PATTERN)
@@ -285,6 +308,8 @@ def route_table(pool: PoolConfig) -> RouteTable:
                     for r in deployment.revisions
                 ],
                 route=deployment.route,
+                max_output_tokens=deployment.max_output_tokens,
+                default_json_schema=deployment.default_json_schema,
             )
             for deployment in pool.deployments
         ]

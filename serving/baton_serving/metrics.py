@@ -62,8 +62,8 @@ IN_FLIGHT = Gauge(
 )
 STRUCTURED_OUTPUTS = Counter(
     "baton_structured_outputs",
-    "Answers to JSON-schema response formats, by endpoint and whether they parse and validate against "
-    "the schema.",
+    "Answers constrained by a JSON schema (the request's response_format or the deployment's default), "
+    "by endpoint and whether they parse and validate against it.",
     [*REVISION_LABELS, "endpoint", "valid"],
 )
 SHADOW_COMPARISONS = Counter(

@@ -17,10 +17,9 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from baton_serving.config import RequestLimits
+from baton_serving.config import EndpointContract, RequestLimits
 from baton_serving.engines import GenerationRequest
-
-DEFAULT_MAX_TOKENS = 256
+from baton_serving.wire import field_path
 
 
 class OpenAIError(Exception):
@@ -70,14 +69,6 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def field_path(loc: tuple[int | str, ...]) -> str | None:
-    """A pydantic error location as a field path: `messages[3].content`."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path or None
-
-
 class JsonSchemaFormat(_Wire):
     """`response_format.json_schema`: the schema the answer must follow."""
 
@@ -91,20 +82,25 @@ class JsonSchemaFormat(_Wire):
     @field_validator("schema_")
     @classmethod
     def _is_a_schema(cls, schema: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        limits = _limits(info)
-        if json_depth(schema) > limits.max_schema_depth:
-            raise ValueError(f"nests deeper than {limits.max_schema_depth} levels")
-        if len(json.dumps(schema, separators=(",", ":"))) > limits.max_schema_bytes:
-            raise ValueError(f"is larger than {limits.max_schema_bytes} bytes")
-        try:
-            validator_for(schema).check_schema(schema)
-        except SchemaError as error:
-            # Where in the schema, and the meta-schema rule it breaks; never the offending value.
-            where = (field_path(tuple(error.path)) or "the root")[:MAX_PATH_CHARS]
-            raise ValueError(f"not a valid JSON Schema: {where} fails {error.validator!r}") from error
-        except RecursionError as error:  # a `$ref` cycle the meta-schema check follows
-            raise ValueError("not a valid JSON Schema: it refers to itself without end") from error
+        check_response_schema(schema, _limits(info))
         return schema
+
+
+def check_response_schema(schema: dict[str, Any], limits: RequestLimits) -> None:
+    """Raise ValueError unless `schema` is a JSON Schema within `limits`: a client's
+    `response_format` schema, or a deployment's default one, before any engine compiles it."""
+    if json_depth(schema) > limits.max_schema_depth:
+        raise ValueError(f"nests deeper than {limits.max_schema_depth} levels")
+    if len(json.dumps(schema, separators=(",", ":"))) > limits.max_schema_bytes:
+        raise ValueError(f"is larger than {limits.max_schema_bytes} bytes")
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as error:
+        # Where in the schema, and the meta-schema rule it breaks; never the offending value.
+        where = (field_path(tuple(error.path)) or "the root")[:MAX_PATH_CHARS]
+        raise ValueError(f"not a valid JSON Schema: {where} fails {error.validator!r}") from error
+    except RecursionError as error:  # a `$ref` cycle the meta-schema check follows
+        raise ValueError("not a valid JSON Schema: it refers to itself without end") from error
 
 
 class ResponseFormat(_Wire):
@@ -197,8 +193,11 @@ class ChatCompletionRequest(_SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1, description="Newer name of `max_tokens`.")
     response_format: ResponseFormat | None = Field(default=None, description="Structured output.")
 
-    def json_schema(self) -> dict[str, Any] | None:
-        if self.response_format is None or self.response_format.type == "text":
+    def json_schema(self, default: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The schema the answer must follow: the client's, else the deployment's `default`."""
+        if self.response_format is None:
+            return default
+        if self.response_format.type == "text":
             return None
         if self.response_format.type == "json_object":
             return {"type": "object"}
@@ -208,27 +207,35 @@ class ChatCompletionRequest(_SamplingRequest):
             )
         return self.response_format.json_schema.schema_
 
-    def generation(self, context_length: int) -> GenerationRequest:
+    def generation(self, contract: EndpointContract, context_length: int) -> GenerationRequest:
+        if self.max_completion_tokens is not None:
+            requested, param = self.max_completion_tokens, "max_completion_tokens"
+        else:
+            requested, param = self.max_tokens, "max_tokens"
         return GenerationRequest(
             kind="chat",
             messages=[message.for_engine() for message in self.messages],
-            max_tokens=checked_max_tokens(self.max_completion_tokens or self.max_tokens, context_length),
+            max_tokens=checked_max_tokens(requested, param, contract.max_output_tokens, context_length),
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop or [],
             seed=self.seed,
-            json_schema=self.json_schema(),
+            json_schema=self.json_schema(contract.default_json_schema),
         )
 
 
 class CompletionRequest(_SamplingRequest):
     prompt: str = Field(description="The text to continue.")
 
-    def generation(self, context_length: int) -> GenerationRequest:
+    def generation(self, contract: EndpointContract, context_length: int) -> GenerationRequest:
+        """A plain completion: bounded like a chat request, never constrained by a schema (the
+        completions API has no `response_format`)."""
         return GenerationRequest(
             kind="completion",
             prompt=self.prompt,
-            max_tokens=checked_max_tokens(self.max_tokens, context_length),
+            max_tokens=checked_max_tokens(
+                self.max_tokens, "max_tokens", contract.max_output_tokens, context_length
+            ),
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop or [],
@@ -236,15 +243,25 @@ class CompletionRequest(_SamplingRequest):
         )
 
 
-def checked_max_tokens(requested: int | None, context_length: int) -> int:
+def checked_max_tokens(requested: int | None, param: str, cap: int, context_length: int) -> int:
+    """The output tokens to generate: what the client asked for, refused with 400 past the deployment's
+    cap (`maxOutputTokens`) or the context window; the cap, at most half the window, when it asked
+    for none. Refused, not clamped, as OpenAI does: a clamped request would come back cut short with
+    `finish_reason: length` and nothing to tell the client that it was not what it asked for."""
     if requested is None:
-        return min(DEFAULT_MAX_TOKENS, context_length // 2)
+        return min(cap, context_length // 2)
+    if requested > cap:
+        raise OpenAIError(
+            400,
+            f"{param} is {requested}, but this deployment allows at most {cap} output tokens",
+            param=param,
+        )
     if requested >= context_length:
         raise OpenAIError(
             400,
-            f"max_tokens is {requested}, but this model's context length is {context_length} tokens "
+            f"{param} is {requested}, but this model's context length is {context_length} tokens "
             "(prompt and completion together)",
-            param="max_tokens",
+            param=param,
         )
     return requested
 

@@ -22,6 +22,15 @@ SHADOW_ENDPOINT = "shadow"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
+def field_path(loc: tuple[int | str, ...]) -> str | None:
+    """A validation error's location as the field path both APIs print: `messages[3].content`,
+    `spec.rollout.steps[1].weight` (OpenAI's `param`, the Kubernetes API server's field path)."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or None
+
+
 def is_client_error(status: int) -> bool:
     """A 4xx: the request's fault. It never counts against the revision it was routed to (as an
     error, a latency or a canary sample), or a client could force a rollback with bad requests."""

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from baton_serving.wire import DIGEST_PATTERN, Quantization
+from baton_serving.wire import DIGEST_PATTERN, Quantization, field_path
 
 GROUP = "baton.dev"
 VERSION = "v1alpha1"
@@ -25,6 +26,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# The pydantic error type of a broken cross-field `Rule`.
+RULE_ERROR = "rule"
 
 
 class BatonModel(BaseModel):
@@ -51,8 +54,9 @@ class BatonModel(BaseModel):
         extra = type(self).model_config.get("json_schema_extra")
         for rule in extra.rules if isinstance(extra, Rules) else ():
             if not rule.holds(self):
-                where = f"{rule.field_path.lstrip('.')}: " if rule.field_path else ""
-                raise ValueError(f"{where}{rule.message}")
+                # The rule's own field path travels in ctx: pydantic locates the error at this
+                # model, the API server at `fieldPath` below it (`api_location` joins the two).
+                raise PydanticCustomError(RULE_ERROR, rule.message, {"field_path": rule.field_path or ""})
         return self
 
 
@@ -92,6 +96,28 @@ class Rules:
 def with_rules(*rules: Rule) -> ConfigDict:
     """The model config of a BatonModel whose instances must satisfy `rules`."""
     return BatonModel.model_config | ConfigDict(json_schema_extra=Rules(*rules))
+
+
+def api_location(error: ErrorDetails) -> tuple[str | int, ...]:
+    """Where a pydantic validation error is, as the API server locates the same refusal.
+
+    Pydantic puts a cross-field rule's error at the model that declares it and may add validator
+    tags (`function-after[...]`) to `loc`; the API server names the rule's `fieldPath` below that
+    model and knows no tags. `field_path(api_location(error))` is then the path `kubectl` prints,
+    e.g. `spec.rollout.steps[1].weight` or, for a rule, `spec.analysis.margin`.
+    """
+    location = tuple(part for part in error["loc"] if not _is_validator_tag(part))
+    rule_path = (error.get("ctx") or {}).get("field_path", "") if error["type"] == RULE_ERROR else ""
+    return location + tuple(part for part in rule_path.split(".") if part)
+
+
+def api_field_path(error: ErrorDetails) -> str:
+    """`api_location` in the API server's notation (`spec.rollout.steps[1].weight`)."""
+    return field_path(api_location(error)) or "(document)"
+
+
+def _is_validator_tag(part: str | int) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
 
 
 class ArtifactFormat(StrEnum):

@@ -26,6 +26,7 @@ from baton.api.common import (
     with_rules,
 )
 from baton.api.decision import Decision
+from baton_serving.config import DEFAULT_MAX_OUTPUT_TOKENS
 
 # A rollout's record: the offline decision, at most 20 canary steps, the bake and the final verdict.
 RECORD_LIMIT = 24
@@ -55,16 +56,39 @@ class ModelVersion(BatonModel):
 class EngineSettings(BatonModel):
     """Engine knobs that apply to every revision of the deployment."""
 
+    model_config = with_rules(
+        Rule(
+            cel="self.maxOutputTokens < self.contextLength",
+            holds=lambda self: self.max_output_tokens < self.context_length,
+            message="maxOutputTokens must be less than contextLength: the prompt needs room in the window",
+            field_path=".maxOutputTokens",
+        )
+    )
+
     context_length: int = Field(default=512, ge=16, le=131072, description="Context window in tokens.")
     max_output_tokens: int = Field(
-        default=256, ge=1, le=32768, description="Upper bound on `max_tokens` a client may request."
+        default=DEFAULT_MAX_OUTPUT_TOKENS,
+        ge=1,
+        le=32768,
+        description=(
+            "Most output tokens a client may ask for: a request with a larger `max_tokens` (or "
+            "`max_completion_tokens`) is refused with 400 in OpenAI's error shape, never clamped into a "
+            "shorter answer than asked for. A request that asks for none gets this many, at most half the "
+            "context window. Less than `contextLength`."
+        ),
     )
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads per llama.cpp replica.")
     replicas: int = Field(default=1, ge=1, le=64, description="Engine replicas per revision.")
 
 
 class StructuredOutput(BatonModel):
-    """The deployment's default structured-output contract (clients may still send their own)."""
+    """The deployment's default structured-output contract (clients may still send their own).
+
+    The ingress constrains the answer to every chat request that sends no `response_format` to
+    `jsonSchema`, and counts those answers in the structured-output validity metric (a `validity`
+    online metric) against it. A schema the ingress refuses (not a JSON Schema, or past the pool's
+    request limits) fails those requests with 500: the deployment is misconfigured, not the client.
+    """
 
     name: str = Field(
         min_length=1, max_length=64, description="Schema name, as in OpenAI's `json_schema.name`."
@@ -310,6 +334,16 @@ class ReplacementPolicy(BatonModel):
 class ModelDeploymentSpec(BatonModel):
     """One domain endpoint: which pool, which model, how to replace it."""
 
+    model_config = with_rules(
+        Rule(
+            cel="self.runtime != 'kserve' || !has(self.structuredOutput)",
+            holds=lambda self: self.runtime != Runtime.KSERVE or self.structured_output is None,
+            message="structuredOutput needs baton's ingress: runtime llamacpp or vllm, not kserve",
+            field_path=".structuredOutput",
+            reason="FieldValueForbidden",
+        )
+    )
+
     domain: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Domain, e.g. `medical`.")
     pool: str = Field(
         pattern=DNS_LABEL_PATTERN, max_length=63, description="ModelPool that serves this endpoint."
@@ -318,7 +352,12 @@ class ModelDeploymentSpec(BatonModel):
     runtime: Runtime = Field(default=Runtime.LLAMACPP, description="`llamacpp`, `vllm` or `kserve`.")
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine settings.")
     structured_output: StructuredOutput | None = Field(
-        default=None, description="Default JSON schema of the endpoint's structured output."
+        default=None,
+        description=(
+            "Default JSON schema of the endpoint's answers: chat requests without a `response_format` "
+            "are constrained to it and their validity is the online `validity` metric. Not for "
+            "`runtime: kserve` (baton's ingress enforces it)."
+        ),
     )
     rollout: RolloutStrategy = Field(default_factory=RolloutStrategy, description="Canary strategy.")
     analysis: AnalysisSpec = Field(

@@ -26,6 +26,8 @@ from baton.api import (
     UnknownKindError,
     parse_resource,
 )
+from baton.api.common import api_field_path, api_location
+from baton_serving.wire import field_path
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -168,32 +170,16 @@ def _label_of(document: dict[str, Any]) -> str:
 
 
 def _validation_problems(path: Path, node: yaml.Node, label: str, error: ValidationError) -> list[Problem]:
-    problems = []
-    for detail in error.errors(include_url=False):
-        location = [part for part in detail["loc"] if not _is_validator_tag(part)]
-        problems.append(
-            Problem(
-                path,
-                line_of(node, location),
-                detail["msg"],
-                resource=label,
-                field=format_field_path(location),
-            )
+    return [
+        Problem(
+            path,
+            line_of(node, api_location(detail)),
+            detail["msg"],
+            resource=label,
+            field=api_field_path(detail),
         )
-    return problems
-
-
-def _is_validator_tag(part: str | int) -> bool:
-    # Validators add their own name to `loc` (e.g. `function-after[...]`); it is not a YAML key.
-    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
-
-
-def format_field_path(location: Sequence[str | int]) -> str:
-    """`spec.analysis.benchmarks[0].name`, as `kubectl` prints field paths."""
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"
+        for detail in error.errors(include_url=False)
+    ]
 
 
 def line_of(node: yaml.Node, location: Sequence[str | int]) -> int:
@@ -269,7 +255,7 @@ def reference_problems(resources: ResourceSet) -> list[Problem]:
                 origin.line_of(field),
                 f"no {kind} named {name!r} in the input",
                 resource=origin.label,
-                field=format_field_path(field),
+                field=field_path(tuple(field)),
             )
         )
 

@@ -158,6 +158,10 @@ def _deployment_spec(deployment: ModelDeployment, placed: set[str]) -> Deploymen
             shadow=split.shadow if split.shadow in kept else None,
             sticky_header=deployment.spec.rollout.sticky_session_header,
         ),
+        max_output_tokens=deployment.spec.engine.max_output_tokens,
+        default_json_schema=structured.json_schema
+        if (structured := deployment.spec.structured_output)
+        else None,
     )
 
 

@@ -119,3 +119,19 @@ def test_capacity_counts_workers_and_headroom() -> None:
 )
 def test_parse_quantity(text, value) -> None:
     assert parse_quantity(text) == value
+
+
+def test_the_endpoint_contract_reaches_the_ingress_routing_table() -> None:
+    """`engine.maxOutputTokens` and `structuredOutput` are what the ingress enforces, not decoration."""
+    from baton_serving.config import route_table
+
+    schema = {"type": "object", "properties": {"urgency": {"type": "string"}}, "required": ["urgency"]}
+    served = deployment(
+        in_phase(Phase.CANARY).status,
+        engine={"contextLength": 256, "maxOutputTokens": 32},
+        structuredOutput={"name": "triage", "jsonSchema": schema},
+    )
+    (route,) = route_table(render_pool(pool(), [served]).config).deployments
+    assert (route.max_output_tokens, route.default_json_schema) == (32, schema)
+    (plain,) = route_table(render_pool(pool(), [in_phase(Phase.CANARY)]).config).deployments
+    assert (plain.max_output_tokens, plain.default_json_schema) == (256, None)

@@ -4,16 +4,20 @@ import json
 
 import pytest
 
-from baton_serving.config import RequestLimits
+from baton_serving.config import EndpointContract, RequestLimits
 from baton_serving.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIError,
-    field_path,
     parse_request,
 )
+from baton_serving.wire import field_path
 
 pytestmark = pytest.mark.unit
+
+
+OPEN = EndpointContract(max_output_tokens=64)
+TRIAGE = {"type": "object", "properties": {"urgency": {"enum": ["low", "high"]}}, "required": ["urgency"]}
 
 
 def chat(**fields) -> bytes:
@@ -24,7 +28,7 @@ def chat(**fields) -> bytes:
 
 def test_a_valid_chat_request_becomes_a_generation_request():
     request = parse_request(chat(max_tokens=8, stop="\n"), ChatCompletionRequest)
-    generation = request.generation(context_length=128)
+    generation = request.generation(OPEN, context_length=128)
     assert generation.kind == "chat" and generation.max_tokens == 8 and generation.stop == ["\n"]
 
 
@@ -57,7 +61,7 @@ def test_max_tokens_beyond_the_context_is_refused():
         json.dumps({"model": "m", "prompt": "x", "max_tokens": 10_000}).encode(), CompletionRequest
     )
     with pytest.raises(OpenAIError, match="context length is 128") as error:
-        request.generation(context_length=128)
+        request.generation(EndpointContract(max_output_tokens=100_000), context_length=128)
     assert error.value.param == "max_tokens"
 
 
@@ -67,7 +71,42 @@ def test_json_schema_response_format_is_passed_as_the_schema():
         chat(response_format={"type": "json_schema", "json_schema": {"name": "triage", "schema": schema}}),
         ChatCompletionRequest,
     )
-    assert request.generation(128).json_schema == schema
+    assert request.generation(OPEN, 128).json_schema == schema
+    # The client's own schema wins over the deployment's default.
+    assert request.generation(EndpointContract(default_json_schema=TRIAGE), 128).json_schema == schema
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": 65}, "max_tokens"),
+        ({"max_completion_tokens": 65, "max_tokens": 8}, "max_completion_tokens"),
+    ],
+)
+def test_max_tokens_beyond_the_deployments_cap_is_refused_naming_the_field(fields, param):
+    request = parse_request(chat(**fields), ChatCompletionRequest)
+    with pytest.raises(OpenAIError, match="allows at most 64 output tokens") as error:
+        request.generation(OPEN, context_length=512)
+    assert (error.value.status, error.value.param) == (400, param)
+    assert request.generation(EndpointContract(max_output_tokens=65), 512).max_tokens == 65
+
+
+def test_a_request_that_asks_for_no_length_gets_the_cap_within_half_the_window():
+    request = parse_request(chat(), ChatCompletionRequest)
+    assert request.generation(OPEN, context_length=512).max_tokens == 64
+    assert request.generation(OPEN, context_length=100).max_tokens == 50
+
+
+def test_the_deployments_schema_constrains_chat_requests_that_send_none():
+    contract = EndpointContract(max_output_tokens=64, default_json_schema=TRIAGE)
+    assert parse_request(chat(), ChatCompletionRequest).generation(contract, 128).json_schema == TRIAGE
+    # `text` is the client's explicit choice of no schema; `json_object` its own loose one.
+    text = parse_request(chat(response_format={"type": "text"}), ChatCompletionRequest)
+    assert text.generation(contract, 128).json_schema is None
+    loose = parse_request(chat(response_format={"type": "json_object"}), ChatCompletionRequest)
+    assert loose.generation(contract, 128).json_schema == {"type": "object"}
+    completion = parse_request(json.dumps({"model": "m", "prompt": "x"}).encode(), CompletionRequest)
+    assert completion.generation(contract, 128).json_schema is None
 
 
 SECRET = "do-not-echo-4f1c"
@@ -161,7 +200,7 @@ def test_content_part_arrays_are_text():
             {"role": "assistant", "content": None, "refusal": None, "tool_calls": None},
         ]
     )
-    messages = parse_request(raw, ChatCompletionRequest).generation(128).messages
+    messages = parse_request(raw, ChatCompletionRequest).generation(OPEN, 128).messages
     assert messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Chest\npain"},
