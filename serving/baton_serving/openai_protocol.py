@@ -11,6 +11,7 @@ validation context.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from jsonschema import SchemaError
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from baton_serving.config import RequestLimits
 from baton_serving.engines import GenerationRequest
+from baton_serving.framing import Answer, Timing
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -41,11 +43,13 @@ class OpenAIError(Exception):
         }
 
 
-class _Wire(BaseModel):
+class WireModel(BaseModel):
+    """A client request body (or a part of one): a field it does not know is refused, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-WireT = TypeVar("WireT", bound=_Wire)
+WireT = TypeVar("WireT", bound=WireModel)
 DEFAULT_LIMITS = RequestLimits()
 # A path inside a client's schema (its keys are the client's text) or a decoder's message is cut
 # short when an error names it.
@@ -78,7 +82,7 @@ def field_path(loc: tuple[int | str, ...]) -> str | None:
     return path or None
 
 
-class JsonSchemaFormat(_Wire):
+class JsonSchemaFormat(WireModel):
     """`response_format.json_schema`: the schema the answer must follow."""
 
     name: str = Field(description="Name of the schema.")
@@ -107,18 +111,18 @@ class JsonSchemaFormat(_Wire):
         return schema
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(WireModel):
     """`response_format`: plain text, any JSON object, or JSON following a schema."""
 
     type: Literal["text", "json_object", "json_schema"] = Field(description="Kind of output.")
     json_schema: JsonSchemaFormat | None = Field(default=None, description="Required for `json_schema`.")
 
 
-class StreamOptions(_Wire):
+class StreamOptions(WireModel):
     include_usage: bool = Field(default=False, description="Send a final chunk with token usage.")
 
 
-class _SamplingRequest(_Wire):
+class _SamplingRequest(WireModel):
     model: str = Field(description="The deployment name.")
     max_tokens: int | None = Field(default=None, ge=1, description="Upper bound on output tokens.")
     temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature.")
@@ -129,6 +133,20 @@ class _SamplingRequest(_Wire):
     stream: bool = Field(default=False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = Field(default=None, description="Streaming options.")
     user: str | None = Field(default=None, description="End-user id (not logged).")
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="Sample among the k likeliest tokens (0: all). An extension of OpenAI's API, as in "
+        "llama.cpp's and vLLM's servers; unset leaves the engine's default.",
+    )
+    repeat_penalty: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Penalty on repeating recent tokens (1: none). An extension of OpenAI's API, as in "
+        "llama.cpp's server (vLLM's `repetition_penalty`); unset leaves the engine's default.",
+    )
     presence_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
 
@@ -138,6 +156,17 @@ class _SamplingRequest(_Wire):
         if stop is not None and not isinstance(stop, str | list):
             raise ValueError("must be a string or an array of strings")
         return [stop] if isinstance(stop, str) else stop
+
+    def sampling(self) -> dict[str, Any]:
+        """The `GenerationRequest` fields that chat and completion requests share."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+            "stop": self.stop or [],
+            "seed": self.seed,
+        }
 
     @field_validator("stop")
     @classmethod
@@ -150,7 +179,7 @@ class _SamplingRequest(_Wire):
         return stop
 
 
-class TextPart(_Wire):
+class TextPart(WireModel):
     """One part of a message's content array; only text parts are supported."""
 
     type: Literal["text"] = Field(description="Part kind; only `text`.")
@@ -213,11 +242,8 @@ class ChatCompletionRequest(_SamplingRequest):
             kind="chat",
             messages=[message.for_engine() for message in self.messages],
             max_tokens=checked_max_tokens(self.max_completion_tokens or self.max_tokens, context_length),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop or [],
-            seed=self.seed,
             json_schema=self.json_schema(),
+            **self.sampling(),
         )
 
 
@@ -229,10 +255,7 @@ class CompletionRequest(_SamplingRequest):
             kind="completion",
             prompt=self.prompt,
             max_tokens=checked_max_tokens(self.max_tokens, context_length),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop or [],
-            seed=self.seed,
+            **self.sampling(),
         )
 
 
@@ -272,10 +295,10 @@ def _first_lone_surrogate(value: Any) -> tuple[int | str, ...] | None:
     return None
 
 
-def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS) -> WireT:
-    """Decode and validate a request body, or raise a 4xx naming the first offending field.
+def decode_body(raw: bytes, limits: RequestLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """A request body as a JSON object within the limits, or a 4xx saying what is wrong with it.
 
-    CPU-bound (JSON decoding, JSON-schema checks): the ingress runs it off its event loop.
+    Every wire format the ingress speaks decodes its bodies here, so each bound holds for all.
     """
     if len(raw) > limits.max_body_bytes:
         raise OpenAIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
@@ -299,6 +322,13 @@ def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAUL
         raise OpenAIError(
             400, f"{param or 'request body'}: a string holds a lone UTF-16 surrogate", param=param
         )
+    return payload
+
+
+def validate_body(
+    payload: dict[str, Any], model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS
+) -> WireT:
+    """A decoded body as `model`, or a 400 naming the first offending field (never its value)."""
     try:
         return model.model_validate(payload, context=limits)
     except ValidationError as error:
@@ -307,8 +337,44 @@ def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAUL
         raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from error
 
 
+def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS) -> WireT:
+    """Decode and validate a request body, or raise a 4xx naming the first offending field.
+
+    CPU-bound (JSON decoding, JSON-schema checks): the ingress runs it off its event loop.
+    """
+    return validate_body(decode_body(raw, limits), model, limits)
+
+
 def sse_event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class OpenAIFraming:
+    """OpenAI's framing (`baton_serving.framing.Framing`): JSON answers, SSE streams ending in `[DONE]`."""
+
+    model: str = ""
+    include_usage: bool = False
+    media_type: str = "text/event-stream"
+    collects: bool = False
+
+    def chunk(self, chunk: dict[str, Any], now: str) -> bytes:
+        if not chunk["choices"] and not self.include_usage:  # the usage-only chunk, unasked for
+            return b""
+        return sse_event({**chunk, "model": self.model})
+
+    def end(self, answer: Answer, timing: Timing) -> bytes:
+        return SSE_DONE
+
+    def stream_error(self, error: OpenAIError) -> bytes:
+        return sse_event(error.body())
+
+    def error_body(self, error: OpenAIError) -> dict[str, Any]:
+        return error.body()
+
+
+def openai_framing(body: ChatCompletionRequest | CompletionRequest) -> OpenAIFraming:
+    return OpenAIFraming(body.model, bool(body.stream_options and body.stream_options.include_usage))
