@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
 
 import httpx
 import ollama
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from baton.evidence.samples import Counts, parse_exposition
 from baton_serving.config import PoolConfig
+from tests.integration.serving.test_pool import Triage
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,6 @@ POOL = "ollama-pool"
 SECRET = "do-not-echo-7f3a"
 FUZZ_EXAMPLES = 300
 FUZZ_BUDGET_S = 180.0
-
-
-class Triage(BaseModel):
-    urgency: Literal["low", "medium", "high"]
-    age: int
-    regression: bool
 
 
 @pytest.fixture(scope="module")
