@@ -51,7 +51,6 @@ from baton_serving.config import (
     engine_app_name,
 )
 from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
-from baton_serving.framing import Answer, Framing, Timing
 from baton_serving.ollama_protocol import (
     OLLAMA_VERSION,
     OllamaChatRequest,
@@ -61,10 +60,13 @@ from baton_serving.ollama_protocol import (
     parse_ollama,
 )
 from baton_serving.openai_protocol import (
+    Answer,
     ChatCompletionRequest,
     CompletionRequest,
+    Framing,
     OpenAIError,
     OpenAIFraming,
+    Timing,
     openai_framing,
     parse_request,
 )

@@ -26,11 +26,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from baton_serving.config import DeploymentRoute, EngineKind, RequestLimits, RevisionRoute
-from baton_serving.framing import Answer, Timing
 from baton_serving.openai_protocol import (
+    Answer,
     ChatCompletionRequest,
     CompletionRequest,
     OpenAIError,
+    Timing,
     WireModel,
     decode_body,
     validate_body,
@@ -347,7 +348,7 @@ def _done(answer: Answer, timing: Timing) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class OllamaFraming:
-    """Ollama's framing (`baton_serving.framing.Framing`) of one request.
+    """Ollama's framing (`openai_protocol.Framing`) of one request.
 
     Non-streaming answers are decoded as streams too (`collects`), so their timings are measured
     like a stream's: `prompt_eval_duration` is the time to the first token. A request that only

@@ -1,5 +1,8 @@
 """The OpenAI wire format the ingress accepts: request bodies, the error shape and SSE framing.
 
+It is also the ingress's one request path: other wire formats (`ollama_protocol`) decode with
+`decode_body`, translate into these request models and frame answers through `Framing`.
+
 Requests are validated here, before any engine is involved, so a malformed or oversized request
 costs little and gets a 4xx in OpenAI's error shape naming the offending field path
 (`messages[3].content`); no message repeats what the client sent. Every parse failure is a 4xx:
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -20,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from baton_serving.config import RequestLimits
 from baton_serving.engines import GenerationRequest
-from baton_serving.framing import Answer, Timing
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -352,9 +354,62 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+# ---------------------------------------------------------------------------------------------
+# Framing. The ingress parses every request into one `GenerationRequest`, routes it with the same
+# router and records it with the same metrics, whichever API the client speaks (OpenAI's here, or
+# Ollama's, translated onto this path by `ollama_protocol`). Only the framing differs: the error
+# shape, how stream chunks are written (SSE or NDJSON) and how a stream ends. Each wire format
+# implements `Framing` with pure functions of the engine's OpenAI-shaped chunks and of the times
+# the ingress measured, so it is tested without Ray.
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a finished request left for metrics, traces, the shadow comparison and the framing."""
+
+    text: str
+    usage: dict[str, int]
+    finish_reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a request arrived and how its time divided, as measured by the ingress."""
+
+    created_at: str  # RFC 3339, UTC
+    total_ns: int
+    prompt_eval_ns: int  # arrival to the first output token
+    eval_ns: int  # first output token to the last
+
+
+class Framing(Protocol):
+    """The wire format of one request's answer."""
+
+    media_type: str  # of a streamed answer
+    # A non-streaming answer is decoded as a stream and written whole by `end`; otherwise it is the
+    # engine's whole OpenAI-shaped response.
+    collects: bool
+
+    def chunk(self, chunk: dict[str, Any], now: str) -> bytes:
+        """What one engine stream chunk becomes on the wire (possibly nothing)."""
+        ...
+
+    def end(self, answer: Answer, timing: Timing) -> bytes:
+        """What ends a stream (or, if `collects`, the whole non-streaming body)."""
+        ...
+
+    def stream_error(self, error: OpenAIError) -> bytes:
+        """What ends a stream the engine failed in (the status line is already sent)."""
+        ...
+
+    def error_body(self, error: OpenAIError) -> dict[str, Any]:
+        """An error answered with its HTTP status, in this format's shape."""
+        ...
+
+
 @dataclass(frozen=True)
 class OpenAIFraming:
-    """OpenAI's framing (`baton_serving.framing.Framing`): JSON answers, SSE streams ending in `[DONE]`."""
+    """OpenAI's framing (`Framing`): JSON answers, SSE streams ending in `[DONE]`."""
 
     model: str = ""
     include_usage: bool = False

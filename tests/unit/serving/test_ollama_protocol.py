@@ -8,7 +8,6 @@ import pytest
 
 from baton_serving.config import DeploymentRoute, RequestLimits
 from baton_serving.engines import GenerationRequest
-from baton_serving.framing import Answer, Timing
 from baton_serving.ollama_protocol import (
     OllamaChatRequest,
     OllamaFraming,
@@ -22,7 +21,7 @@ from baton_serving.ollama_protocol import (
     show,
     tags,
 )
-from baton_serving.openai_protocol import OpenAIError, parse_request
+from baton_serving.openai_protocol import Answer, OpenAIError, Timing, parse_request
 
 pytestmark = pytest.mark.unit
 
