@@ -335,7 +335,8 @@ def validate_body(
         return model.model_validate(payload, context=limits)
     except ValidationError as error:
         first = error.errors(include_input=False, include_url=False)[0]
-        param = field_path(first["loc"])
+        # An unknown field's path is the client's key: named, but cut short like a schema path.
+        param = (field_path(first["loc"]) or "")[:MAX_PATH_CHARS] or None
         raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from error
 
 

@@ -208,7 +208,12 @@ def test_a_request_without_messages_or_prompt_only_loads(client):
             400,
             "options.num_predict",
         ),
-        ("/api/generate", {"model": "medical", "prompt": SECRET, "options": {SECRET: 1}}, 400, "options."),
+        (
+            "/api/generate",
+            {"model": "medical", "prompt": SECRET, "options": {"bogus": 1}},
+            400,
+            "options.bogus",
+        ),
         ("/api/chat", {"model": "medical", "messages": [], "tools": [{"name": SECRET}]}, 400, "tools"),
         (
             "/api/chat",

@@ -213,6 +213,11 @@ def test_bad_requests_are_400_naming_the_ollama_field_never_its_value(body, wire
     assert SECRET not in framed["error"].removeprefix(param)
 
 
+def test_an_unknown_key_is_named_but_cut_short():
+    error = refusal({"model": "medical", "prompt": "x", "options": {"k" * 5000: 1}}, OllamaGenerateRequest)
+    assert error.status == 400 and error.param.startswith("options.k") and len(error.param) <= 120
+
+
 def test_body_level_limits_are_the_shared_ones():
     assert refusal(b"x" * (LIMITS.max_body_bytes + 1)).status == 413
     assert refusal(b"{not json").status == 400
