@@ -20,9 +20,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from baton_serving import metrics
+from baton_serving import metrics, ollama_protocol
 from baton_serving.artifacts import ArtifactError, fetch_verified
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
@@ -50,14 +51,25 @@ from baton_serving.config import (
     engine_app_name,
 )
 from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
+from baton_serving.ollama_protocol import (
+    OLLAMA_VERSION,
+    OllamaChatRequest,
+    OllamaFraming,
+    OllamaGenerateRequest,
+    OllamaShowRequest,
+    parse_ollama,
+)
 from baton_serving.openai_protocol import (
-    SSE_DONE,
+    Answer,
     ChatCompletionRequest,
     CompletionRequest,
+    Framing,
     OpenAIError,
+    OpenAIFraming,
+    Timing,
     check_response_schema,
+    openai_framing,
     parse_request,
-    sse_event,
 )
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
@@ -246,6 +258,19 @@ def _schema_refusal(deployment: DeploymentRoute, limits: RequestLimits) -> str |
 
 
 @dataclass(frozen=True)
+class _InFlight:
+    """A routed request on its way through an engine: what recording and framing its end needs."""
+
+    labels: tuple[str, str, str]
+    endpoint: str
+    started: float
+    generation: GenerationRequest
+    span: Any
+    live: _LiveDeployment
+    framing: Framing
+
+
+@dataclass(frozen=True)
 class _EngineHandles:
     unary: DeploymentHandle
     streaming: DeploymentHandle
@@ -258,20 +283,95 @@ class _EngineHandles:
         return cls(unary, unary.options(stream=True))
 
 
-@dataclass
-class _Answer:
-    """What a finished request left for metrics, traces and the shadow comparison."""
+@dataclass(frozen=True)
+class _Parsed:
+    """A request as the shared path takes it, whichever wire format it came in."""
 
-    text: str
-    usage: dict[str, int]
-    finish_reasons: list[str]
+    model: str  # the deployment
+    body: ChatCompletionRequest | CompletionRequest | None  # None: Ollama's "load the model"
+    framing: Framing
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """One inference route: its `endpoint` metric label, its parser, and how it frames early errors."""
+
+    endpoint: str
+    parse: Callable[[bytes, RequestLimits], _Parsed]
+    errors: Framing
+
+
+def _openai_parser(wire: type[ChatCompletionRequest | CompletionRequest]) -> Callable[..., _Parsed]:
+    def parse(raw: bytes, limits: RequestLimits) -> _Parsed:
+        body = parse_request(raw, wire, limits)
+        return _Parsed(body.model, body, openai_framing(body))
+
+    return parse
+
+
+def _ollama_parser(wire: type[OllamaChatRequest | OllamaGenerateRequest]) -> Callable[..., _Parsed]:
+    kind = "chat" if wire is OllamaChatRequest else "generate"
+
+    def parse(raw: bytes, limits: RequestLimits) -> _Parsed:
+        request = parse_ollama(raw, wire, limits)
+        framing = OllamaFraming(kind, request.wire.model, request.wire.stream)
+        return _Parsed(ollama_protocol.deployment_of(request.wire.model), request.openai, framing)
+
+    return parse
+
+
+OPENAI_CHAT = _Dialect("chat_completions", _openai_parser(ChatCompletionRequest), OpenAIFraming())
+OPENAI_COMPLETIONS = _Dialect("completions", _openai_parser(CompletionRequest), OpenAIFraming())
+OLLAMA_CHAT = _Dialect("ollama_chat", _ollama_parser(OllamaChatRequest), OllamaFraming("chat"))
+OLLAMA_GENERATE = _Dialect(
+    "ollama_generate", _ollama_parser(OllamaGenerateRequest), OllamaFraming("generate")
+)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Progress:
+    """What a decoding stream has produced so far, and when its first token came."""
+
+    started: float
+    arrived: str
+    pieces: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reasons: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if not chunk["choices"]:
+            self.usage = chunk.get("usage") or {}
+            return
+        text = _chunk_text(chunk)
+        if text and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.pieces.append(text)
+        if chunk["choices"][0].get("finish_reason"):
+            self.finish_reasons.append(chunk["choices"][0]["finish_reason"])
+
+    def answer(self) -> Answer:
+        return Answer("".join(self.pieces), self.usage, self.finish_reasons)
+
+    def timing(self, finished: float) -> Timing:
+        first = self.first_token_at or finished
+        return Timing(
+            created_at=self.arrived,
+            total_ns=int((finished - self.started) * 1e9),
+            prompt_eval_ns=int((first - self.started) * 1e9),
+            eval_ns=int((finished - first) * 1e9),
+        )
 
 
 fastapi_app = FastAPI(title="baton", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _error_response(error: OpenAIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+def _error_response(framing: Framing, error: OpenAIError) -> JSONResponse:
+    return JSONResponse(framing.error_body(error), status_code=error.status)
 
 
 def _as_openai_error(error: BaseException) -> OpenAIError:
@@ -329,6 +429,8 @@ class OpenAIIngress:
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingress-cpu")
         self._tracer = RequestTracer(TracingConfig.model_validate(tracing), pool)
         self._deployments: dict[str, _LiveDeployment] = {}
+        # Each deployment's route and when it last changed (Ollama's `modified_at`).
+        self._routes: dict[str, tuple[DeploymentRoute, str]] = {}
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[tuple[str, str], asyncio.Task] = {}
         self._answered: dict[tuple[str, str], asyncio.Event] = {}
@@ -352,6 +454,13 @@ class OpenAIIngress:
                 schema_refusal=_schema_refusal(deployment, self._limits),
             )
         self._deployments = live
+        applied = _rfc3339(datetime.now(UTC))
+        self._routes = {
+            route.name: self._routes[route.name]
+            if route.name in self._routes and self._routes[route.name][0] == route
+            else (route, applied)
+            for route in table.deployments
+        }
         current = {(d, r) for d, deployment in live.items() for r in deployment.revisions}
         for key in set(self._status) - current:
             self._status.pop(key)
@@ -462,11 +571,49 @@ class OpenAIIngress:
 
     @fastapi_app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
-        return await self._serve(request, "chat")
+        return await self._serve(request, OPENAI_CHAT)
 
     @fastapi_app.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
-        return await self._serve(request, "completion")
+        return await self._serve(request, OPENAI_COMPLETIONS)
+
+    # --- Ollama's API (docs/ollama.md) --------------------------------------------------------
+
+    @fastapi_app.post("/api/chat")
+    async def ollama_chat(self, request: Request) -> Response:
+        return await self._serve(request, OLLAMA_CHAT)
+
+    @fastapi_app.post("/api/generate")
+    async def ollama_generate(self, request: Request) -> Response:
+        return await self._serve(request, OLLAMA_GENERATE)
+
+    @fastapi_app.get("/api/version")
+    async def ollama_version(self) -> dict[str, str]:
+        return {"version": OLLAMA_VERSION}
+
+    @fastapi_app.get("/api/tags")
+    async def ollama_tags(self) -> dict[str, Any]:
+        return ollama_protocol.tags(self._listed(self._deployments))
+
+    @fastapi_app.get("/api/ps")
+    async def ollama_ps(self) -> dict[str, Any]:
+        return ollama_protocol.running(self._listed(name for name in self._deployments if self._ready(name)))
+
+    @fastapi_app.post("/api/show")
+    async def ollama_show(self, http: Request) -> Response:
+        framing = OLLAMA_CHAT.errors
+        try:
+            raw = await _read_body(http, self._limits.max_body_bytes)
+            name = parse_request(raw, OllamaShowRequest, self._limits).deployment()  # a small body
+            if name not in self._deployments:
+                raise OpenAIError(404, "model not found", param="model")
+        except OpenAIError as error:
+            return _error_response(framing, error)
+        [(route, modified_at)] = self._listed([name])
+        return JSONResponse(ollama_protocol.show(route, modified_at))
+
+    def _listed(self, names: Any) -> list[tuple[DeploymentRoute, str]]:
+        return [self._routes[name] for name in names if name in self._routes]
 
     # --- request handling --------------------------------------------------------------------
 
@@ -494,109 +641,114 @@ class OpenAIIngress:
         except NoServableRevisionError as error:
             raise OpenAIError(503, str(error), error_type="service_unavailable") from error
 
-    async def _serve(self, http: Request, kind: str) -> Response:
+    async def _serve(self, http: Request, dialect: _Dialect) -> Response:
+        """Every inference request, whichever wire format: parse, route, generate, record, frame."""
         started = time.perf_counter()
-        endpoint = "chat_completions" if kind == "chat" else "completions"
+        progress = _Progress(started, _rfc3339(datetime.now(UTC)))
+        endpoint = dialect.endpoint
         labels = (self._pool, metrics.UNROUTED, metrics.UNROUTED)
+        framing = dialect.errors
         try:
             raw = await _read_body(http, self._limits.max_body_bytes)
-            wire = ChatCompletionRequest if kind == "chat" else CompletionRequest
             loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(self._cpu, parse_request, raw, wire, self._limits)
-            live, revision = self._route(body.model, http.headers)
-            labels = (self._pool, body.model, revision)
+            parsed = await loop.run_in_executor(self._cpu, dialect.parse, raw, self._limits)
+            framing = parsed.framing
+            live, revision = self._route(parsed.model, http.headers)
+            if parsed.body is None:  # Ollama's "load the model": it is loaded, nothing to generate
+                loaded = Answer("", {}, ["load"])
+                return Response(framing.end(loaded, progress.timing(started)), media_type="application/json")
+            labels = (self._pool, parsed.model, revision)
+            body = parsed.body
             generation = live.generation(body, revision)
         except OpenAIError as error:
             self._record_failure(labels, endpoint, error, started)
-            return _error_response(error)
+            return _error_response(framing, error)
         parameters = {
             "max_tokens": generation.max_tokens,
             "temperature": body.temperature,
             "top_p": body.top_p,
         }
         span = self._tracer.start_request_span(
-            "chat" if kind == "chat" else "text_completion", body.model, parameters
+            "chat" if generation.kind == "chat" else "text_completion", body.model, parameters
         )
         engine = self._engines[(body.model, revision)]
         in_flight = metrics.IN_FLIGHT.labels(*labels)
         in_flight.inc()
-        if not body.stream:
+        request = _InFlight(labels, endpoint, started, generation, span, live, framing)
+        if not body.stream and not framing.collects:
             try:
                 result = await engine.unary.generate.remote(generation)
             except Exception as error:
                 in_flight.dec()
-                return self._fail(labels, endpoint, _as_openai_error(error), started, span)
+                return self._fail(request, _as_openai_error(error))
             in_flight.dec()
             result["model"] = body.model
-            answer = _Answer(
+            answer = Answer(
                 _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
             )
-            await self._finish(labels, endpoint, started, None, answer, generation, span, live, body)
+            await self._finish(request, None, answer)
             return JSONResponse(result, headers={REVISION_HEADER: revision})
         stream = engine.streaming.stream.remote(generation)
         try:
             first = await stream.__anext__()
         except Exception as error:
             in_flight.dec()
-            return self._fail(labels, endpoint, _as_openai_error(error), started, span)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = self._stream_events(
-            first, stream, labels, endpoint, started, generation, span, live, body, include_usage
+            return self._fail(request, _as_openai_error(error))
+        if not body.stream:
+            return await self._collect(first, stream, request, progress, revision)
+        events = self._stream_events(first, stream, request, progress)
+        return StreamingResponse(events, media_type=framing.media_type, headers={REVISION_HEADER: revision})
+
+    async def _collect(
+        self, first: list[dict[str, Any]], stream: Any, request: _InFlight, progress: _Progress, revision: str
+    ) -> Response:
+        """A non-streaming answer decoded as a stream, so its timings are measured like a stream's."""
+        batch: list[dict[str, Any]] | None = first
+        try:
+            while batch is not None:
+                for chunk in batch:
+                    progress.add(chunk)
+                batch = await anext(stream, None)
+        except Exception as error:
+            return self._fail(request, _as_openai_error(error))
+        finally:
+            metrics.IN_FLIGHT.labels(*request.labels).dec()
+        finished = time.perf_counter()
+        answer = progress.answer()
+        # No time to first token is recorded: the client saw none (as for OpenAI's non-streaming answers).
+        await self._finish(request, None, answer)
+        return Response(
+            request.framing.end(answer, progress.timing(finished)),
+            media_type="application/json",
+            headers={REVISION_HEADER: revision},
         )
-        return StreamingResponse(events, media_type="text/event-stream", headers={REVISION_HEADER: revision})
 
     async def _stream_events(
-        self,
-        first: list[dict[str, Any]],
-        stream: Any,
-        labels: tuple[str, str, str],
-        endpoint: str,
-        started: float,
-        generation: GenerationRequest,
-        span: Any,
-        live: _LiveDeployment,
-        body: Any,
-        include_usage: bool,
+        self, first: list[dict[str, Any]], stream: Any, request: _InFlight, progress: _Progress
     ) -> AsyncIterator[bytes]:
-        first_token_at: float | None = None
-        pieces: list[str] = []
-        usage: dict[str, int] = {}
-        finish_reasons: list[str] = []
+        framing = request.framing
         failed: OpenAIError | None = None
         batch: list[dict[str, Any]] | None = first
         try:
             while batch is not None:
+                now = _rfc3339(datetime.now(UTC))
                 events: list[bytes] = []  # one HTTP write per engine batch, not per token
                 for chunk in batch:
-                    chunk["model"] = body.model
-                    if not chunk["choices"]:
-                        usage = chunk.get("usage") or {}
-                        if include_usage:
-                            events.append(sse_event(chunk))
-                        continue
-                    text = _chunk_text(chunk)
-                    if text and first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    pieces.append(text)
-                    if chunk["choices"][0].get("finish_reason"):
-                        finish_reasons.append(chunk["choices"][0]["finish_reason"])
-                    events.append(sse_event(chunk))
-                if events:
+                    progress.add(chunk)
+                    events.append(framing.chunk(chunk, now))
+                if any(events):
                     yield b"".join(events)
                 batch = await anext(stream, None)
-            yield SSE_DONE
+            yield framing.end(progress.answer(), progress.timing(time.perf_counter()))
         except Exception as error:  # the engine failed mid-stream: the status line is already sent
             failed = _as_openai_error(error)
-            yield sse_event(failed.body())
+            yield framing.stream_error(failed)
         finally:
-            metrics.IN_FLIGHT.labels(*labels).dec()
+            metrics.IN_FLIGHT.labels(*request.labels).dec()
             if failed is not None:
-                self._fail(labels, endpoint, failed, started, span)
+                self._fail(request, failed)
             else:
-                answer = _Answer("".join(pieces), usage, finish_reasons)
-                await self._finish(
-                    labels, endpoint, started, first_token_at, answer, generation, span, live, body
-                )
+                await self._finish(request, progress.first_token_at, progress.answer())
 
     def _record_failure(
         self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float
@@ -609,32 +761,24 @@ class OpenAIIngress:
         metrics.REQUEST_ERRORS.labels(*labels, endpoint, error.error_type).inc()
         metrics.REQUEST_DURATION.labels(*labels, endpoint).observe(time.perf_counter() - started)
 
-    def _fail(
-        self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float, span: Any
-    ) -> JSONResponse:
-        self._record_failure(labels, endpoint, error, started)
-        self._tracer.record_error(span, error.error_type, error.message)
-        span.end()
-        return _error_response(error)
+    def _fail(self, request: _InFlight, error: OpenAIError) -> JSONResponse:
+        self._record_failure(request.labels, request.endpoint, error, request.started)
+        self._tracer.record_error(request.span, error.error_type, error.message)
+        request.span.end()
+        return _error_response(request.framing, error)
 
-    async def _finish(
-        self,
-        labels: tuple[str, str, str],
-        endpoint: str,
-        started: float,
-        first_token_at: float | None,
-        answer: _Answer,
-        generation: GenerationRequest,
-        span: Any,
-        live: _LiveDeployment,
-        body: Any,
-    ) -> None:
+    async def _finish(self, request: _InFlight, first_token_at: float | None, answer: Answer) -> None:
+        labels, generation = request.labels, request.generation
         finished = time.perf_counter()
-        await self._record_answer(labels, endpoint, started, finished, first_token_at, answer, generation)
+        await self._record_answer(
+            labels, request.endpoint, request.started, finished, first_token_at, answer, generation
+        )
         prompt = generation.messages if generation.kind == "chat" else generation.prompt
-        self._tracer.record_answer(span, labels[2], answer.usage, answer.finish_reasons, prompt, answer.text)
-        span.end()
-        shadow = live.router.shadow_for(labels[2], self._ready(labels[1]))
+        self._tracer.record_answer(
+            request.span, labels[2], answer.usage, answer.finish_reasons, prompt, answer.text
+        )
+        request.span.end()
+        shadow = request.live.router.shadow_for(labels[2], self._ready(labels[1]))
         if shadow is not None:
             task = asyncio.create_task(self._mirror(labels[1], shadow, generation, answer.text))
             self._background.add(task)
@@ -647,7 +791,7 @@ class OpenAIIngress:
         started: float,
         finished: float,
         first_token_at: float | None,
-        answer: _Answer,
+        answer: Answer,
         generation: GenerationRequest,
     ) -> None:
         metrics.REQUESTS.labels(*labels, endpoint, "200").inc()
@@ -683,7 +827,7 @@ class OpenAIIngress:
             self._record_failure(labels, SHADOW_ENDPOINT, _as_openai_error(error), started)
             metrics.SHADOW_COMPARISONS.labels(*labels, "error").inc()
             return
-        answer = _Answer(
+        answer = Answer(
             _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
         )
         await self._record_answer(

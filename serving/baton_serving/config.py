@@ -281,6 +281,11 @@ class RevisionRoute(_Strict):
     name: str = Field(description="Revision name.", pattern=SERVE_NAME_PATTERN)
     engine: EngineKind = Field(description="Inference engine of the revision.")
     context_length: int = Field(ge=16, description="Context window in tokens.")
+    digest: str | None = Field(
+        default=None, pattern=DIGEST_PATTERN, description="Digest of the artifact (model listings show it)."
+    )
+    quantization: Quantization | None = Field(default=None, description="Weight format of the artifact.")
+    size_bytes: int | None = Field(default=None, ge=1, description="Size of the artifact in bytes.")
 
 
 class DeploymentRoute(EndpointContract):
@@ -304,7 +309,14 @@ def route_table(pool: PoolConfig) -> RouteTable:
             DeploymentRoute(
                 name=deployment.name,
                 revisions=[
-                    RevisionRoute(name=r.name, engine=r.engine, context_length=r.context_length)
+                    RevisionRoute(
+                        name=r.name,
+                        engine=r.engine,
+                        context_length=r.context_length,
+                        digest=r.artifact.digest,
+                        quantization=r.quantization,
+                        size_bytes=r.artifact.size_bytes,
+                    )
                     for r in deployment.revisions
                 ],
                 route=deployment.route,

@@ -1,5 +1,8 @@
 """The OpenAI wire format the ingress accepts: request bodies, the error shape and SSE framing.
 
+It is also the ingress's one request path: other wire formats (`ollama_protocol`) decode with
+`decode_body`, translate into these request models and frame answers through `Framing`.
+
 Requests are validated here, before any engine is involved, so a malformed or oversized request
 costs little and gets a 4xx in OpenAI's error shape naming the offending field path
 (`messages[3].content`); no message repeats what the client sent. Every parse failure is a 4xx:
@@ -11,7 +14,8 @@ validation context.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -40,11 +44,13 @@ class OpenAIError(Exception):
         }
 
 
-class _Wire(BaseModel):
+class WireModel(BaseModel):
+    """A client request body (or a part of one): a field it does not know is refused, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-WireT = TypeVar("WireT", bound=_Wire)
+WireT = TypeVar("WireT", bound=WireModel)
 DEFAULT_LIMITS = RequestLimits()
 # A path inside a client's schema (its keys are the client's text) or a decoder's message is cut
 # short when an error names it.
@@ -69,7 +75,7 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-class JsonSchemaFormat(_Wire):
+class JsonSchemaFormat(WireModel):
     """`response_format.json_schema`: the schema the answer must follow."""
 
     name: str = Field(description="Name of the schema.")
@@ -103,18 +109,18 @@ def check_response_schema(schema: dict[str, Any], limits: RequestLimits) -> None
         raise ValueError("not a valid JSON Schema: it refers to itself without end") from error
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(WireModel):
     """`response_format`: plain text, any JSON object, or JSON following a schema."""
 
     type: Literal["text", "json_object", "json_schema"] = Field(description="Kind of output.")
     json_schema: JsonSchemaFormat | None = Field(default=None, description="Required for `json_schema`.")
 
 
-class StreamOptions(_Wire):
+class StreamOptions(WireModel):
     include_usage: bool = Field(default=False, description="Send a final chunk with token usage.")
 
 
-class _SamplingRequest(_Wire):
+class _SamplingRequest(WireModel):
     model: str = Field(description="The deployment name.")
     max_tokens: int | None = Field(default=None, ge=1, description="Upper bound on output tokens.")
     temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature.")
@@ -125,6 +131,20 @@ class _SamplingRequest(_Wire):
     stream: bool = Field(default=False, description="Answer as server-sent events.")
     stream_options: StreamOptions | None = Field(default=None, description="Streaming options.")
     user: str | None = Field(default=None, description="End-user id (not logged).")
+    top_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="Sample among the k likeliest tokens (0: all). An extension of OpenAI's API, as in "
+        "llama.cpp's and vLLM's servers; unset leaves the engine's default.",
+    )
+    repeat_penalty: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Penalty on repeating recent tokens (1: none). An extension of OpenAI's API, as in "
+        "llama.cpp's server (vLLM's `repetition_penalty`); unset leaves the engine's default.",
+    )
     presence_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description="Accepted; not applied.")
 
@@ -134,6 +154,17 @@ class _SamplingRequest(_Wire):
         if stop is not None and not isinstance(stop, str | list):
             raise ValueError("must be a string or an array of strings")
         return [stop] if isinstance(stop, str) else stop
+
+    def sampling(self) -> dict[str, Any]:
+        """The `GenerationRequest` fields that chat and completion requests share."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+            "stop": self.stop or [],
+            "seed": self.seed,
+        }
 
     @field_validator("stop")
     @classmethod
@@ -146,7 +177,7 @@ class _SamplingRequest(_Wire):
         return stop
 
 
-class TextPart(_Wire):
+class TextPart(WireModel):
     """One part of a message's content array; only text parts are supported."""
 
     type: Literal["text"] = Field(description="Part kind; only `text`.")
@@ -216,11 +247,8 @@ class ChatCompletionRequest(_SamplingRequest):
             kind="chat",
             messages=[message.for_engine() for message in self.messages],
             max_tokens=checked_max_tokens(requested, param, contract.max_output_tokens, context_length),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop or [],
-            seed=self.seed,
             json_schema=self.json_schema(contract.default_json_schema),
+            **self.sampling(),
         )
 
 
@@ -236,10 +264,7 @@ class CompletionRequest(_SamplingRequest):
             max_tokens=checked_max_tokens(
                 self.max_tokens, "max_tokens", contract.max_output_tokens, context_length
             ),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop or [],
-            seed=self.seed,
+            **self.sampling(),
         )
 
 
@@ -289,10 +314,10 @@ def _first_lone_surrogate(value: Any) -> tuple[int | str, ...] | None:
     return None
 
 
-def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS) -> WireT:
-    """Decode and validate a request body, or raise a 4xx naming the first offending field.
+def decode_body(raw: bytes, limits: RequestLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """A request body as a JSON object within the limits, or a 4xx saying what is wrong with it.
 
-    CPU-bound (JSON decoding, JSON-schema checks): the ingress runs it off its event loop.
+    Every wire format the ingress speaks decodes its bodies here, so each bound holds for all.
     """
     if len(raw) > limits.max_body_bytes:
         raise OpenAIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
@@ -316,12 +341,28 @@ def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAUL
         raise OpenAIError(
             400, f"{param or 'request body'}: a string holds a lone UTF-16 surrogate", param=param
         )
+    return payload
+
+
+def validate_body(
+    payload: dict[str, Any], model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS
+) -> WireT:
+    """A decoded body as `model`, or a 400 naming the first offending field (never its value)."""
     try:
         return model.model_validate(payload, context=limits)
     except ValidationError as error:
         first = error.errors(include_input=False, include_url=False)[0]
-        param = field_path(first["loc"])
+        # An unknown field's path is the client's key: named, but cut short like a schema path.
+        param = (field_path(first["loc"]) or "")[:MAX_PATH_CHARS] or None
         raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from error
+
+
+def parse_request(raw: bytes, model: type[WireT], limits: RequestLimits = DEFAULT_LIMITS) -> WireT:
+    """Decode and validate a request body, or raise a 4xx naming the first offending field.
+
+    CPU-bound (JSON decoding, JSON-schema checks): the ingress runs it off its event loop.
+    """
+    return validate_body(decode_body(raw, limits), model, limits)
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:
@@ -329,3 +370,84 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing. The ingress parses every request into one `GenerationRequest`, routes it with the same
+# router and records it with the same metrics, whichever API the client speaks (OpenAI's here, or
+# Ollama's, translated onto this path by `ollama_protocol`). Only the framing differs: the error
+# shape, how stream chunks are written (SSE or NDJSON) and how a stream ends. Each wire format
+# implements `Framing` with pure functions of the engine's OpenAI-shaped chunks and of the times
+# the ingress measured, so it is tested without Ray.
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a finished request left for metrics, traces, the shadow comparison and the framing."""
+
+    text: str
+    usage: dict[str, int]
+    finish_reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a request arrived and how its time divided, as measured by the ingress."""
+
+    created_at: str  # RFC 3339, UTC
+    total_ns: int
+    prompt_eval_ns: int  # arrival to the first output token
+    eval_ns: int  # first output token to the last
+
+
+class Framing(Protocol):
+    """The wire format of one request's answer."""
+
+    media_type: str  # of a streamed answer
+    # A non-streaming answer is decoded as a stream and written whole by `end`; otherwise it is the
+    # engine's whole OpenAI-shaped response.
+    collects: bool
+
+    def chunk(self, chunk: dict[str, Any], now: str) -> bytes:
+        """What one engine stream chunk becomes on the wire (possibly nothing)."""
+        ...
+
+    def end(self, answer: Answer, timing: Timing) -> bytes:
+        """What ends a stream (or, if `collects`, the whole non-streaming body)."""
+        ...
+
+    def stream_error(self, error: OpenAIError) -> bytes:
+        """What ends a stream the engine failed in (the status line is already sent)."""
+        ...
+
+    def error_body(self, error: OpenAIError) -> dict[str, Any]:
+        """An error answered with its HTTP status, in this format's shape."""
+        ...
+
+
+@dataclass(frozen=True)
+class OpenAIFraming:
+    """OpenAI's framing (`Framing`): JSON answers, SSE streams ending in `[DONE]`."""
+
+    model: str = ""
+    include_usage: bool = False
+    media_type: str = "text/event-stream"
+    collects: bool = False
+
+    def chunk(self, chunk: dict[str, Any], now: str) -> bytes:
+        if not chunk["choices"] and not self.include_usage:  # the usage-only chunk, unasked for
+            return b""
+        return sse_event({**chunk, "model": self.model})
+
+    def end(self, answer: Answer, timing: Timing) -> bytes:
+        return SSE_DONE
+
+    def stream_error(self, error: OpenAIError) -> bytes:
+        return sse_event(error.body())
+
+    def error_body(self, error: OpenAIError) -> dict[str, Any]:
+        return error.body()
+
+
+def openai_framing(body: ChatCompletionRequest | CompletionRequest) -> OpenAIFraming:
+    return OpenAIFraming(body.model, bool(body.stream_options and body.stream_options.include_usage))

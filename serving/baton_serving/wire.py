@@ -16,8 +16,9 @@ REVISION_HEADER = "X-Baton-Revision"
 # The ingress's per-revision engine statuses ({deployment: {revision: {ready, error}}}).
 REVISIONS_PATH = "/v1/baton/revisions"
 METRICS_PATH = "/metrics"
-# `endpoint` label values of client traffic, and of a revision's answers to mirrored requests.
-CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions"})
+# `endpoint` label values of client traffic (OpenAI's API and Ollama's: the canary counts both),
+# and of a revision's answers to mirrored requests.
+CLIENT_ENDPOINTS = frozenset({"chat_completions", "completions", "ollama_chat", "ollama_generate"})
 SHADOW_ENDPOINT = "shadow"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 

@@ -40,13 +40,15 @@ class GenerationRequest:
     prompt: str = ""
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None  # None: the engine's default
+    repeat_penalty: float | None = None  # None: the engine's default; each engine has its own name
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
 
     def sampling(self, stream: bool) -> dict[str, Any]:
-        """The OpenAI-named sampling arguments both engines take as they are."""
-        return {
+        """The sampling arguments both engines take under these names (top_k only when set)."""
+        arguments: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -54,6 +56,9 @@ class GenerationRequest:
             "seed": self.seed,
             "stream": stream,
         }
+        if self.top_k is not None:
+            arguments["top_k"] = self.top_k
+        return arguments
 
 
 class Engine(Protocol):

@@ -84,6 +84,8 @@ class LlamaCppEngine:
 
     def _run(self, request: GenerationRequest, stream: bool, logits_processor: Any = None) -> Any:
         options: dict[str, Any] = {**request.sampling(stream), "logits_processor": logits_processor}
+        if request.repeat_penalty is not None:
+            options["repeat_penalty"] = request.repeat_penalty
         if request.json_schema is not None:
             # Key order is part of the contract: the grammar makes the model write fields in the
             # schema's order, so the schema text must not be re-sorted (it also keys the cache).

@@ -61,6 +61,8 @@ def openai_body(model: str, request: GenerationRequest, stream: bool) -> dict[st
     body: dict[str, Any] = {"model": model, **request.sampling(stream)}
     if stream:
         body["stream_options"] = {"include_usage": True}  # baton's streams end with a usage chunk
+    if request.repeat_penalty is not None:
+        body["repetition_penalty"] = request.repeat_penalty  # vLLM's name of it
     if request.kind == "chat":
         body["messages"] = request.messages
     else:

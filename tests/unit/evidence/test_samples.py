@@ -86,6 +86,19 @@ def test_only_requests_after_the_window_opened_count_for_it():
     assert window_samples(Counts(), before, "medical-v2").requests == 5
 
 
+def test_ollama_traffic_counts_like_openai_traffic():
+    """Clients of the Ollama-compatible API are canary samples too (and their 5xx are errors)."""
+    ingress = FakeIngress()
+    window = StepWindow(last=ingress.counts())
+    for endpoint in ("chat_completions", "completions", "ollama_chat", "ollama_generate"):
+        ingress.answer("medical-v2", 0.3, endpoint=endpoint)
+    ingress.answer("medical-v2", 0.7, code="500", endpoint="ollama_chat")
+    ingress.answer("medical-v2", 0.001, code="400", endpoint="ollama_generate")
+    window.add(ingress.counts())
+    samples = window.total.arm("medical-v2")
+    assert (samples.requests, samples.errors, samples.latency.n) == (5, 1, 5)
+
+
 def test_a_clients_4xx_is_neither_a_sample_nor_an_error_of_the_revision():
     """A client sending bad requests that are routed to the candidate cannot force its rollback."""
     ingress = FakeIngress()

@@ -86,3 +86,13 @@ def test_vllm_errors_are_client_errors_only_when_vllm_says_4xx(payload, raised) 
     assert type(error.value) is raised
     with pytest.raises(raised):
         stream_chunks([sse(chunk("a")), sse(payload)])
+
+
+def test_top_k_and_repeat_penalty_reach_vllm_under_its_names_and_only_when_set() -> None:
+    plain = openai_body(
+        "medical", GenerationRequest(kind="completion", max_tokens=4, prompt="x"), stream=False
+    )
+    assert "top_k" not in plain and "repetition_penalty" not in plain
+    tuned = GenerationRequest(kind="completion", max_tokens=4, prompt="x", top_k=5, repeat_penalty=1.3)
+    body = openai_body("medical", tuned, stream=False)
+    assert (body["top_k"], body["repetition_penalty"]) == (5, 1.3) and "repeat_penalty" not in body
