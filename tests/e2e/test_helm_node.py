@@ -271,6 +271,7 @@ def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installe
         ),
         "the pod does not lead",
         report,
+        TIMEOUT_S,
     )
     (container,) = pod["status"]["containerStatuses"]
     stall_s = 35.0
