@@ -241,7 +241,7 @@ class _LiveDeployment:
             raise OpenAIError(
                 500,
                 f"the deployment's default response schema is refused: {self.schema_refusal}",
-                error_type="server_error",
+                error_type=metrics.SERVER_ERROR,
             )
         return generation
 
@@ -381,7 +381,7 @@ def _as_openai_error(error: BaseException) -> OpenAIError:
         return OpenAIError(400, str(cause), param=cause.param)
     if isinstance(cause, EngineUnavailableError):
         return OpenAIError(503, str(cause), error_type="service_unavailable")
-    return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type="server_error")
+    return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type=metrics.SERVER_ERROR)
 
 
 def _answer_text(result: dict[str, Any]) -> str:
@@ -753,7 +753,7 @@ class OpenAIIngress:
     def _record_failure(
         self, labels: tuple[str, str, str], endpoint: str, error: OpenAIError, started: float
     ) -> None:
-        metrics.REQUESTS.labels(*labels, endpoint, str(error.status)).inc()
+        metrics.count_request(labels, endpoint, str(error.status))
         if is_client_error(error.status):
             # The client's fault, not the revision's: it must not count as the revision's error (a
             # client could force a rollback) nor as its latency (a fast refusal is no answer).
@@ -794,7 +794,7 @@ class OpenAIIngress:
         answer: Answer,
         generation: GenerationRequest,
     ) -> None:
-        metrics.REQUESTS.labels(*labels, endpoint, "200").inc()
+        metrics.count_request(labels, endpoint, "200")
         metrics.REQUEST_DURATION.labels(*labels, endpoint).observe(finished - started)
         output_tokens = answer.usage.get("completion_tokens", 0)
         metrics.PROMPT_TOKENS.labels(*labels).inc(answer.usage.get("prompt_tokens", 0))

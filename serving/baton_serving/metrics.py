@@ -34,6 +34,17 @@ REQUEST_ERRORS = Counter(
     "is counted only in baton_requests_total.",
     [*REVISION_LABELS, "endpoint", "type"],
 )
+SERVER_ERROR = "server_error"
+
+
+def count_request(labels: tuple[str, ...], endpoint: str, code: str) -> None:
+    """One answered request. The revision's server-error series exists from its first request on, at
+    0, so an error ratio reads 0 instead of no data before the first failure (and dashboards and
+    alerts find the metric in every scrape)."""
+    REQUESTS.labels(*labels, endpoint, code).inc()
+    REQUEST_ERRORS.labels(*labels, endpoint, SERVER_ERROR)
+
+
 REQUEST_DURATION = Histogram(
     "baton_request_duration_seconds",
     "End-to-end latency of an inference request, as seen by the ingress (a client's 4xx left out).",

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from baton.evidence.samples import parse_exposition
+from baton.evidence.samples import Counts, parse_exposition
 from baton_serving.config import PoolConfig, RequestLimits
 
 pytestmark = pytest.mark.integration
@@ -298,7 +298,8 @@ def test_generated_hostile_requests_never_get_a_500(fuzz_pool):
 
 
 def _candidate_counts(url: str):
-    counts = parse_exposition(httpx.get(f"{url}/metrics", timeout=30).text)["medical"]
+    # Before any request of the deployment its exposition has no series: nothing counted yet.
+    counts = parse_exposition(httpx.get(f"{url}/metrics", timeout=30).text).get("medical", Counts())
     return counts.arm("candidate")
 
 
