@@ -49,7 +49,7 @@ def test_killing_the_operator_anywhere_never_double_promotes(
                 "domain": "medical",
                 "pool": "pool",
                 "model": {"version": "v1", "artifact": _artifact(smoke_gguf)},
-                "engine": {"contextLength": 64},
+                "engine": {"contextLength": 64, "maxOutputTokens": 32},
                 "rollout": {
                     "steps": [
                         {"weight": 10, "pause": "15s", "minRequests": 0},

@@ -168,7 +168,8 @@ def test_a_real_operator_whose_loop_stalls_answers_503_as_shipped(
         return got is not None and got[0] == 200 and got[1].startswith("leading")
 
     wait_for("the operator to lead", leading, 60, diagnose=operator.tail)
-    stall_s = limit + 5
+    # gdb's attach takes up to ~10 s on a loaded 2-core machine, so the stall outlasts it generously.
+    stall_s = limit + 15
     stalled_at = time.monotonic()
     stall = stall_main_thread(operator.popen.pid, stall_s)
     try:
@@ -185,7 +186,7 @@ def test_a_real_operator_whose_loop_stalls_answers_503_as_shipped(
     finally:
         out, _ = stall.communicate(timeout=stall_s + 60)
     print(f"stalled loop: /readyz 503 after {noticed:.1f} s (threshold {limit:.0f} s)")
-    # gdb attaches first (up to ~1 s); the last beat was at most a beat before the stall began.
-    assert limit - BEAT_S <= noticed <= limit + BEAT_S + 3, (noticed, out)
+    # gdb attaches first (~1 s quiet, up to ~10 s loaded); the last beat was at most a beat before.
+    assert limit - BEAT_S <= noticed <= limit + BEAT_S + 10, (noticed, out)
     wait_for("/readyz to recover", leading, 10, diagnose=lambda: out + operator.tail())
     assert operator.popen.poll() is None, "the operator survived the stall"
