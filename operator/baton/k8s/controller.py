@@ -26,7 +26,6 @@ from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from baton.api import ModelDeployment
-from baton.api.common import GROUP, VERSION
 from baton.api.deployment import Runtime
 from baton.evidence.candidates import apply_candidate_update
 from baton.k8s import inference_service
@@ -43,7 +42,7 @@ from baton.k8s.kube import (
 from baton.k8s.pools import Pools
 from baton.k8s.queue import Key, WorkQueue
 from baton.k8s.rayservice import ENGINE_STARTING, deployment_views, observe_revisions
-from baton.k8s.store import candidate_or_none
+from baton.k8s.store import candidate_or_none, refresh
 from baton.k8s.tasks import DEPLOYMENT, EvidenceTasks
 from baton.observability.rollout_metrics import RolloutMetrics
 from baton.rollout import (
@@ -226,7 +225,7 @@ class Controller:
             # Decided on a state that changed since: read it again and decide again.
             log.info("%s; deciding again", conflict)
             plural = "modeldeployments" if kind == DEPLOYMENT else "modelpools"
-            await self.reread(plural, GROUP, VERSION, namespace, name)
+            await asyncio.to_thread(refresh, self.kube, self.objects, plural, namespace, name)
             self.work.enqueue(key)
 
     async def _resync(self, namespace: str | None) -> None:
@@ -264,11 +263,7 @@ class Controller:
         active = ((body.get("status") or {}).get("candidate") or {}).get("candidate")
         if active and (namespace, active) not in self.objects["modelcandidates"]:
             # Never conclude "withdrawn" from the cache alone: ask the API server.
-            found = await asyncio.to_thread(
-                self.kube.get, GROUP, VERSION, "modelcandidates", namespace, active
-            )
-            if found is not None:
-                self.objects["modelcandidates"][(namespace, active)] = found
+            await asyncio.to_thread(refresh, self.kube, self.objects, "modelcandidates", namespace, active)
         candidates = [
             candidate
             for (ns, _), document in list(self.objects["modelcandidates"].items())
@@ -321,14 +316,6 @@ class Controller:
         if any(health.message == ENGINE_STARTING for health in observations.revisions.values()):
             # No RayService event will tell when the model is ready: the ingress is asked again.
             self.work.enqueue_later((DEPLOYMENT, namespace, name), ENGINE_CACHE_S)
-
-    async def reread(self, plural: str, group: str, version: str, namespace: str, name: str) -> None:
-        """Replace a cached object by the API server's current one, after a write found it stale."""
-        found = await asyncio.to_thread(self.kube.get, group, version, plural, namespace, name)
-        if found is None:
-            self.objects[plural].pop((namespace, name), None)
-        else:
-            self.objects[plural][(namespace, name)] = found
 
     async def _engines(self, namespace: str, pool: str) -> Mapping[str, Any] | None:
         """Per-revision engine readiness from the pool's ingress, fetched at most once a second per pool."""

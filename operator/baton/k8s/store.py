@@ -37,6 +37,17 @@ def candidate_or_none(document: dict[str, Any]) -> ModelCandidate | None:
         return None
 
 
+def refresh(kube: Kube, objects: Objects, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The API server's current body of a baton object, put into the view (dropped from it if gone):
+    where the view cannot be trusted, after a write found it stale or before concluding "deleted"."""
+    current = kube.get(GROUP, VERSION, plural, namespace, name)
+    if current is None:
+        objects[plural].pop((namespace, name), None)
+    else:
+        objects[plural][(namespace, name)] = current
+    return current
+
+
 class KubeStore:
     """The `Store` port for one namespace."""
 
@@ -83,11 +94,8 @@ class KubeStore:
             except Conflict:
                 if attempt:
                     raise
-                current = self.kube.get(GROUP, VERSION, plural, self.namespace, name)
-                if current is None:
-                    self.objects[plural].pop(key, None)
+                if refresh(self.kube, self.objects, plural, self.namespace, name) is None:
                     return
-                self.objects[plural][key] = current
                 continue
             if self.objects[plural].get(key, {}).get("status") == status:
                 self.objects[plural][key] = written
