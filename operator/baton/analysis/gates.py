@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 
 from baton.analysis.decision import decide
+from baton.analysis.gain import Footprint, gain_gate
 from baton.analysis.measurements import BenchmarkResult, Measurement
 from baton.analysis.offline import OfflinePolicy, offline_gate
 from baton.analysis.online import (
@@ -48,10 +49,14 @@ LATENCY_MARGIN_SHARE = 0.2
 TOLERANCE = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.VALIDITY: 0.05}
 
 
-def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResult]) -> GateOutcome:
+def offline_outcome(
+    analysis: AnalysisSpec, results: Mapping[str, BenchmarkResult], footprint: Footprint | None = None
+) -> GateOutcome:
     """Every benchmark of the spec through the paired offline gate; critical ones veto on their own.
 
-    A non-critical benchmark's evidence is reported but its verdict never decides.
+    A non-critical benchmark's evidence is reported but its verdict never decides. With
+    `requireGain` the gain gate (`baton.analysis.gain`) decides beside them on the same run: the
+    candidate passes only if it is good enough and measurably cheaper, and both are in the evidence.
     """
     limits = SanityLimits(min_valid_samples=analysis.min_samples, max_error_rate=analysis.max_error_rate)
     critical: list[GateOutcome] = []
@@ -64,8 +69,27 @@ def offline_outcome(analysis: AnalysisSpec, results: Mapping[str, BenchmarkResul
         (critical if reference.critical else advisory).append(outcome)
     deciding = decide(critical or advisory)
     extra = tuple(evidence for outcome in advisory for evidence in outcome.evidence) if critical else ()
-    return GateOutcome(
+    quality = GateOutcome(
         deciding.verdict, deciding.gate, deciding.reason, deciding.message, (deciding.evidence + extra)[:16]
+    )
+    if analysis.require_gain is None:
+        return quality
+    gain = gain_gate(
+        analysis.require_gain,
+        footprint or Footprint(None, None),
+        list(results.values()),
+        alpha=analysis.alpha,
+        min_samples=analysis.min_samples,
+    )
+    both = decide([quality, gain])
+    if both.verdict != Verdict.PROMOTE:
+        return both
+    return GateOutcome(
+        Verdict.PROMOTE,
+        Gate.OFFLINE,
+        quality.reason,
+        f"{quality.message}; {gain.message}",
+        (gain.evidence + quality.evidence)[:16],
     )
 
 

@@ -52,13 +52,18 @@ class BenchmarkRun:
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One revision's result on one item: a score, or the error that prevented scoring."""
+    """One revision's result on one item: a score, or the error that prevented scoring.
+
+    `latency_s` is the whole request; `output_tokens` what the revision generated in it (the
+    response's usage), so a run measures throughput on the very items it scores.
+    """
 
     item_id: str
     revision: str
     score: float | None
     error: str | None
     latency_s: float
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,14 @@ class ModelSourceSpec(BatonModel):
             cel="[has(self.directory), has(self.http)].filter(x, x).size() == 1",
             holds=lambda self: (self.directory is None) != (self.http is None),
             message="exactly one of directory or http must be set",
-        )
+        ),
+        Rule(
+            cel="self.quantizations.all(q, self.quantizations.exists_one(x, x == q))",
+            holds=lambda self: len(set(self.quantizations)) == len(self.quantizations),
+            message="each quantization may be listed once",
+            field_path=".quantizations",
+            reason="FieldValueDuplicate",
+        ),
     )
 
     deployment: str = Field(
@@ -129,6 +136,16 @@ class ModelSourceSpec(BatonModel):
     poll_interval: str = Field(default="30s", pattern=DURATION_PATTERN, description="How often to poll.")
     quantization: Quantization | None = Field(
         default=None, description="Quantization of discovered files when the release does not say."
+    )
+    quantizations: list[Quantization] = Field(
+        default_factory=list,
+        max_length=len(Quantization),
+        description=(
+            "The quantizations to offer, in this order (e.g. cheapest first): each release's files in "
+            "them become one ModelCandidate each, `<deployment>-<version>-<quantization>`, the next "
+            "only once the one before it was decided and not promoted; other quantizations are "
+            "ignored. Empty: one ModelCandidate per version, `<deployment>-<version>`."
+        ),
     )
     candidate_labels: dict[str, str] = Field(
         default_factory=dict, description="Labels put on the ModelCandidates it creates."

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from baton.api.common import BatonModel
+from baton_serving.wire import Quantization
 
 
 class Verdict(StrEnum):
@@ -79,6 +80,13 @@ class Decision(BatonModel):
     verdict: Verdict = Field(description="`Promote`, `Reject`, `Continue` or `Inconclusive`.")
     gate: Gate = Field(description="Which gate decided.")
     candidate: str = Field(description="Version of the candidate the decision is about.")
+    quantization: Quantization | None = Field(
+        default=None,
+        description=(
+            "Quantization of the candidate's artifact: one version may be offered in several, each "
+            "decided on its own."
+        ),
+    )
     reason: str = Field(
         description="CamelCase reason, e.g. `BenchmarkSuperior`, `TooFewSamples`, `ErrorRateSLO`."
     )

@@ -191,6 +191,32 @@ class BenchmarkRef(BatonModel):
     )
 
 
+class GainResource(StrEnum):
+    FILE_SIZE = "fileSize"
+    TOKENS_PER_SECOND = "tokensPerSecond"
+
+
+class RequiredGain(BatonModel):
+    """What a candidate must save over the champion, measured in the benchmark run that judges it.
+
+    Non-inferiority alone lets a candidate be as good and no cheaper; a cheaper quantization is
+    worth a rollout only if it is measurably cheaper, so the gain is a gate of its own.
+    """
+
+    resource: GainResource = Field(
+        description=(
+            "`fileSize`: the candidate's artifact (`sizeBytes`, pinned with its digest) is smaller; "
+            "`tokensPerSecond`: its generation throughput on the benchmark's own items is higher "
+            "(paired per item, judged by the lower confidence bound)."
+        )
+    )
+    at_least: float = Field(
+        gt=0,
+        le=1,
+        description="The gain needed, as a share of the champion's value: `0.2` = 20 % smaller or faster.",
+    )
+
+
 class MetricProvider(StrEnum):
     PROMETHEUS = "prometheus"
     IN_PROCESS = "inProcess"
@@ -258,6 +284,13 @@ class AnalysisSpec(BatonModel):
             reason="FieldValueRequired",
         ),
         Rule(
+            cel="!has(self.requireGain) || size(self.benchmarks) > 0",
+            holds=lambda self: self.require_gain is None or bool(self.benchmarks),
+            message="requireGain is measured in the benchmark run: it needs benchmarks",
+            field_path=".requireGain",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
             cel="self.ungated || size(self.benchmarks) > 0 || size(self.metrics) > 0",
             holds=lambda self: self.ungated or bool(self.benchmarks or self.metrics),
             message=(
@@ -285,6 +318,14 @@ class AnalysisSpec(BatonModel):
     )
     margin: float | None = Field(
         default=None, gt=0, le=1, description="Non-inferiority margin on the score scale [0, 1]."
+    )
+    require_gain: RequiredGain | None = Field(
+        default=None,
+        description=(
+            "A gain the candidate must show in the benchmark run as well as passing the benchmarks "
+            "(e.g. a cheaper quantization of the champion's own version judged by `nonInferiority`); "
+            "a gain that cannot be measured is Inconclusive."
+        ),
     )
     alpha: float = Field(default=0.05, gt=0, le=0.2, description="False-promotion rate the tests control.")
     min_samples: int = Field(

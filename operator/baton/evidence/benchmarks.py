@@ -22,6 +22,7 @@ from baton.api.benchmark import BenchmarkItem
 from baton.api.candidate import BenchmarkScore
 from baton.evidence.core import (
     BenchmarkResult,
+    Footprint,
     BenchmarkRun,
     BenchmarkRunner,
     MetricProvider,
@@ -89,13 +90,21 @@ def run_benchmarks(
             # Every request would fail; the run would only measure that the endpoint is down.
             raise EvidenceError(f"the data plane at {dataplane.base_url} does not answer /v1/models")
         results = {run.benchmark: runner.query(run) for run in runs}
-        outcome = offline_outcome(deployment.spec.analysis, results)
+        outcome = offline_outcome(deployment.spec.analysis, results, footprint(deployment, action))
         scores = benchmark_scores(results)
     except Exception as error:
         failure = TaskFailure.of(f"benchmark {','.join(action.benchmarks)}", error)
         report(store, ("ModelDeployment", deployment.metadata.name), failure)
         outcome, scores = failure.outcome(), []
     return BenchmarkOutcome(OfflineResult(action.candidate, action.benchmarks, outcome), scores)
+
+
+def footprint(deployment: ModelDeployment, action: RunBenchmark) -> Footprint:
+    """The sizes of the two artifacts the run compares, as the status pins them with their digests."""
+    status = deployment.status
+    revisions = [status.champion, status.candidate] if status else []
+    sizes = {revision.revision: revision.artifact.size_bytes for revision in revisions if revision}
+    return Footprint(sizes.get(action.champion), sizes.get(action.candidate))
 
 
 def _benchmark(name: str, document: dict[str, Any] | Benchmark | None) -> Benchmark:

@@ -7,6 +7,7 @@ goes through this module, so a move in the core is re-pointed here alone.
 from __future__ import annotations
 
 from baton.analysis.decision import decide
+from baton.analysis.gain import Footprint
 from baton.analysis.gates import ArmSamples, benchmark_scores, offline_outcome, online_outcome
 from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, Measurement
 from baton.analysis.online import ArmStats, counter_increase
@@ -23,6 +24,7 @@ __all__ = [
     "BenchmarkResult",
     "BenchmarkRun",
     "BenchmarkRunner",
+    "Footprint",
     "GateOutcome",
     "Measurement",
     "MetricProvider",

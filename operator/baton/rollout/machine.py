@@ -241,7 +241,7 @@ def _advance(context: _Context, status: ModelDeploymentStatus) -> _Step:
     spec_model = context.deployment.spec.model
     champion = status.champion
     not_serving_yet = status.phase in (Phase.PENDING, Phase.FAILED) and status.candidate is None
-    if champion is None or (not_serving_yet and champion.version != spec_model.version):
+    if champion is None or (not_serving_yet and not _is(champion, spec_model.version, spec_model.artifact)):
         return _declare_champion(context, status)
     match status.phase:
         case Phase.PENDING | Phase.FAILED if status.candidate is None:
@@ -305,8 +305,13 @@ def _idle(context: _Context, status: ModelDeploymentStatus) -> _Step:
     offer = next((offer for offer in _offers(context, status) if _eligible(context, offer)), None)
     if offer is None:
         return _Step(status)
+    revision = revision_name(context.name, offer.version)
+    if revision == champion.revision:
+        # The champion's own version in another quantization: a revision of its own beside it.
+        slug = offer.artifact.quantization.lower().replace("_", "-")
+        revision = revision_name(context.name, f"{offer.version}-{slug}")
     candidate = RevisionStatus(
-        revision=revision_name(context.name, offer.version),
+        revision=revision,
         version=offer.version,
         candidate=offer.candidate,
         artifact=offer.artifact,
@@ -385,8 +390,7 @@ def _start_canary(context: _Context, status: ModelDeploymentStatus, decision: De
     status.canary = CanaryStatus(step=0, steps=len(steps), step_started_at=context.stamp)
     status.canary_weight = steps[0].weight
     if decision is not None:
-        status.last_decision = decision
-        _record(status, decision)
+        status.last_decision = _record(status, decision)
     why = f"{decision.reason}: {decision.message}" if decision else "no benchmarks configured"
     event = EmitEvent(
         "Normal", "CanaryStarted", f"{_required(status.candidate).version}: {why}; {steps[0].weight}%"
@@ -549,6 +553,7 @@ def _finish(context: _Context, status: ModelDeploymentStatus, decision: Decision
     champion is the one it had replaced: the Event says that one serves again.
     """
     candidate = _required(status.candidate)
+    decision = _stamped(status, decision)
     if not status.record or status.record[-1] != decision:
         _record(status, decision)
     baked = any(
@@ -606,8 +611,29 @@ def _keep_watching(
     return _Step(status, (observe,), wake if wake > 0 else _until_overdue(context, format_time(ends)))
 
 
+def _stamped(status: ModelDeploymentStatus, decision: Decision) -> Decision:
+    """The decision with the quantization of the revision it is about (the candidate, or while
+    baking the new champion): one version may be offered in several quantizations."""
+    subject = status.candidate or status.champion
+    if decision.quantization is not None or subject is None or subject.version != decision.candidate:
+        return decision
+    return decision.model_copy(update={"quantization": subject.artifact.quantization})
+
+
+def _decides(decision: Decision, version: str, artifact: Artifact) -> bool:
+    """Whether `decision` is about this version in this artifact's quantization (one recorded
+    without a quantization is about every quantization of its version)."""
+    return decision.candidate == version and decision.quantization in (None, artifact.quantization)
+
+
+def _is(revision: RevisionStatus, version: str, artifact: Artifact) -> bool:
+    """Whether a revision serves this version in this artifact's quantization."""
+    return (revision.version, revision.artifact.quantization) == (version, artifact.quantization)
+
+
 def _record(status: ModelDeploymentStatus, decision: Decision) -> Decision:
     """Add a decision to the rollout's record (bounded: the oldest entries after the first go)."""
+    decision = _stamped(status, decision)
     status.record = [*status.record, decision]
     if len(status.record) > RECORD_LIMIT:
         status.record = [status.record[0], *status.record[len(status.record) - RECORD_LIMIT + 1 :]]
@@ -666,22 +692,27 @@ def _applied(context: _Context, desired: SetWeights) -> bool:
 
 
 def _offers(context: _Context, status: ModelDeploymentStatus) -> list[Offer]:
-    """Undecided versions offered to the deployment, oldest first (spec.model first)."""
-    decided = {decision.candidate for decision in status.history}
-    champion = _required(status.champion).version
+    """Undecided versions offered to the deployment, oldest first (spec.model first).
+
+    A version is offered once per quantization: the champion's own version in a cheaper one is a
+    candidate like any other (judged with `analysis.requireGain`, it has to show the saving).
+    """
+    champion = _required(status.champion)
     offers: list[Offer] = []
     model = context.deployment.spec.model
-    if model.version != champion and _required(status.champion).candidate is None:
+    if not _is(champion, model.version, model.artifact) and champion.candidate is None:
         offers.append(Offer(model.version, model.artifact, None))
     for candidate in context.candidates:
         final = candidate.status is not None and candidate.status.phase in FINAL_CANDIDATE_PHASES
         if not final:
             offers.append(Offer(candidate.spec.version, candidate.spec.artifact, candidate.metadata.name))
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     unique = []
     for offer in offers:
-        if offer.version not in decided and offer.version != champion and offer.version not in seen:
-            seen.add(offer.version)
+        key = (offer.version, str(offer.artifact.quantization))
+        decided = any(_decides(decision, offer.version, offer.artifact) for decision in status.history)
+        if not decided and not _is(champion, offer.version, offer.artifact) and key not in seen:
+            seen.add(key)
             unique.append(offer)
     return unique
 
@@ -713,9 +744,10 @@ def _candidate(context: _Context, name: str) -> ModelCandidate | None:
 
 def _still_offered(context: _Context, status: ModelDeploymentStatus, candidate: RevisionStatus) -> bool:
     if candidate.candidate is None:
-        return context.deployment.spec.model.version == candidate.version
+        model = context.deployment.spec.model
+        return _is(candidate, model.version, model.artifact)
     found = _candidate(context, candidate.candidate)
-    return found is not None and found.spec.version == candidate.version
+    return found is not None and _is(candidate, found.spec.version, found.spec.artifact)
 
 
 def _withdrawn(context: _Context, candidate: RevisionStatus) -> Decision:
@@ -832,27 +864,29 @@ def _candidate_updates(
     this status or, after a crash right after a rollout ended, of the one before, if a new rollout
     has already begun.
     """
-    decisions = {}
-    for decision in reversed(status.history):
-        decisions[decision.candidate] = decision
-    records = {record[-1].candidate: record for record in (before.record, status.record) if record}
     active = status.candidate if status.phase != Phase.BAKING else status.champion
     updates: list[Action] = []
     for candidate in context.candidates:
-        version, current = candidate.spec.version, candidate.status
-        record = records.get(version)
-        decision: Decision | None = None
+        version, artifact, current = candidate.spec.version, candidate.spec.artifact, candidate.status
+        record = next(
+            (
+                record
+                for record in (status.record, before.record)
+                if record and _decides(record[-1], version, artifact)
+            ),
+            None,
+        )
+        decision = next((entry for entry in status.history if _decides(entry, version, artifact)), None)
         if active is not None and active.candidate == candidate.metadata.name and active.version == version:
-            phase, message = status.phase, _progress_message(context, status)
-        elif version in decisions:
-            decision = decisions[version]
+            phase, message, decision = status.phase, _progress_message(context, status), None
+        elif decision is not None:
             # The history keeps summaries; the candidate gets the decision with its evidence, from
             # the deployment's record or, once the next rollout replaced that, from its own.
             known = record if record is not None else (current.record if current is not None else [])
             decision = next((entry for entry in reversed(known) if _summary(entry) == decision), decision)
             phase, message = candidate_phase(decision), f"{decision.reason}: {decision.message}"
         elif (current is not None and current.phase in FINAL_CANDIDATE_PHASES) or (
-            status.champion is not None and version == status.champion.version
+            status.champion is not None and _is(status.champion, version, artifact)
         ):
             continue
         else:

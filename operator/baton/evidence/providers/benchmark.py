@@ -160,14 +160,17 @@ def _ask(
     answered_by = response.headers.get(REVISION_HEADER)
     if answered_by != revision:
         return failed(f"answered by revision {answered_by!r}, not {revision!r}")
+    latency = time.monotonic() - started
     try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        body = response.json()
+        content = body["choices"][0]["message"]["content"]
+        output_tokens = (body.get("usage") or {}).get("completion_tokens", 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return failed("malformed response body")
-    if not isinstance(content, str):
+    if not isinstance(content, str) or not isinstance(output_tokens, int) or output_tokens < 0:
         return failed("malformed response body")
     try:
         value = scorer(item.expected, content)
     except ValueError as error:
         return failed(f"scoring: {error}")
-    return ItemResult(item.id, revision, value, None, time.monotonic() - started)
+    return ItemResult(item.id, revision, value, None, latency, output_tokens)
