@@ -90,7 +90,9 @@ def _file_size(requirement: RequiredGain, footprint: Footprint) -> GateOutcome:
         f"({saving:+.1%} smaller, {requirement.at_least:.0%} needed)"
     )
     verdict, reason = (
-        (Verdict.PROMOTE, REASON_GAIN_SHOWN) if saving >= requirement.at_least else (Verdict.REJECT, REASON_NO_GAIN)
+        (Verdict.PROMOTE, REASON_GAIN_SHOWN)
+        if saving >= requirement.at_least
+        else (Verdict.REJECT, REASON_NO_GAIN)
     )
     return GateOutcome(verdict, Gate.OFFLINE, reason, summary, (evidence,))
 

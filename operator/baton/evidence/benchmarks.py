@@ -22,9 +22,9 @@ from baton.api.benchmark import BenchmarkItem
 from baton.api.candidate import BenchmarkScore
 from baton.evidence.core import (
     BenchmarkResult,
-    Footprint,
     BenchmarkRun,
     BenchmarkRunner,
+    Footprint,
     MetricProvider,
     benchmark_scores,
     compile_scorer,

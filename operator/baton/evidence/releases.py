@@ -7,8 +7,12 @@ falls back to the source's. A file that is hidden (a copy in progress, by conven
 changed in the last second is left for the next poll, so a half-written file is never pinned.
 
 Each release becomes a ModelCandidate named `<deployment>-<version>`, pinned by the digest
-computed here (directory) or published by the index. What a shell does with the document is its
-own business (create it in the API server, write it into the local store).
+computed here (directory) or published by the index. A source that lists `quantizations` offers a
+release in each of them, in that order, as `<deployment>-<version>-<quantization>`: the next one
+only once the one before it was decided without a promotion, so a team that asks for the cheapest
+first never evaluates (nor pays to load) a larger file that a smaller one already replaced. What a
+shell does with the document is its own business (create it in the API server, write it into the
+local store).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from baton.api import ModelCandidate, ModelSource
+from baton.api import ModelCandidate, ModelSource, Phase
 from baton.api.common import API_VERSION
 from baton.evidence.fetch import bounded_get
+from baton.rollout.machine import FINAL_CANDIDATE_PHASES
 from baton_serving.wire import DIGEST_PATTERN, Quantization
 
 SOURCE_LABEL = "baton.dev/source"
@@ -162,26 +167,70 @@ def _index(url: str) -> list[Any]:
 
 
 def new_releases(
-    releases: Iterable[Release], deployment: str, known: Iterable[ModelCandidate]
+    releases: Iterable[Release],
+    deployment: str,
+    known: Iterable[ModelCandidate],
+    order: Sequence[Quantization] = (),
 ) -> list[Release]:
-    """Releases whose candidate name is free and whose bytes are not already offered to the deployment."""
-    taken = set()
-    offered = set()
-    for candidate in known:
-        taken.add(candidate.metadata.name)
-        if candidate.spec.deployment == deployment:
-            offered.add(candidate.spec.artifact.digest)
+    """Releases whose candidate name is free and whose bytes are not already offered to the deployment.
+
+    With an `order` of quantizations, only releases in them, and per version only the next one in
+    that order, once every one before it is decided and none was promoted.
+    """
+    known = list(known)
+    taken = {candidate.metadata.name: candidate for candidate in known}
+    offered = {
+        candidate.spec.artifact.digest for candidate in known if candidate.spec.deployment == deployment
+    }
+    wanted = _in_order(releases, order)
+    available = {(release.version, release.quantization) for release in wanted}
     fresh = []
-    for release in releases:
-        if candidate_name(deployment, release.version) in taken or release.digest in offered:
+    for release in wanted:
+        name = candidate_name(deployment, release.version, release.quantization if order else None)
+        if name in taken or release.digest in offered:
+            continue
+        if order and not _turn_of(release, deployment, order, taken, available):
             continue
         offered.add(release.digest)
         fresh.append(release)
     return fresh
 
 
-def candidate_name(deployment: str, version: str) -> str:
-    return f"{deployment}-{version}"[:63].rstrip("-")
+def _in_order(releases: Iterable[Release], order: Sequence[Quantization]) -> list[Release]:
+    if not order:
+        return list(releases)
+    rank = {quantization: index for index, quantization in enumerate(order)}
+    return sorted(
+        (release for release in releases if release.quantization in rank),
+        key=lambda release: rank[release.quantization],
+    )
+
+
+def _turn_of(
+    release: Release,
+    deployment: str,
+    order: Sequence[Quantization],
+    taken: dict[str, ModelCandidate],
+    available: set[tuple[str, Quantization]],
+) -> bool:
+    """Whether every quantization of the release's version before its own in `order` was offered
+    and decided without a promotion (one the source does not hold is skipped: it may never appear)."""
+    for quantization in order[: order.index(release.quantization)]:
+        before = taken.get(candidate_name(deployment, release.version, quantization))
+        if before is None:
+            if (release.version, quantization) in available:
+                return False  # offered first, on this poll
+            continue
+        phase = before.status.phase if before.status is not None else None
+        if phase not in FINAL_CANDIDATE_PHASES or phase == Phase.PROMOTED:
+            return False
+    return True
+
+
+def candidate_name(deployment: str, version: str, quantization: Quantization | None = None) -> str:
+    """`<deployment>-<version>`, with `-<quantization>` for a source that offers several of a version."""
+    suffix = f"-{quantization.lower().replace('_', '-')}" if quantization is not None else ""
+    return f"{deployment}-{version}"[: 63 - len(suffix)].rstrip("-") + suffix
 
 
 def candidate_document(
@@ -190,8 +239,11 @@ def candidate_document(
     *,
     labels: dict[str, str] | None = None,
     source: dict[str, Any] | None = None,
+    named_by_quantization: bool = False,
 ) -> dict[str, Any]:
     """The ModelCandidate (wire form) offering `release`; `source` is the ModelSource's metadata, if any.
+
+    `named_by_quantization`: the name carries the quantization (a source with `quantizations`).
 
     A discovered candidate is labelled and owned by its source, so deleting the source deletes
     what it discovered, on a cluster as in the local store.
@@ -204,7 +256,9 @@ def candidate_document(
     if release.size_bytes:
         artifact["sizeBytes"] = release.size_bytes
     metadata: dict[str, Any] = {
-        "name": candidate_name(deployment, release.version),
+        "name": candidate_name(
+            deployment, release.version, release.quantization if named_by_quantization else None
+        ),
         # Candidates queue in creation order; the API server sets its own, the local store keeps this.
         "creationTimestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "labels": dict(labels or {}),

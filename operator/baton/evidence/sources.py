@@ -44,13 +44,15 @@ class SourcePoller:
         created, releases, failure = 0, list[Release](), None
         try:
             releases = discover(source, self.digests)
-            fresh = new_releases(releases, source.spec.deployment, self.store.candidates())
+            order = source.spec.quantizations
+            fresh = new_releases(releases, source.spec.deployment, self.store.candidates(), order)
             for release in fresh:
                 document = candidate_document(
                     source.spec.deployment,
                     release,
                     labels=source.spec.candidate_labels,
                     source=source.metadata.model_dump(exclude_none=True),
+                    named_by_quantization=bool(order),
                 )
                 created += self.store.create_candidate(document)
         except Exception as error:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from baton.api import ModelSource
+from baton.api import ModelSource, Phase
+from baton.api.candidate import ModelCandidateStatus
 from baton.evidence.releases import (
     DigestCache,
     DiscoveryError,
@@ -136,3 +137,38 @@ def test_the_same_bytes_under_another_name_are_not_offered_twice(tmp_path):
     polls, store = poller(tmp_path, drops)
     polls.poll(drops, NOW)
     assert len(store.candidates()) == 1
+
+
+def test_a_source_offers_its_quantizations_in_the_order_it_asks_until_one_is_promoted(tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for quantization in ("F16", "Q8_0", "Q4_K_M", "TQ2_0"):
+        (drop / f"medical-v2.{quantization}.gguf").write_bytes(quantization.encode())
+    settle(*drop.iterdir())
+    drops = source(drop, quantizations=["TQ2_0", "Q4_K_M", "Q8_0"])  # cheapest first; F16 never
+    polls, store = poller(tmp_path, drops)
+
+    def offered() -> list[str]:
+        polls.poll(drops, NOW)
+        return sorted(candidate.metadata.name for candidate in store.candidates())
+
+    assert offered() == ["medical-v2-tq2-0"]
+    assert offered() == ["medical-v2-tq2-0"], "the next waits until this one is decided"
+    store.write_candidate_status("medical-v2-tq2-0", ModelCandidateStatus(phase=Phase.REJECTED))
+    assert offered() == ["medical-v2-q4-k-m", "medical-v2-tq2-0"]
+    (q4,) = [candidate for candidate in store.candidates() if candidate.metadata.name == "medical-v2-q4-k-m"]
+    assert (q4.spec.version, q4.spec.artifact.quantization) == ("v2", "Q4_K_M")
+    store.write_candidate_status("medical-v2-q4-k-m", ModelCandidateStatus(phase=Phase.PROMOTED))
+    assert offered() == ["medical-v2-q4-k-m", "medical-v2-tq2-0"], "a promoted one ends the order"
+
+
+def test_without_an_order_a_version_is_offered_once_under_its_plain_name(tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for quantization in ("Q8_0", "Q4_K_M"):
+        (drop / f"medical-v2.{quantization}.gguf").write_bytes(quantization.encode())
+    settle(*drop.iterdir())
+    drops = source(drop)
+    polls, store = poller(tmp_path, drops)
+    polls.poll(drops, NOW)
+    assert [candidate.metadata.name for candidate in store.candidates()] == ["medical-v2"]
