@@ -99,6 +99,7 @@ def completion(content: str) -> dict:
     return {
         "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 8, "completion_tokens": len(content.split())},
     }
 
 
@@ -133,6 +134,8 @@ def test_better_candidate_is_promoted_with_pinned_bounded_requests(peer: Peer) -
     assert {request["body"]["model"] for request in peer.requests} == {"medical"}
     assert sorted(request["revision"] for request in peer.requests) == ["v1"] * 60 + ["v2"] * 60
     assert 1 < peer.max_in_flight <= 3
+    # What each answer generated is kept with its latency: the run measures throughput as well.
+    assert {(item.output_tokens, item.latency_s > 0) for item in result.results} == {(4, True)}
     outcome = offline_gate(paired, OfflinePolicy(benchmark="sums"))
     assert outcome.verdict == Verdict.PROMOTE
     assert outcome.evidence[0].n_candidate == 60

@@ -89,12 +89,7 @@ def _file_size(requirement: RequiredGain, footprint: Footprint) -> GateOutcome:
         f"{metric}: {footprint.candidate_bytes} bytes against the champion's {footprint.champion_bytes} "
         f"({saving:+.1%} smaller, {requirement.at_least:.0%} needed)"
     )
-    verdict, reason = (
-        (Verdict.PROMOTE, REASON_GAIN_SHOWN)
-        if saving >= requirement.at_least
-        else (Verdict.REJECT, REASON_NO_GAIN)
-    )
-    return GateOutcome(verdict, Gate.OFFLINE, reason, summary, (evidence,))
+    return _judged(saving, requirement, summary, evidence)
 
 
 def _throughput(
@@ -130,9 +125,11 @@ def _throughput(
         f"{metric}: {np.mean(candidate):.1f} against the champion's {np.mean(champion):.1f} on {n} paired "
         f"items, {gain:+.1%} (lower {1 - alpha:.0%} bound {gain_low:+.1%}, {requirement.at_least:.0%} needed)"
     )
-    verdict, reason = (
-        (Verdict.PROMOTE, REASON_GAIN_SHOWN)
-        if gain_low >= requirement.at_least
-        else (Verdict.REJECT, REASON_NO_GAIN)
-    )
-    return GateOutcome(verdict, Gate.OFFLINE, reason, summary, (evidence,))
+    return _judged(gain_low, requirement, summary, evidence)
+
+
+def _judged(shown: float, requirement: RequiredGain, summary: str, evidence: Evidence) -> GateOutcome:
+    """Promote when the gain `shown` (a share of the champion's value) reaches the requirement."""
+    if shown >= requirement.at_least:
+        return GateOutcome(Verdict.PROMOTE, Gate.OFFLINE, REASON_GAIN_SHOWN, summary, (evidence,))
+    return GateOutcome(Verdict.REJECT, Gate.OFFLINE, REASON_NO_GAIN, summary, (evidence,))

@@ -29,3 +29,5 @@ def test_simulator_properties_hold_at_small_scale() -> None:
     assert percents("exact McNemar, 1000 items, 10% of items disagree")[0] >= 70
     assert percents("offline false promotion, identical models")[0] <= 6
     assert percents("naive item bootstrap")[0] > 25  # ignoring clusters is the problem
+    assert percents("quantization false acceptance, truly worse by 2 x margin (0.04)")[0] <= 8
+    assert percents("power to accept one worse by margin / 2 (0.025)")[0] >= 50

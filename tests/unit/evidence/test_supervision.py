@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from baton.api import Benchmark, ModelSource, Verdict
-from baton.evidence.benchmarks import BenchmarkSettings, run_benchmarks
+from baton.api import Benchmark, ModelSource, Phase, Verdict
+from baton.evidence.benchmarks import BenchmarkSettings, footprint, run_benchmarks
+from baton.evidence.core import Footprint
 from baton.evidence.ingress import Ingress
 from baton.evidence.samples import MAX_SAMPLE_FAILURES, CanarySampler, parse_exposition
 from baton.evidence.sources import SourcePoller
 from baton.evidence.supervision import FAILED_REASON
 from baton.rollout import ObserveCanary, RunBenchmark
 from tests.unit.evidence.stores import RecordingStore
-from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, deployment
+from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, deployment, in_phase
 
 pytestmark = pytest.mark.unit
 SECRET = "PATIENT-NAME-7f3a"  # input content that must never reach a message
@@ -171,3 +172,22 @@ def test_a_source_that_cannot_be_read_says_so_and_keeps_polling(tmp_path) -> Non
     missing.mkdir()
     recovered = poller.poll(store._sources["drops"], NOW)
     assert recovered.next_in == 30.0 and recovered.status.conditions[0].status == "True"
+
+
+def test_the_footprint_is_of_the_two_revisions_the_run_compares() -> None:
+    resource = in_phase(Phase.BENCHMARKING)
+    status = resource.status
+    sized = status.model_copy(
+        update={
+            "champion": status.champion.model_copy(
+                update={"artifact": status.champion.artifact.model_copy(update={"size_bytes": 3_500_000})}
+            ),
+            "candidate": status.candidate.model_copy(
+                update={"artifact": status.candidate.artifact.model_copy(update={"size_bytes": 2_000_000})}
+            ),
+        }
+    )
+    resource = resource.model_copy(update={"status": sized})
+    assert footprint(resource, RunBenchmark(CHAMPION, CANDIDATE, ("q",))) == Footprint(3_500_000, 2_000_000)
+    # A run about other revisions (a stale action) has no size to compare: the gain is unmeasured.
+    assert footprint(resource, RunBenchmark(CHAMPION, "medical-v9", ("q",))) == Footprint(3_500_000, None)
