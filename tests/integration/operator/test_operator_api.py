@@ -365,6 +365,43 @@ def test_a_directory_source_creates_pinned_candidates(
     assert len(cluster.items("modelcandidates", namespace)) == 1
 
 
+def test_a_source_offers_its_quantizations_in_order(
+    cluster: Cluster, namespace: str, start_operator, tmp_path: Path
+) -> None:
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    for quantization in ("Q8_0", "Q4_K_M", "TQ2_0"):
+        (releases / f"v2.{quantization}.gguf").write_bytes(b"GGUF" + quantization.encode())
+    operator = start_operator()
+    cluster.apply_text(
+        namespace,
+        deployment_yaml() + "---" + directory_source_yaml(releases, "  quantizations: [TQ2_0, Q4_K_M]\n"),
+    )
+
+    def names() -> list[str]:
+        return sorted(item["metadata"]["name"] for item in cluster.items("modelcandidates", namespace))
+
+    wait_for("the cheapest first", lambda: names() == ["medical-v2-tq2-0"], TIMEOUT, diagnose=operator.tail)
+    time.sleep(3)  # three more polls: the next waits for a decision
+    assert names() == ["medical-v2-tq2-0"]
+    # What the operator writes when a rollout rejects it (no pool runs here to reach that decision).
+    rejected = {"status": {"phase": "Rejected", "message": "GainTooSmall: test"}}
+    cluster.kubectl(
+        "patch", "modelcandidate", "medical-v2-tq2-0", "--namespace", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps(rejected),
+    )  # fmt: skip
+    wait_for(
+        "the next quantization",
+        lambda: names() == ["medical-v2-q4-k-m", "medical-v2-tq2-0"],
+        TIMEOUT,
+        diagnose=operator.tail,
+    )
+    offered = cluster.get("modelcandidate", namespace, "medical-v2-q4-k-m")
+    assert (offered["spec"]["version"], offered["spec"]["artifact"]["quantization"]) == ("v2", "Q4_K_M")
+    time.sleep(3)
+    assert "medical-v2-q8-0" not in names()  # not in the source's list
+
+
 def test_an_http_index_source_creates_candidates(cluster: Cluster, namespace: str, start_operator) -> None:
     digest = "sha256:" + "7" * 64
     index = [
