@@ -134,3 +134,53 @@ def test_a_champion_whose_file_changed_is_not_exported(tmp_path, champion):
     )
     assert result.exit_code == 1 and "cannot export medical" in result.output
     assert not (out / "Modelfile").exists()
+
+
+def test_export_reads_the_champion_from_the_api_server(tmp_path, champion, baton_crds):
+    import kubernetes
+
+    from baton.api import GROUP, VERSION
+
+    namespace = "export"
+    baton_crds.kubectl("create", "namespace", namespace)
+    (document,) = [
+        d
+        for d in yaml.safe_load_all((REPO / "manifests/examples/medical.yaml").read_text())
+        if d["kind"] == "ModelDeployment"
+    ]
+    document["spec"]["model"]["artifact"] = {
+        "uri": "file:///nowhere/v1.gguf",
+        "digest": "sha256:" + "0" * 64,
+        "quantization": "Q8_0",
+    }
+    api = kubernetes.client.CustomObjectsApi(
+        kubernetes.config.new_client_from_config(config_file=str(baton_crds.kubeconfig))
+    )
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", document)
+    recorded = {"uri": champion.path.as_uri(), "digest": champion.digest, "quantization": "Q8_0"}
+    api.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "modeldeployments",
+        "medical",
+        {"status": {"champion": {"revision": "medical-v2", "version": "v2", "artifact": recorded}}},
+    )
+    out = tmp_path / "out"
+    args = [
+        "export",
+        "medical",
+        "--kubeconfig",
+        str(baton_crds.kubeconfig),
+        "--namespace",
+        namespace,
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sha256(out / "medical-v2.Q8_0.gguf") == champion.digest, "the status's champion, not spec.model"
+    assert (out / "Modelfile").read_text().splitlines()[1] == "FROM ./medical-v2.Q8_0.gguf"
+
+    missing = CliRunner().invoke(main, [*args[:1], "surgery", *args[2:]])
+    assert missing.exit_code == 1 and "no deployment 'surgery'" in missing.output
