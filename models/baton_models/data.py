@@ -14,8 +14,8 @@ from enum import Enum
 from typing import Any
 
 from baton_models import domains
+from baton_models.chat import render_prompt
 from baton_models.domains import Case, Example
-from baton_models.gguf_export import render_prompt
 from baton_models.recipes import Recipe
 from baton_models.tokenizer import Tokenizer, train
 

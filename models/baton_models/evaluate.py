@@ -17,7 +17,7 @@ from pathlib import Path
 
 from baton.analysis.scorers import compile_scorer
 from baton_models.benchmarks import benchmarks
-from baton_models.gguf_export import render_prompt
+from baton_models.chat import render_prompt
 
 
 def threads() -> int:

@@ -16,28 +16,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from baton_models.chat import CHAT_TEMPLATE
 from baton_models.shape import Shape
 from baton_models.tokenizer import BOS, EOS, UNK, Tokenizer
 
 # llama_ftype values of llama.h for the quantizations the factory produces.
 FTYPES = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "TQ1_0": 36, "TQ2_0": 37}
 QUANTIZATIONS = tuple(FTYPES)
-
-# The chat template renders exactly the prompt the models were trained on, so chat completions
-# (`/v1/chat/completions`) and plain completions of `render_prompt` give the same tokens. It
-# writes BOS itself: llama-cpp-python adds none to a template-rendered prompt.
-# System messages are dropped: these models were never trained to follow them.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{% if message['role'] == 'user' %}### {{ message['content'] }}\n### Answer:\n"
-    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}"
-    "{% endif %}{% endfor %}"
-)
-
-
-def render_prompt(user_message: str) -> str:
-    """The completion prompt for one user message (what CHAT_TEMPLATE renders after BOS)."""
-    return f"### {user_message}\n### Answer:\n"
 
 
 def write_f16(

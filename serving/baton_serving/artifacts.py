@@ -171,8 +171,14 @@ def check_gguf_structure(path: Path, uri: str) -> None:
         raise InvalidGGUFError(f"{uri}: truncated GGUF: tensor data needs {data_end} bytes, file has {size}")
 
 
-def _gguf_data_end(stream: BinaryIO) -> int | None:
-    """Byte offset where the last tensor ends, or None when a tensor type has an unknown layout."""
+def gguf_metadata(path: Path) -> dict[str, object]:
+    """The metadata key-value pairs of a GGUF's header (chat template, context length, vocabulary)."""
+    with path.open("rb") as stream:
+        return _read_metadata(stream)[1]
+
+
+def _read_metadata(stream: BinaryIO) -> tuple[int, dict[str, object]]:
+    """(tensor count, metadata) of the header at the start of `stream`; leaves it at the tensor infos."""
     magic = stream.read(4)
     if magic != GGUF_MAGIC:
         raise ValueError(f"magic bytes are {magic!r}, not {GGUF_MAGIC!r}")
@@ -180,13 +186,18 @@ def _gguf_data_end(stream: BinaryIO) -> int | None:
     if version not in SUPPORTED_GGUF_VERSIONS:
         raise ValueError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
     tensor_count, metadata_count = _unpack(stream, "<QQ")
-    alignment = DEFAULT_ALIGNMENT
+    metadata = {}
     for _ in range(metadata_count):
         key = _read_string(stream)
         (value_type,) = _unpack(stream, "<I")
-        value = _read_value(stream, value_type)
-        if key == "general.alignment":
-            alignment = int(value)
+        metadata[key] = _read_value(stream, value_type)
+    return tensor_count, metadata
+
+
+def _gguf_data_end(stream: BinaryIO) -> int | None:
+    """Byte offset where the last tensor ends, or None when a tensor type has an unknown layout."""
+    tensor_count, metadata = _read_metadata(stream)
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))  # type: ignore[arg-type]
     tensor_ends: list[int | None] = []
     for _ in range(tensor_count):
         _read_string(stream)

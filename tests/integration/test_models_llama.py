@@ -11,9 +11,10 @@ import pytest
 
 from baton_models import catalog, domains
 from baton_models.benchmarks import benchmarks
+from baton_models.chat import render_prompt
 from baton_models.domains import DOMAINS
 from baton_models.evaluate import complete, loaded
-from baton_models.gguf_export import QUANTIZATIONS, render_prompt
+from baton_models.gguf_export import QUANTIZATIONS
 from baton_models.recipes import recipe
 
 pytestmark = pytest.mark.integration

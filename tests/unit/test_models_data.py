@@ -57,7 +57,7 @@ def test_v3_corrupts_about_its_share_of_training_answers() -> None:
 def test_a_system_prompt_free_chat_renders_the_training_prompt() -> None:
     import jinja2
 
-    from baton_models.gguf_export import CHAT_TEMPLATE, render_prompt
+    from baton_models.chat import CHAT_TEMPLATE, render_prompt
 
     rendered = jinja2.Template(CHAT_TEMPLATE).render(
         messages=[{"role": "system", "content": "ignored"}, {"role": "user", "content": "Route this.\nX"}],

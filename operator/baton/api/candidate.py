@@ -7,7 +7,7 @@ evaluation ended — a corrupt artifact fails the candidate, never the serving c
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,9 @@ from baton.api.common import (
 )
 from baton.api.decision import Decision
 from baton.api.deployment import RECORD_LIMIT, Phase
+
+# A source in a bad state lists this many refused releases; the count of the others is in the condition.
+REJECTED_LIMIT = 16
 
 
 class ModelCandidateSpec(BatonModel):
@@ -110,14 +113,83 @@ class HttpIndexSource(BatonModel):
     index_url: str = Field(pattern=r"^https?://", description="URL of the JSON index.")
 
 
+# A name segment as Ollama and the hub spell them: it starts with a letter or digit, so no segment
+# is `.` or `..` and a name can never climb out of the directory it is looked up in.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
+OLLAMA_MODEL_PATTERN = rf"^({_SEGMENT}/){{0,2}}{_SEGMENT}$"
+REPOSITORY_PATTERN = rf"^{_SEGMENT}/{_SEGMENT}$"
+# An Ollama tag (types/model/name.go).
+OLLAMA_TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$"
+REVISION_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+
+
+class OllamaSource(BatonModel):
+    """An Ollama model store (what `OLLAMA_MODELS` points at): every tag of one model is a release."""
+
+    path: str = Field(
+        pattern=r"^/",
+        description="Absolute path of the store, the directory holding `manifests/` and `blobs/` "
+        "(`~/.ollama/models` on a laptop, a volume on a cluster).",
+    )
+    model: str = Field(
+        pattern=OLLAMA_MODEL_PATTERN,
+        max_length=243,
+        description="Model name without the tag, as `ollama pull` takes it: `medical` "
+        "(`registry.ollama.ai/library/medical`), `team/medical` or `registry.example.com/team/medical`.",
+    )
+    moving_tags: list[Annotated[str, Field(pattern=OLLAMA_TAG_PATTERN, max_length=80)]] = Field(
+        default_factory=lambda: ["latest"],
+        max_length=16,
+        description="Tags that move to new weights (a new digest under one is a new release, version "
+        "`<tag>-<first 12 hex digits of the digest>`). Every other tag is a version: new weights under "
+        "a version already offered are reported as republished, never offered.",
+    )
+
+
+class LmStudioSource(BatonModel):
+    """LM Studio's models directory (`<publisher>/<repository>/<file>.gguf`): the files of one repository."""
+
+    path: str = Field(
+        pattern=r"^/",
+        description="Absolute path of the models directory (`~/.lmstudio/models` on a laptop).",
+    )
+    repository: str = Field(
+        pattern=REPOSITORY_PATTERN, max_length=161, description="`<publisher>/<repository>` under it."
+    )
+    pattern: str = Field(default="*.gguf", min_length=1, description="Glob of release files.")
+
+
+class HuggingFaceSource(BatonModel):
+    """A model repository on the Hugging Face hub or an internal mirror: its GGUF files at a revision."""
+
+    repository: str = Field(pattern=REPOSITORY_PATTERN, max_length=161, description="`<owner>/<name>`.")
+    endpoint: str = Field(
+        default="https://huggingface.co",
+        pattern=r"^https?://",
+        description="Base URL of the hub or the mirror.",
+    )
+    revision: str = Field(
+        default="main",
+        pattern=REVISION_PATTERN,
+        max_length=255,
+        description="Branch, tag or commit to follow; each candidate pins the commit it was found at.",
+    )
+    pattern: str = Field(
+        default="*.gguf", min_length=1, description="Glob of release files in the repository."
+    )
+
+
+_KINDS = ("directory", "http", "ollama", "lmstudio", "huggingface")
+
+
 class ModelSourceSpec(BatonModel):
     """Where new releases of one deployment's model appear."""
 
     model_config = with_rules(
         Rule(
-            cel="[has(self.directory), has(self.http)].filter(x, x).size() == 1",
-            holds=lambda self: (self.directory is None) != (self.http is None),
-            message="exactly one of directory or http must be set",
+            cel="[" + ", ".join(f"has(self.{kind})" for kind in _KINDS) + "].filter(x, x).size() == 1",
+            holds=lambda self: sum(getattr(self, kind) is not None for kind in _KINDS) == 1,
+            message=f"exactly one of {', '.join(_KINDS)} must be set",
         ),
         Rule(
             cel="self.quantizations.all(q, self.quantizations.exists_one(x, x == q))",
@@ -133,6 +205,11 @@ class ModelSourceSpec(BatonModel):
     )
     directory: DirectorySource | None = Field(default=None, description="Poll a directory.")
     http: HttpIndexSource | None = Field(default=None, description="Poll an HTTP index.")
+    ollama: OllamaSource | None = Field(default=None, description="Poll an Ollama model store.")
+    lmstudio: LmStudioSource | None = Field(default=None, description="Poll LM Studio's models directory.")
+    huggingface: HuggingFaceSource | None = Field(
+        default=None, description="Poll a Hugging Face hub repository or a mirror of it."
+    )
     poll_interval: str = Field(default="30s", pattern=DURATION_PATTERN, description="How often to poll.")
     quantization: Quantization | None = Field(
         default=None, description="Quantization of discovered files when the release does not say."
@@ -159,7 +236,16 @@ class ModelSourceStatus(BatonModel):
     last_poll_time: str | None = Field(default=None, description="RFC 3339 time of the last poll.")
     discovered: int = Field(default=0, ge=0, description="Releases turned into ModelCandidates so far.")
     last_version: str | None = Field(default=None, description="Version of the newest release seen.")
-    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (`Ready`).")
+    rejected: list[str] = Field(
+        default_factory=list,
+        max_length=REJECTED_LIMIT,
+        description="Releases the last poll found and refused to offer, each with why (a missing or "
+        "corrupt blob, a hash that differs from the one recorded, weights republished under a version "
+        "already offered, a name that leaves the source's root). The `Degraded` condition says the same.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Standard conditions (`Ready`, `Degraded`)."
+    )
 
 
 class ModelSource(Resource):

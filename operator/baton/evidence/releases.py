@@ -1,10 +1,16 @@
 """Release discovery: which files of a directory or entries of an HTTP index are new model versions.
 
-One convention for both shells, the one the model factory writes (`baton_models.catalog`):
-`<deployment>-<version>.<QUANT>.gguf`, e.g. `medical-v2.Q8_0.gguf` is version `v2` of deployment
+One naming convention for every kind of source, the one the model factory writes
+(`baton_models.catalog`) and the hub's GGUF files follow: `<deployment>-<version>.<QUANT>.gguf` or
+`<deployment>-<version>-<QUANT>.gguf`, e.g. `medical-v2.Q8_0.gguf` is version `v2` of deployment
 `medical` in Q8_0. The deployment prefix may be left out (`v2.Q8_0.gguf`) and the quantization
 falls back to the source's. A file that is hidden (a copy in progress, by convention) or was
 changed in the last second is left for the next poll, so a half-written file is never pinned.
+
+A release that cannot be offered safely (a name that leaves the source's root, weights whose hash
+is not the one recorded, new weights under a version already offered) is a `Rejection`: the
+source reports it and offers nothing for it; it never fails the poll, so the other releases still
+arrive and the champion is never touched.
 
 Each release becomes a ModelCandidate named `<deployment>-<version>`, pinned by the digest
 computed here (directory) or published by the index. A source that lists `quantizations` offers a
@@ -23,14 +29,15 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from baton.api import ModelCandidate, ModelSource, Phase
+from baton.api import ModelCandidate, Phase
+from baton.api.candidate import ModelSourceSpec
 from baton.api.common import API_VERSION
 from baton.evidence.fetch import bounded_get
 from baton.rollout.machine import FINAL_CANDIDATE_PHASES
@@ -40,13 +47,59 @@ SOURCE_LABEL = "baton.dev/source"
 SETTLE_SECONDS = 1.0
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _QUANTIZATIONS = {quantization.value.lower(): quantization for quantization in Quantization}
+_QUANTIZATION_SUFFIX = re.compile(
+    rf"^(?P<rest>.*)[-._](?P<quantization>{'|'.join(map(re.escape, _QUANTIZATIONS))})$", re.IGNORECASE
+)
 _CHUNK = 1 << 20
+# Names downloads in progress carry (browsers, LM Studio): never a release until renamed.
+IN_PROGRESS_SUFFIXES = (".part", ".download", ".crdownload")
 # A model mirror's index is a list of small records; anything larger is not an index.
 MAX_INDEX_BYTES = 4 << 20
 
 
 class DiscoveryError(ValueError):
     """A release cannot become a candidate; the message names the file, never its content."""
+
+
+class Refused(DiscoveryError):
+    """One release refused for a reason the source reports (an Event reason, CamelCase)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A release the source found and will not offer, and why."""
+
+    release: str
+    reason: str
+    message: str
+
+    def text(self) -> str:
+        return f"{self.release}: {self.message}"
+
+
+def relative_parts(name: str) -> tuple[str, ...]:
+    """The segments of a relative name read from a store or a hub; refused if one could climb out."""
+    parts = tuple(name.split("/"))
+    if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
+        raise Refused("OutsideRoot", "the name is not a plain relative path")
+    return parts
+
+
+def under_root(root: Path, *names: str) -> Path:
+    """`root/names...` with symlinks resolved, refused unless it stays under `root`.
+
+    Every path a source reads goes through here (with `relative_parts` for names it did not choose),
+    so the rule for what a source may read is in one place.
+    """
+    parts = [part for name in names for part in relative_parts(name)]
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise Refused("OutsideRoot", f"resolves outside {root}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -102,10 +155,17 @@ def quantization_named(name: str | None) -> Quantization | None:
     return _QUANTIZATIONS.get((name or "").lower())
 
 
+def split_quantization(stem: str) -> tuple[str, Quantization | None]:
+    """`medical-v2.Q8_0` or `medical-v2-q8_0` -> (`medical-v2`, Q8_0): a quantization ends the name."""
+    match = _QUANTIZATION_SUFFIX.match(stem)
+    if match is None:
+        return stem, None
+    return match["rest"], quantization_named(match["quantization"])
+
+
 def version_and_quantization(deployment: str, filename: str) -> tuple[str, Quantization | None]:
     """`medical-v2.Q8_0.gguf` -> (`v2`, Q8_0); raises when the name holds no version."""
-    stem, *suffixes = filename.split(".")
-    quantization = next(filter(None, map(quantization_named, suffixes)), None)
+    stem, quantization = split_quantization(filename.removesuffix(".gguf"))
     version = version_name(deployment, stem)
     if not version:
         raise DiscoveryError(
@@ -114,49 +174,65 @@ def version_and_quantization(deployment: str, filename: str) -> tuple[str, Quant
     return version, quantization
 
 
-def settled_release_files(source: ModelSource, now: float | None = None) -> list[Path]:
-    """Files of a directory source that are complete: matching, visible and not written in the last second."""
-    directory = source.spec.directory
-    if directory is None:
-        return []
+def settled_files(directory: Path, pattern: str, now: float | None = None) -> list[Path]:
+    """Files of `directory` that are complete: matching, visible, not a download in progress and not
+    written in the last second."""
     now = time.time() if now is None else now
     return sorted(
         path
-        for path in Path(directory.path).iterdir()
+        for path in directory.iterdir()
         if not path.name.startswith(".")
-        and fnmatch.fnmatch(path.name, directory.pattern)
+        and not path.name.endswith(IN_PROGRESS_SUFFIXES)
+        and fnmatch.fnmatch(path.name, pattern)
         and path.is_file()
         and now - path.stat().st_mtime >= SETTLE_SECONDS
     )
 
 
-def discover(source: ModelSource, digests: DigestCache) -> list[Release]:
-    """Every release the source offers now (raises when the directory or index cannot be read)."""
-    spec = source.spec
-    deployment = spec.deployment
-    releases = []
-    if spec.directory is not None:
-        for path in settled_release_files(source):
-            try:
-                version, quantization = version_and_quantization(deployment, path.name)
-            except DiscoveryError:
-                continue  # not named like a release
-            quantization = quantization or quantization_named(spec.quantization)
-            if quantization is None:
-                continue
-            releases.append(
-                Release(version, path.as_uri(), digests.digest(path), quantization, path.stat().st_size)
-            )
-        return releases
+@dataclass(frozen=True)
+class Discovery:
+    """What one look at a source found: releases to offer, and releases it refused."""
+
+    releases: list[Release] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def directory_releases(spec: ModelSourceSpec, digests: DigestCache) -> Discovery:
+    """Every release file in a directory source (raises when the directory cannot be read)."""
+    assert spec.directory is not None
+    root = Path(spec.directory.path)
+    found = Discovery()
+    for path in settled_files(root, spec.directory.pattern):
+        try:
+            version, quantization = version_and_quantization(spec.deployment, path.name)
+        except DiscoveryError:
+            continue  # not named like a release
+        quantization = quantization or quantization_named(spec.quantization)
+        if quantization is None:
+            continue
+        try:
+            real = under_root(root, path.name)
+        except Refused as refusal:
+            found.rejected.append(Rejection(path.name, refusal.reason, str(refusal)))
+            continue
+        found.releases.append(
+            Release(version, real.as_uri(), digests.digest(real), quantization, real.stat().st_size)
+        )
+    return found
+
+
+def index_releases(spec: ModelSourceSpec) -> Discovery:
+    """Every release an HTTP index lists (raises when the index is down or malformed)."""
     assert spec.http is not None
+    found = Discovery()
     for raw in _index(spec.http.index_url):
         entry = IndexEntry.model_validate(raw)
         quantization = quantization_named(entry.quantization) or quantization_named(spec.quantization)
-        version = version_name(deployment, entry.version)
+        version = version_name(spec.deployment, entry.version)
         if quantization is None or not version:
             continue
-        releases.append(Release(version, entry.uri, entry.digest, quantization, entry.size_bytes))
-    return releases
+        found.releases.append(Release(version, entry.uri, entry.digest, quantization, entry.size_bytes))
+    return found
 
 
 def _index(url: str) -> list[Any]:
@@ -171,29 +247,42 @@ def new_releases(
     deployment: str,
     known: Iterable[ModelCandidate],
     order: Sequence[Quantization] = (),
-) -> list[Release]:
-    """Releases whose candidate name is free and whose bytes are not already offered to the deployment.
+) -> tuple[list[Release], list[Rejection]]:
+    """Releases whose candidate name is free and whose bytes are not already offered to the deployment,
+    and the releases that put other bytes under a version already offered (republished).
 
     With an `order` of quantizations, only releases in them, and per version only the next one in
     that order, once every one before it is decided and none was promoted.
     """
-    known = list(known)
-    taken = {candidate.metadata.name: candidate for candidate in known}
-    offered = {
-        candidate.spec.artifact.digest for candidate in known if candidate.spec.deployment == deployment
-    }
+    taken: dict[str, ModelCandidate] = {}
+    offered: dict[str, str] = {}  # candidate name -> digest, of this deployment's candidates
+    for candidate in known:
+        taken[candidate.metadata.name] = candidate
+        if candidate.spec.deployment == deployment:
+            offered[candidate.metadata.name] = candidate.spec.artifact.digest
+    digests = set(offered.values())
     wanted = _in_order(releases, order)
     available = {(release.version, release.quantization) for release in wanted}
-    fresh = []
+    fresh, republished = [], []
     for release in wanted:
         name = candidate_name(deployment, release.version, release.quantization if order else None)
-        if name in taken or release.digest in offered:
+        if name in offered and offered[name] != release.digest:
+            republished.append(
+                Rejection(
+                    release.version,
+                    "Republished",
+                    f"other weights ({release.digest[:19]}…) under a version already offered as "
+                    f"{offered[name][:19]}…; publish them as a new version",
+                )
+            )
             continue
         if order and not _turn_of(release, deployment, order, taken, available):
             continue
-        offered.add(release.digest)
+        if name in taken or release.digest in digests:
+            continue
+        digests.add(release.digest)
         fresh.append(release)
-    return fresh
+    return fresh, republished
 
 
 def _in_order(releases: Iterable[Release], order: Sequence[Quantization]) -> list[Release]:

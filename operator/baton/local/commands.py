@@ -1,4 +1,4 @@
-"""The local-mode subcommands of `baton`: up, status, candidate add, demo.
+"""The local-mode subcommands of `baton`: up, status, candidate add, demo, export.
 
 Thin: each parses its options, calls library code and turns a known failure (bad YAML, a file
 that cannot become a candidate) into a message on stderr and exit code 1, never a traceback.
@@ -223,4 +223,67 @@ def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
     sys.exit(run_demo(options))
 
 
-COMMANDS = (up, status, candidate, demo)
+@click.command("export")
+@click.argument("deployment")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ollama", "lmstudio"]),
+    default="ollama",
+    show_default=True,
+    help="`ollama`: a Modelfile beside the GGUF; `lmstudio`: a models directory LM Studio opens.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Directory to write."
+)
+@STATE_DIR_OPTION
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the deployment from this cluster instead of local mode's state directory.",
+)
+@click.option(
+    "--namespace", default="default", show_default=True, help="Namespace of the deployment (cluster)."
+)
+def export_command(
+    deployment: str, fmt: str, out: Path, state_dir: Path | None, kubeconfig: Path | None, namespace: str
+) -> None:
+    """Write DEPLOYMENT's champion for Ollama (`ollama create NAME -f OUT/Modelfile`) or LM Studio."""
+    from baton.export import ExportFormat, champion_of, export
+    from baton_serving.artifacts import ArtifactError
+
+    document = (
+        _cluster_deployment(kubeconfig, namespace, deployment)
+        if kubeconfig
+        else _store(state_dir).read_object("ModelDeployment", deployment)
+    )
+    if document is None:
+        click.echo(f"no deployment {deployment!r} found", err=True)
+        sys.exit(1)
+    champion = champion_of(document)
+    try:
+        written = export(champion, ExportFormat(fmt), out)
+    except (ArtifactError, OSError) as error:
+        click.echo(f"cannot export {deployment}: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"exported {deployment} {champion.version} ({champion.artifact.digest[:19]}…) to {written}")
+
+
+def _cluster_deployment(kubeconfig: Path, namespace: str, name: str) -> dict | None:
+    import kubernetes
+
+    from baton.api import GROUP, VERSION
+
+    api = kubernetes.client.CustomObjectsApi(
+        kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    )
+    try:
+        return api.get_namespaced_custom_object(GROUP, VERSION, namespace, "modeldeployments", name)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+COMMANDS = (up, status, candidate, demo, export_command)

@@ -61,6 +61,11 @@ class GenerationRequest:
         return arguments
 
 
+# What the llama.cpp engine samples with when a request leaves these unset, passed explicitly so that
+# `baton export` can write the same values into an Ollama Modelfile (Ollama's own defaults differ).
+LLAMA_CPP_SAMPLING_DEFAULTS: dict[str, float] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
+
+
 class Engine(Protocol):
     """A loaded model that answers generation requests, one at a time."""
 

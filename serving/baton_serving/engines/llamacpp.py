@@ -16,7 +16,7 @@ import numpy as np
 from llama_cpp import Llama, LlamaGrammar, LogitsProcessorList
 
 from baton_serving.config import RequestLimits
-from baton_serving.engines import EngineRequestError, GenerationRequest
+from baton_serving.engines import LLAMA_CPP_SAMPLING_DEFAULTS, EngineRequestError, GenerationRequest
 from baton_serving.engines.grammar import GrammarBuilder
 
 
@@ -83,7 +83,11 @@ class LlamaCppEngine:
         }
 
     def _run(self, request: GenerationRequest, stream: bool, logits_processor: Any = None) -> Any:
-        options: dict[str, Any] = {**request.sampling(stream), "logits_processor": logits_processor}
+        options: dict[str, Any] = {
+            **LLAMA_CPP_SAMPLING_DEFAULTS,
+            **request.sampling(stream),
+            "logits_processor": logits_processor,
+        }
         if request.repeat_penalty is not None:
             options["repeat_penalty"] = request.repeat_penalty
         if request.json_schema is not None:

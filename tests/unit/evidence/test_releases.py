@@ -12,12 +12,12 @@ import pytest
 
 from baton.api import ModelSource, Phase
 from baton.api.candidate import ModelCandidateStatus
+from baton.evidence.catalogs import discover
 from baton.evidence.releases import (
     DigestCache,
     DiscoveryError,
     candidate_document,
     candidate_for_file,
-    discover,
     version_and_quantization,
 )
 from baton.evidence.sources import SourcePoller
@@ -76,7 +76,7 @@ def test_directory_discovery_pins_digests(tmp_path: Path) -> None:
             "spec": {"deployment": "medical", "directory": {"path": str(tmp_path)}},
         }
     )
-    (release,) = discover(drops, DigestCache())
+    (release,) = discover(drops, DigestCache()).releases
     assert (release.version, release.quantization, release.size_bytes) == ("v2", "Q8_0", 8)
     assert release.digest == "sha256:" + hashlib.sha256(b"GGUF-two").hexdigest()
     manifest = candidate_document("medical", release, source={"name": "drops", "namespace": "ns", "uid": "u"})
