@@ -21,10 +21,9 @@ so the host's model directory is the node's. A cluster uses a model volume or an
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,8 @@ from baton.k8s.rayservice import observe_revisions, ray_service, serve_config
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from baton_models import catalog
-from baton_serving.wire import REVISION_HEADER, REVISIONS_PATH
+from baton_serving.wire import REVISIONS_PATH
+from tests.e2e.test_operator_e2e import Traffic
 from tests.testbed import binaries
 from tests.testbed.kuberay import KubeRay
 from tests.testbed.node import Node
@@ -273,46 +273,15 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     ray.delete()
 
 
-class Load:
-    """Sequential chat completions against the Serve Service until stopped; counts answers by revision."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.answered: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=180)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=120) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(f"{self.endpoint}/v1/chat/completions", json=CHAT)
-                except httpx.TransportError as error:
-                    self.failures.append(repr(error))
-                    continue
-                if response.status_code != 200:
-                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
-                    continue
-                self.answered[response.headers.get(REVISION_HEADER, "?")] += 1
-
-    def wait_for(self, revision: str, count: int, timeout: float, diagnose) -> None:
-        """Until `revision` has answered `count` more requests."""
-        wanted = self.answered[revision] + count
-        wait_for(
-            lambda: self.answered[revision] >= wanted,
-            f"{revision} never answered {count} requests",
-            diagnose,
-            timeout,
-        )
+def answered(traffic: Traffic, revision: str, count: int, diagnose: Callable[[], str]) -> None:
+    """Waits until `revision` has answered `count` more of the traffic's requests."""
+    wanted = traffic.revisions[revision] + count
+    wait_for(
+        lambda: traffic.revisions[revision] >= wanted,
+        f"{revision} never answered {count} requests",
+        diagnose,
+        SERVE_TIMEOUT_S,
+    )
 
 
 def test_revisions_and_weights_change_in_place_under_load(
@@ -363,8 +332,8 @@ def test_revisions_and_weights_change_in_place_under_load(
         # After the bake: the old revision's application is removed.
         (dict(phase=Phase.PROMOTED), {"medical-v2"}, "medical-v2"),
     ]
-    with Load(endpoint) as load:
-        load.wait_for("medical-v1", 5, SERVE_TIMEOUT_S, ray.report)
+    with Traffic(endpoint, limit=100_000) as traffic:
+        answered(traffic, "medical-v1", 5, ray.report)
         for status, serving, answering in steps:
             champion = v2 if status["phase"] != Phase.CANARY else v1
             body = ray.apply(deployment(ray.namespace, champion, **status))
@@ -381,13 +350,14 @@ def test_revisions_and_weights_change_in_place_under_load(
                 ray.report,
                 SERVE_TIMEOUT_S,
             )
-            load.wait_for(answering, 5, SERVE_TIMEOUT_S, ray.report)
-        after_promotion = load.answered.copy()
-        load.wait_for("medical-v2", 10, SERVE_TIMEOUT_S, ray.report)
-    assert load.failures == [], load.failures[:5]
-    assert load.answered["medical-v1"] >= 5 and load.answered["medical-v2"] >= 20, load.answered
+            answered(traffic, answering, 5, ray.report)
+        after_promotion = traffic.revisions.copy()
+        answered(traffic, "medical-v2", 10, ray.report)
+    answers = traffic.revisions
+    assert traffic.failures == [], traffic.failures[:5]
+    assert answers["medical-v1"] >= 5 and answers["medical-v2"] >= 20, answers
     # Once promoted, no request reached the old revision.
-    assert load.answered["medical-v1"] == after_promotion["medical-v1"], (after_promotion, load.answered)
+    assert answers["medical-v1"] == after_promotion["medical-v1"], (after_promotion, answers)
     assert identity() == before
-    print(f"\nin-place updates under load: {dict(load.answered)} answered, {len(load.failures)} failed")
+    print(f"\nin-place updates under load: {dict(answers)} answered, {len(traffic.failures)} failed")
     ray.delete()

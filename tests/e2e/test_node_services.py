@@ -121,5 +121,6 @@ def test_services_resolve_and_route_from_pods_and_the_host(node: Node) -> None:
     assert resolved.returncode == 0, resolved.stderr
     assert resolved.stdout.split() == [cluster_ip, "200"]
 
+    print("\nnode start-up, seconds:", {name: round(took, 2) for name, took in node.startup_seconds.items()})
     deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=120s")
     assert deleted.returncode == 0, deleted.stderr
