@@ -123,6 +123,10 @@ class ControlPlane:
                     "system:kube-controller-manager", ("system:masters",), secrets.token_hex(16)
                 ),
                 "scheduler": User("system:kube-scheduler", ("system:masters",), secrets.token_hex(16)),
+                # Bound to system:node-proxier by the API server's bootstrap policy.
+                "kube-proxy": User("system:kube-proxy", (), secrets.token_hex(16)),
+                # Bound by the node to the read-only ClusterRole of CoreDNS's own manifests.
+                "coredns": User("system:coredns", (), secrets.token_hex(16)),
             }
         self.startup_seconds = 0.0
         self._etcd: subprocess.Popen[bytes] | None = None
@@ -173,9 +177,6 @@ class ControlPlane:
                     f"--etcd-servers={etcd_url}",
                     f"--bind-address={self.address}",
                     f"--advertise-address={self.address}",
-                    # Nothing routes to the `kubernetes` Service here, and since v1.37 its endpoint
-                    # reconciler refuses a loopback advertise address.
-                    "--endpoint-reconciler-type=none",
                     f"--secure-port={secure_port}",
                     f"--cert-dir={pki}",
                     f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -209,8 +210,14 @@ class ControlPlane:
 
     @staticmethod
     def _envtest_flags() -> list[str]:
-        # As envtest: no controller-manager creates the `default` service accounts pods need.
-        return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        # As envtest: no controller-manager creates the `default` service accounts pods need. Nothing
+        # routes to the `kubernetes` Service, and since v1.37 its endpoint reconciler refuses a
+        # loopback advertise address.
+        return [
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none",
+        ]
 
     @staticmethod
     def _node_flags(pki: Path) -> list[str]:

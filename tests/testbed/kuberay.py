@@ -8,8 +8,8 @@ host against a node's API server (`tests.testbed.node.Node`), with:
   apply's last-applied annotation);
 - KubeRay's own ClusterRole (`config/rbac/role.yaml`) bound to a ServiceAccount whose token it uses,
   so it runs with exactly the permissions a KubeRay install grants, not as an administrator;
-- `--use-kubernetes-proxy`: the host has no cluster DNS for `<head>.<namespace>.svc`, so it reaches
-  the head's dashboard and Serve proxy through the API server's services and pods proxy;
+- `--use-kubernetes-proxy`: it runs with the host's resolver, which knows no `<head>.<namespace>.svc`,
+  so it reaches the head's dashboard and Serve proxy through the API server's services and pods proxy;
 - one replica, so no leader election.
 """
 

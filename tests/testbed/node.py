@@ -9,24 +9,29 @@ CNI plugins from Debian. What these machines need (measured in a spike, docs/tes
   restricts it (`restrict_oom_score_adj`);
 - the node's address is NODE_IP on `lo`, and the API server reaches kubelets by InternalIP;
 - no registry: images reach containerd by `ctr images import` of docker-archives (`load_image`);
-- no kube-proxy: one DNAT rule makes the `kubernetes` Service's IP reach the API server, which is all
-  in-cluster clients (the operator) need. There is no cluster DNS.
+- Services as in a cluster: kube-proxy (iptables mode) routes every ClusterIP, from pods and from the
+  host, so Ray workers reach `<cluster>-head-svc` and host processes reach the Serve Service; CoreDNS
+  (its `kubernetes` plugin) answers `<service>.<namespace>.svc.cluster.local` on NODE_IP:53, the
+  kubelet's `clusterDNS`. A host process sees that DNS only through `with_cluster_dns` (the analogue of
+  a hostNetwork pod with `dnsPolicy: ClusterFirstWithHostNet`): the host's resolver stays untouched.
 containerd's content store lives in $BATON_CACHE/containerd, so imported images survive restarts.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from tests.testbed import binaries
-from tests.testbed.controlplane import NODE_IP, NODE_NAME, SERVICE_IP, ControlPlane
+from tests.testbed.controlplane import NODE_IP, NODE_NAME, ControlPlane
 from tests.testbed.processes import StartupError, free_ports, http_ok, log_tail, spawn, terminate, wait_ready
 
 # Not 10.88.0.0/16: buildah's own CNI network (cni-podman0) routes that on build machines.
@@ -35,7 +40,10 @@ BRIDGE = "baton0"
 CNI_BIN = Path("/usr/lib/cni")
 NAMESPACE = "k8s.io"  # containerd's namespace for CRI (kubelet) containers and images
 SANDBOX_IMAGE = "docker.io/baton/pause:testbed"  # tests/testbed/pause.c, built by tests/testbed/build
-NAT_CHAIN = "BATON-TESTBED"
+CLUSTER_DOMAIN = "cluster.local"
+# CoreDNS runs on the host, where pods reach NODE_IP through their gateway; a cluster puts it behind a
+# Service IP instead, which changes nothing a pod sees but the nameserver's address.
+DNS_IP = NODE_IP
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
 
@@ -73,6 +81,8 @@ def _cni_config(ipam_dir: Path) -> dict:
                 "bridge": BRIDGE,
                 "isGateway": True,
                 "ipMasq": True,
+                # A pod reaching itself through a Service's ClusterIP (kube-proxy DNATs it back).
+                "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_CIDR}]],
@@ -114,7 +124,82 @@ def _kubelet_config(sock: Path, ca: Path, logs: Path, port: int, healthz_port: i
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
         "nodeStatusReportFrequency": "10s",
+        "clusterDNS": [DNS_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
     }
+
+
+def _kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) -> dict:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME,
+        # iptables-nft (Debian's iptables 1.8.9) is what this machine has; there is no `nft` binary
+        # for the nftables mode.
+        "mode": "iptables",
+        "clusterCIDR": POD_CIDR,
+        "healthzBindAddress": f"127.0.0.1:{healthz_port}",
+        "metricsBindAddress": f"127.0.0.1:{metrics_port}",
+        "nodePortAddresses": [f"{NODE_IP}/32"],
+        # Leave the shared machine's sysctls alone: no conntrack table resize, and no route_localnet
+        # (it makes NodePorts answer on 127.0.0.1).
+        "conntrack": {"maxPerCore": 0},
+        "iptables": {"localhostNodePorts": False},
+    }
+
+
+def _corefile(kubeconfig: Path, health_port: int, ready_port: int) -> str:
+    # What a cluster's CoreDNS ConfigMap holds, with the API server reached by a kubeconfig (CoreDNS
+    # runs on the host, not in a pod with a ServiceAccount) and bound to NODE_IP only.
+    return f""".:53 {{
+    bind {DNS_IP}
+    errors
+    health 127.0.0.1:{health_port}
+    ready 127.0.0.1:{ready_port}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    forward . /etc/resolv.conf
+    cache 30
+}}
+"""
+
+
+# The read access of CoreDNS's own deployment manifest (coredns/deployment kubernetes/coredns.yaml.sed).
+def _coredns_rbac() -> list[dict]:
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}],
+        },
+    ]
 
 
 class Node:
@@ -144,7 +229,8 @@ class Node:
             self.load_image(binaries.image_archive("pause"))
             self._start_controllers()
             self._start_kubelet()
-            self._route_kubernetes_service()
+            self._start_kube_proxy()
+            self._start_dns()
         except BaseException:
             self.stop(remove_workdir=False)
             raise
@@ -252,34 +338,92 @@ class Node:
         )
         return ready and not node["spec"].get("taints")
 
-    def _route_kubernetes_service(self) -> None:
-        # What kube-proxy would do for the one Service in-cluster clients use: its ClusterIP:443 to
-        # the API server. In a chain of our own, so stop() removes exactly this.
-        port = self.plane.server.rsplit(":", 1)[1]
-        self._unroute_kubernetes_service()  # a killed run's rule
-        self._iptables("-N", NAT_CHAIN)
-        self._iptables(
-            "-A", NAT_CHAIN, "-d", f"{SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
-            "-j", "DNAT", "--to-destination", f"{NODE_IP}:{port}",
-        )  # fmt: skip
-        self._iptables("-I", "PREROUTING", "-j", NAT_CHAIN)
+    def _start_kube_proxy(self) -> None:
+        healthz_port, metrics_port = free_ports(2)
+        config = self.workdir / "kube-proxy.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                _kube_proxy_config(self.plane.kubeconfig_for("kube-proxy"), healthz_port, metrics_port)
+            )
+        )
+        log = self.logs / "kube-proxy.log"
+        self._cleanup_kube_proxy()  # a killed run's rules
+        self._processes["kube-proxy"] = spawn(
+            [binaries.built("kube-proxy"), f"--config={config}", "--v=1"],
+            log,
+            tied_to_parent=self.tied_to_parent,
+        )
+        # /healthz passes once the first full sync of the rules is done.
+        self.startup_seconds["kube-proxy"] = wait_ready(
+            "kube-proxy",
+            self._processes["kube-proxy"],
+            log,
+            lambda: http_ok(f"http://127.0.0.1:{healthz_port}/healthz"),
+            READY_TIMEOUT_S,
+        )
 
-    def _unroute_kubernetes_service(self) -> None:
-        self._iptables("-D", "PREROUTING", "-j", NAT_CHAIN, check=False)
-        self._iptables("-F", NAT_CHAIN, check=False)
-        self._iptables("-X", NAT_CHAIN, check=False)
+    def _cleanup_kube_proxy(self) -> None:
+        # kube-proxy's own way to remove every chain and rule it made (they outlive its process).
+        subprocess.run([str(binaries.built("kube-proxy")), "--cleanup"], capture_output=True, timeout=60)
+
+    def _start_dns(self) -> None:
+        rbac = json.dumps({"apiVersion": "v1", "kind": "List", "items": _coredns_rbac()})
+        applied = self.plane.kubectl("apply", "-f", "-", input=rbac)
+        if applied.returncode != 0:
+            raise StartupError(f"the API server refused CoreDNS's RBAC: {applied.stderr.strip()}")
+        health_port, ready_port = free_ports(2)
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(_corefile(self.plane.kubeconfig_for("coredns"), health_port, ready_port))
+        log = self.logs / "coredns.log"
+        self._processes["coredns"] = spawn(
+            [binaries.built("coredns"), "-conf", corefile], log, tied_to_parent=self.tied_to_parent
+        )
+        # /ready passes once the kubernetes plugin has listed Services and EndpointSlices.
+        self.startup_seconds["coredns"] = wait_ready(
+            "coredns",
+            self._processes["coredns"],
+            log,
+            lambda: http_ok(f"http://127.0.0.1:{ready_port}/ready"),
+            READY_TIMEOUT_S,
+        )
+        (self.workdir / "resolv.conf").write_text(
+            f"nameserver {DNS_IP}\nsearch svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\noptions ndots:5\n"
+        )
+
+    def with_cluster_dns(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+        """`argv` run with the cluster DNS as its resolver, in the host's network (ClusterFirstWithHostNet).
+
+        A mount namespace of its own gets a bind-mounted /etc/resolv.conf, so the process resolves
+        `<service>.<namespace>.svc` as a pod does while the host's resolver is left alone.
+        """
+        resolv = self.workdir / "resolv.conf"
+        script = f'mount --bind {resolv} /etc/resolv.conf && exec "$@"'
+        unshare = binaries.system("unshare")
+        return [
+            str(unshare),
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *map(str, argv),
+        ]
 
     def stop(self, *, remove_workdir: bool = True) -> None:
         """Removes every pod (so the kubelet tears down their containers and network), then the rest."""
         self._stop("kube-controller-manager")  # it would recreate the pods a drain deletes
         if "kubelet" in self._processes:
             self._drain()
-        for name in ("kubelet", "kube-scheduler"):
+        for name in ("kubelet", "kube-scheduler", "coredns"):
             self._stop(name)
+        if "kube-proxy" in self._processes:
+            self._stop("kube-proxy")
+            self._cleanup_kube_proxy()
         if "containerd" in self._processes:
             self._remove_containers()
         self._stop("containerd")
-        self._unroute_kubernetes_service()
         if remove_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -325,12 +469,6 @@ class Node:
             timeout=timeout,
         )
 
-    @staticmethod
-    def _iptables(*args: str, check: bool = True) -> None:
-        subprocess.run(
-            [str(binaries.system("iptables")), "-t", "nat", *args], check=check, capture_output=True
-        )
-
     def container_pid(self, container_id: str) -> int:
         """The host pid of a running container (`containerd://<id>`, as a pod's status names it)."""
         wanted = container_id.removeprefix("containerd://")
@@ -348,4 +486,4 @@ class Node:
         return "\n".join(f"--- {log} ---\n{log_tail(log)}" for log in sorted(self.logs.glob("*.log")))
 
 
-__all__ = ["NODE_IP", "NODE_NAME", "Node"]
+__all__ = ["CLUSTER_DOMAIN", "NODE_IP", "NODE_NAME", "Node"]
