@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from jsonschema import ValidationError, validate
+from jsonschema import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -71,6 +71,7 @@ from baton_serving.openai_protocol import (
     openai_framing,
     parse_request,
 )
+from baton_serving.patterns import linear_validator
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
 from baton_serving.tracing import RequestTracer
@@ -396,7 +397,7 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 
 def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
     try:
-        validate(json.loads(text), schema)
+        linear_validator(schema).validate(json.loads(text))
     except (ValueError, RecursionError, ValidationError):  # not JSON, too deep, or not the schema's
         return False
     return True
