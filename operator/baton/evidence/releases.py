@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from baton.api import ModelCandidate, ModelSource
 from baton.api.common import API_VERSION
-from baton.evidence.fetch import bounded_get
+from baton_serving import fetch
+from baton_serving.config import FetchPolicy
 from baton_serving.wire import DIGEST_PATTERN, Quantization
 
 SOURCE_LABEL = "baton.dev/source"
@@ -38,6 +39,7 @@ _QUANTIZATIONS = {quantization.value.lower(): quantization for quantization in Q
 _CHUNK = 1 << 20
 # A model mirror's index is a list of small records; anything larger is not an index.
 MAX_INDEX_BYTES = 4 << 20
+INDEX_DEADLINE_S = 30.0
 
 
 class DiscoveryError(ValueError):
@@ -109,29 +111,43 @@ def version_and_quantization(deployment: str, filename: str) -> tuple[str, Quant
     return version, quantization
 
 
-def settled_release_files(source: ModelSource, now: float | None = None) -> list[Path]:
-    """Files of a directory source that are complete: matching, visible and not written in the last second."""
+def settled_release_files(source: ModelSource, policy: FetchPolicy, now: float | None = None) -> list[Path]:
+    """Files of a directory source that are complete: matching, visible and not written in the last second.
+
+    The directory must lie under a local root of `policy`, and so must each file once its links
+    are resolved: a link out of the root is left out, never hashed.
+    """
     directory = source.spec.directory
     if directory is None:
         return []
     now = time.time() if now is None else now
+    root = fetch.local_path(directory.path, policy)
     return sorted(
         path
-        for path in Path(directory.path).iterdir()
+        for path in root.iterdir()
         if not path.name.startswith(".")
         and fnmatch.fnmatch(path.name, directory.pattern)
         and path.is_file()
+        and _under_roots(path, policy)
         and now - path.stat().st_mtime >= SETTLE_SECONDS
     )
 
 
-def discover(source: ModelSource, digests: DigestCache) -> list[Release]:
-    """Every release the source offers now (raises when the directory or index cannot be read)."""
+def _under_roots(path: Path, policy: FetchPolicy) -> bool:
+    try:
+        fetch.local_path(str(path), policy)
+    except fetch.FetchError:
+        return False
+    return True
+
+
+def discover(source: ModelSource, digests: DigestCache, policy: FetchPolicy) -> list[Release]:
+    """Every release the source offers now, read under `policy` (raises when it cannot be read)."""
     spec = source.spec
     deployment = spec.deployment
     releases = []
     if spec.directory is not None:
-        for path in settled_release_files(source):
+        for path in settled_release_files(source, policy):
             try:
                 version, quantization = version_and_quantization(deployment, path.name)
             except DiscoveryError:
@@ -144,7 +160,7 @@ def discover(source: ModelSource, digests: DigestCache) -> list[Release]:
             )
         return releases
     assert spec.http is not None
-    for raw in _index(spec.http.index_url):
+    for raw in _index(spec.http.index_url, policy):
         entry = IndexEntry.model_validate(raw)
         quantization = quantization_named(entry.quantization) or quantization_named(spec.quantization)
         version = version_name(deployment, entry.version)
@@ -154,10 +170,10 @@ def discover(source: ModelSource, digests: DigestCache) -> list[Release]:
     return releases
 
 
-def _index(url: str) -> list[Any]:
-    entries = json.loads(bounded_get(url, MAX_INDEX_BYTES, timeout=30.0))
+def _index(url: str, policy: FetchPolicy) -> list[Any]:
+    entries = json.loads(fetch.fetch(url, policy, MAX_INDEX_BYTES, INDEX_DEADLINE_S))
     if not isinstance(entries, list):
-        raise DiscoveryError(f"the index at {url} is not a JSON list")
+        raise DiscoveryError(f"the index at {fetch.shown(url)} is not a JSON list")
     return entries
 
 

@@ -19,6 +19,7 @@ from baton.evidence.ports import Store
 from baton.evidence.releases import DigestCache, Release, candidate_document, discover, new_releases
 from baton.evidence.supervision import TaskFailure, report
 from baton.rollout import format_time, merge_conditions, parse_duration
+from baton_serving.config import FetchPolicy
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class Poll:
 class SourcePoller:
     """Polls one ModelSource; keeps the digests it computed and the failures in a row."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: FetchPolicy) -> None:
         self.store = store
+        self.policy = policy
         self.digests = DigestCache()
         self.failures = 0
 
@@ -43,7 +45,7 @@ class SourcePoller:
         previous = source.status or ModelSourceStatus()
         created, releases, failure = 0, list[Release](), None
         try:
-            releases = discover(source, self.digests)
+            releases = discover(source, self.digests, self.policy)
             fresh = new_releases(releases, source.spec.deployment, self.store.candidates())
             for release in fresh:
                 document = candidate_document(

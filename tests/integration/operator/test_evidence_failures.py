@@ -2,7 +2,9 @@
 
 Each failure kind that used to leave a deployment Benchmarking forever or end a poller or sampler
 silently is injected for real: Benchmark items that do not validate, a ModelSource directory that
-does not exist, a pool ingress that does not answer its `/metrics`. `baton up` runs the same
+does not exist, a pool ingress that does not answer its `/metrics`, Benchmark items at a URL or
+path the fetch policy refuses (a file outside the roots, the service-account token, the cloud's
+metadata endpoint). `baton up` runs the same
 evidence layer (tests/integration/local/test_evidence_failures_local.py, tests/unit/evidence).
 """
 
@@ -110,6 +112,60 @@ spec:
     assert status_of(cluster, namespace, "medical").get("phase") != "Benchmarking"
     (event,) = failure_events(cluster, namespace, "medical")
     assert event["type"] == "Warning" and "ValidationError" in event["message"]
+    everything = json.dumps(
+        [cluster.items(kind, namespace) for kind in ("modeldeployments", "modelcandidates")]
+    )
+    everything += json.dumps(cluster.events(namespace, "medical") + cluster.events(namespace, "medical-v2"))
+    assert SECRET not in everything
+
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("link", "not under an allowed local root"),  # inside the root, a link to a file outside it
+        ("token", "not under an allowed local root"),
+        ("metadata", "169.254.169.254, which is not a public address"),
+    ],
+)
+def test_benchmark_items_the_fetch_policy_refuses_end_inconclusive_and_nothing_read_is_shown(
+    cluster: Cluster, namespace: str, start_operator, tmp_path: Path, where: str, reason: str
+) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-token"  # beside the test's root, not in it
+    outside.write_text(SECRET)
+    (tmp_path / "items.jsonl").symlink_to(outside)
+    url = {
+        "link": (tmp_path / "items.jsonl").as_uri(),
+        "token": f"file://{SERVICE_ACCOUNT_TOKEN}",
+        "metadata": "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    }[where]
+    # Pinned to the file's real digest: read, it would pass the digest check and be parsed.
+    digest = "sha256:" + hashlib.sha256(SECRET.encode()).hexdigest()
+    benchmark = f"""
+apiVersion: baton.dev/v1alpha1
+kind: Benchmark
+metadata: {{name: medical-qa}}
+spec:
+  domain: medical
+  scorer: {{type: exact}}
+  uri: {{url: "{url}", digest: "{digest}"}}
+"""
+    operator = start_operator()
+    serve_then_offer(
+        cluster,
+        namespace,
+        operator,
+        benchmark + "---" + deployment_yaml("{benchmarks: [{name: medical-qa}]}"),
+    )
+    decision = wait_for(
+        "a decision on v2", lambda: decided(cluster, namespace), TIMEOUT, diagnose=operator.tail
+    )
+    assert decision["verdict"] == "Inconclusive"
+    assert "FetchError" in decision["message"] and reason in decision["message"]
+    (event,) = failure_events(cluster, namespace, "medical")
+    assert event["type"] == "Warning" and reason in event["message"]
     everything = json.dumps(
         [cluster.items(kind, namespace) for kind in ("modeldeployments", "modelcandidates")]
     )
