@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from baton_models import catalog
+from tests.policies import opted_in
 from tests.testbed.controlplane import ControlPlane
 from tests.testbed.processes import log_tail
 
@@ -143,11 +143,7 @@ def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
     own directory and the model cache (`fetch` replaces it).
     """
     started: list[Process] = []
-    opted_in = {
-        "schemes": ["https", "http"],
-        "allowedNetworks": ["127.0.0.0/8"],
-        "localRoots": [str(tmp_path), str(catalog.cache_root())],
-    }
+    policy = opted_in(tmp_path).model_dump(mode="json", by_alias=True)
 
     def start(endpoint: str = "http://127.0.0.1:9", *extra_args: str, fetch: dict | None = None) -> Process:
         argv = _baton(
@@ -159,7 +155,7 @@ def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
             "--endpoint-template",
             endpoint,
             "--fetch-policy",
-            json.dumps(opted_in if fetch is None else fetch),
+            json.dumps(policy if fetch is None else fetch),
             *extra_args,
         )
         process = Process(argv, tmp_path / f"operator-{len(started)}.log", cluster.plane.env())
