@@ -45,8 +45,7 @@ def _store(state_dir: Path | None) -> LocalStore:
 )
 @click.option("--fresh", is_flag=True, help="Forget stored status and added candidates before starting.")
 @fetch_policy_option(
-    "Default: https to public addresses, local files under the home, working, temporary and "
-    "$BATON_CACHE directories."
+    "Default: https to public addresses, local files under the home, temporary and $BATON_CACHE directories."
 )
 def up(
     paths: tuple[Path, ...],

@@ -69,9 +69,10 @@ MAX_TICK_SECONDS = 2.0
 
 def laptop_fetch_policy() -> FetchPolicy:
     """What `baton up` may read unless told otherwise: https URLs of public hosts, and local files
-    under the home, working, temporary and baton cache directories (the user's own, on a laptop)."""
+    under the home, temporary and baton cache directories (the user's own, on a laptop; not the
+    working directory, which may be `/`)."""
     cache = os.environ.get("BATON_CACHE")
-    roots = [Path.home(), Path.cwd(), Path(tempfile.gettempdir()), *([Path(cache)] if cache else [])]
+    roots = [Path.home(), Path(tempfile.gettempdir()), *([Path(cache)] if cache else [])]
     return FetchPolicy(local_roots=[str(root) for root in roots])
 
 
