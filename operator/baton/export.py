@@ -26,6 +26,7 @@ from baton.api.common import Artifact
 from baton.evidence.releases import sha256_of_file
 from baton_models.chat import CHAT_TEMPLATE
 from baton_serving.artifacts import ArtifactError, fetch_verified, gguf_metadata
+from baton_serving.config import FetchPolicy
 from baton_serving.engines import LLAMA_CPP_SAMPLING_DEFAULTS
 from baton_serving.openai_protocol import ChatCompletionRequest
 
@@ -102,9 +103,9 @@ def _eos_text(metadata: dict[str, object]) -> str:
     return ""
 
 
-def export(champion: Champion, fmt: ExportFormat, out: Path) -> Path:
-    """Write the champion in `fmt` under `out`; returns the written GGUF's path."""
-    verified = fetch_verified(champion.artifact.uri, champion.artifact.digest)
+def export(champion: Champion, fmt: ExportFormat, out: Path, policy: FetchPolicy) -> Path:
+    """Write the champion in `fmt` under `out`, reading it under `policy`; returns the written GGUF's path."""
+    verified = fetch_verified(champion.artifact.uri, champion.artifact.digest, policy)
     target = out if fmt is ExportFormat.OLLAMA else out / PUBLISHER / champion.deployment
     target.mkdir(parents=True, exist_ok=True)
     gguf = target / gguf_name(champion)

@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from jsonschema import ValidationError, validate
+from jsonschema import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -42,6 +42,7 @@ from baton_serving.config import (
     DeploymentRoute,
     EngineArgs,
     EngineKind,
+    FetchPolicy,
     IngressArgs,
     RequestLimits,
     RevisionRoute,
@@ -51,6 +52,7 @@ from baton_serving.config import (
     engine_app_name,
 )
 from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
+from baton_serving.fetch import shown
 from baton_serving.ollama_protocol import (
     OLLAMA_VERSION,
     OllamaChatRequest,
@@ -71,6 +73,7 @@ from baton_serving.openai_protocol import (
     openai_framing,
     parse_request,
 )
+from baton_serving.patterns import linear_validator
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
 from baton_serving.tracing import RequestTracer
@@ -133,6 +136,7 @@ class EngineServer:
         revision: dict[str, Any],
         artifact_cache_dir: str | None,
         limits: dict[str, Any],
+        fetch: dict[str, Any],
     ) -> None:
         from baton_serving.engines.llamacpp import LlamaCppEngine
 
@@ -144,7 +148,10 @@ class EngineServer:
         uri = spec.artifact.uri
         try:
             artifact = fetch_verified(
-                uri, spec.artifact.digest, Path(artifact_cache_dir) if artifact_cache_dir else None
+                uri,
+                spec.artifact.digest,
+                FetchPolicy.model_validate(fetch),
+                Path(artifact_cache_dir) if artifact_cache_dir else None,
             )
             self._engine = LlamaCppEngine(
                 artifact.path, spec.context_length, spec.threads, RequestLimits.model_validate(limits)
@@ -152,7 +159,7 @@ class EngineServer:
         except ArtifactError as error:
             self._error = str(error)
         except ValueError as error:  # llama.cpp's "Failed to load model from file"
-            self._error = f"{uri}: llama.cpp could not load the model: {error}"
+            self._error = f"{shown(uri)}: llama.cpp could not load the model: {error}"
         if self._error:
             logger.error("revision %s refused: %s", self._name, self._error)
 
@@ -396,7 +403,7 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 
 def _structured_output_valid(text: str, schema: dict[str, Any]) -> bool:
     try:
-        validate(json.loads(text), schema)
+        linear_validator(schema).validate(json.loads(text))
     except (ValueError, RecursionError, ValidationError):  # not JSON, too deep, or not the schema's
         return False
     return True
@@ -876,6 +883,7 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
         revision.model_dump(mode="json"),
         spec.artifact_cache_dir,
         spec.limits.model_dump(mode="json"),
+        spec.fetch.model_dump(mode="json"),
     )
 
 

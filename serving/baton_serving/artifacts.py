@@ -3,7 +3,10 @@
 A real model from a hub mirror, a mounted volume or the project's own tiny models all come through
 here. Nothing is loaded into an engine before its SHA-256 matches the digest the revision was
 pinned to and the file is a structurally complete GGUF: a candidate with a wrong or corrupt
-artifact is refused with an error naming the URI and both digests, and never serves.
+artifact is refused with an error naming the URI and the pinned digest, and never serves.
+Where an artifact may come from is the pool's `FetchPolicy` (`baton_serving.fetch`): a URI naming
+the service-account token, or a URL to the cloud's metadata endpoint, is refused before a byte is
+read, and no message ever shows what a refused file holds (not its digest, not its first bytes).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import httpx
+from baton_serving.config import FetchPolicy
+from baton_serving.fetch import FetchError, local_path, shown, stream
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_GGUF_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 HASH_CHUNK_BYTES = 1 << 20
+# The largest model a pool is expected to download, and the time a whole download may take.
+MAX_ARTIFACT_BYTES = 256 << 30
+DOWNLOAD_DEADLINE_S = 6 * 3600.0
 
 # ggml tensor type id -> (elements per block, bytes per block), from ggml's type traits.
 GGML_BLOCK_LAYOUT: dict[int, tuple[int, int]] = {
@@ -93,29 +100,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BATON_CACHE", Path.home() / ".cache" / "baton")) / "models"
 
 
-def fetch_verified(uri: str, digest: str, cache_dir: Path | None = None) -> VerifiedArtifact:
+def fetch_verified(
+    uri: str, digest: str, policy: FetchPolicy, cache_dir: Path | None = None
+) -> VerifiedArtifact:
     """Return a local, verified copy of the GGUF at `uri` (local path, `file://` or `http(s)://`).
 
     `digest` is `sha256:<hex>`. Local files and mounted volumes are verified in place; HTTP
     downloads land in `cache_dir/sha256/<hex>.gguf` only after they verified, so a cached file is
-    always whole.
+    always whole. `policy` says which URLs and local roots may be read at all.
     """
     algorithm, _, expected = digest.lower().partition(":")
     if algorithm != "sha256" or len(expected) != 64:
-        raise ArtifactError(f"{uri}: digest {digest!r} is not of the form sha256:<64 hex digits>")
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        path = _download_into_cache(uri, expected, cache_dir or default_cache_dir())
-    elif parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-    elif parsed.scheme == "":
-        path = Path(uri)
-    else:
-        raise ArtifactError(
-            f"{uri}: unsupported scheme {parsed.scheme!r} (use a path, file:// or http(s)://)"
-        )
+        raise ArtifactError(f"{shown(uri)}: the digest is not of the form sha256:<64 hex digits>")
+    try:
+        if urlparse(uri).scheme in ("http", "https"):
+            path = _download_into_cache(uri, expected, policy, cache_dir or default_cache_dir())
+        else:
+            path = local_path(uri, policy)
+    except FetchError as error:
+        raise ArtifactError(str(error)) from error
+    uri = shown(uri)
     if not path.is_file():
-        raise ArtifactError(f"{uri}: no such file {path}")
+        raise ArtifactError(f"{uri}: no such file")
     with path.open("rb") as stream:
         actual = _sha256_of(stream)
     _require_digest(uri, expected, actual)
@@ -123,7 +129,7 @@ def fetch_verified(uri: str, digest: str, cache_dir: Path | None = None) -> Veri
     return VerifiedArtifact(path=path, digest=f"sha256:{actual}", size_bytes=path.stat().st_size)
 
 
-def _download_into_cache(uri: str, expected: str, cache_dir: Path) -> Path:
+def _download_into_cache(uri: str, expected: str, policy: FetchPolicy, cache_dir: Path) -> Path:
     target = cache_dir / "sha256" / f"{expected}.gguf"
     if target.is_file():
         return target
@@ -131,15 +137,12 @@ def _download_into_cache(uri: str, expected: str, cache_dir: Path) -> Path:
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", delete=False) as partial:
         try:
-            with httpx.stream("GET", uri, follow_redirects=True, timeout=httpx.Timeout(30.0)) as response:
-                if response.status_code != 200:
-                    raise ArtifactError(f"{uri}: download failed with HTTP {response.status_code}")
-                for chunk in response.iter_bytes(HASH_CHUNK_BYTES):
-                    digest.update(chunk)
-                    partial.write(chunk)
+            for chunk in stream(uri, policy, MAX_ARTIFACT_BYTES, DOWNLOAD_DEADLINE_S):
+                digest.update(chunk)
+                partial.write(chunk)
             partial.flush()
-            _require_digest(uri, expected, digest.hexdigest())
-            check_gguf_structure(Path(partial.name), uri)
+            _require_digest(shown(uri), expected, digest.hexdigest())
+            check_gguf_structure(Path(partial.name), shown(uri))
         except BaseException:
             Path(partial.name).unlink(missing_ok=True)
             raise
@@ -156,7 +159,8 @@ def _sha256_of(stream: BinaryIO) -> str:
 
 def _require_digest(uri: str, expected: str, actual: str) -> None:
     if actual != expected:
-        raise DigestMismatchError(f"{uri}: digest mismatch: expected sha256:{expected}, got sha256:{actual}")
+        # Never the digest of what was read: that would tell a file's content to whoever named it.
+        raise DigestMismatchError(f"{uri}: digest mismatch: the file is not sha256:{expected}")
 
 
 def check_gguf_structure(path: Path, uri: str) -> None:
@@ -166,7 +170,9 @@ def check_gguf_structure(path: Path, uri: str) -> None:
         try:
             data_end = _gguf_data_end(stream)
         except (struct.error, UnicodeDecodeError, ValueError) as error:
-            raise InvalidGGUFError(f"{uri}: not a readable GGUF file ({error})") from error
+            # Only the reasons written here: a decode error would quote the file's bytes.
+            reason = str(error) if type(error) is ValueError else type(error).__name__
+            raise InvalidGGUFError(f"{uri}: not a readable GGUF file ({reason})") from error
     if data_end is not None and data_end > size:
         raise InvalidGGUFError(f"{uri}: truncated GGUF: tensor data needs {data_end} bytes, file has {size}")
 
@@ -181,10 +187,10 @@ def _read_metadata(stream: BinaryIO) -> tuple[int, dict[str, object]]:
     """(tensor count, metadata) of the header at the start of `stream`; leaves it at the tensor infos."""
     magic = stream.read(4)
     if magic != GGUF_MAGIC:
-        raise ValueError(f"magic bytes are {magic!r}, not {GGUF_MAGIC!r}")
+        raise ValueError("it does not start with the GGUF magic bytes")
     (version,) = _unpack(stream, "<I")
     if version not in SUPPORTED_GGUF_VERSIONS:
-        raise ValueError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
+        raise ValueError(f"its GGUF version is not one of {SUPPORTED_GGUF_VERSIONS}")
     tensor_count, metadata_count = _unpack(stream, "<QQ")
     metadata = {}
     for _ in range(metadata_count):
@@ -246,5 +252,5 @@ def _read_value(stream: BinaryIO, value_type: int) -> object:
         return [_read_value(stream, item_type) for _ in range(item_count)]
     scalar_format = _SCALAR_FORMATS.get(value_type)
     if scalar_format is None:
-        raise ValueError(f"unknown GGUF metadata value type {value_type}")
+        raise ValueError("a metadata value has an unknown GGUF type")
     return _unpack(stream, scalar_format)[0]

@@ -12,9 +12,9 @@ between them.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
 from baton_serving.wire import DIGEST_PATTERN, Quantization
 
@@ -241,6 +241,38 @@ class RequestLimits(_Strict):
     )
 
 
+class FetchPolicy(BaseModel):
+    """What URLs and local paths baton may read on a user's behalf (benchmark items, release
+    indexes and directories, model artifacts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schemes: list[Literal["https", "http"]] = Field(
+        default_factory=lambda: ["https"], description="URL schemes that may be fetched."
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names a URL may name (`*.example.com` matches its subdomains); "
+        "empty: any host, as long as its addresses pass the address check.",
+    )
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        alias="allowedNetworks",
+        description="Networks that may be reached although they are not public (e.g. `10.0.0.0/8` for "
+        "an in-cluster mirror, `127.0.0.0/8` for a test). Otherwise loopback, link-local (the cloud "
+        "metadata endpoint 169.254.169.254), private, shared, reserved and multicast addresses are refused.",
+    )
+    local_roots: list[str] = Field(
+        default_factory=list,
+        alias="localRoots",
+        description="Directories under which local paths and `file://` URIs may be read (symlinks are "
+        "resolved first, `..` is refused); empty: no local reads.",
+    )
+    max_redirects: int = Field(
+        default=3, ge=0, le=10, alias="maxRedirects", description="Redirects followed, each checked again."
+    )
+
+
 class PoolConfig(_Strict):
     """Everything one Ray Serve pool runs: its domain deployments and observability settings."""
 
@@ -256,6 +288,10 @@ class PoolConfig(_Strict):
     limits: RequestLimits = Field(
         default_factory=RequestLimits,
         description="Bounds on client requests. Changing them restarts the ingress and engine replicas.",
+    )
+    fetch: FetchPolicy = Field(
+        default_factory=FetchPolicy,
+        description="Which URLs and local roots artifacts may be read from (the operator's own policy).",
     )
 
     @model_validator(mode="after")
@@ -354,6 +390,9 @@ class EngineArgs(_Strict):
     limits: RequestLimits = Field(
         default_factory=RequestLimits, description="Bounds on client requests (the grammar ones apply here)."
     )
+    fetch: FetchPolicy = Field(
+        default_factory=FetchPolicy, description="Where the artifact may be read from."
+    )
 
 
 def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
@@ -383,6 +422,7 @@ def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
                 revision=revision,
                 artifact_cache_dir=pool.artifact_cache_dir,
                 limits=pool.limits,
+                fetch=pool.fetch,
             )
             applications.append(
                 {

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from baton_serving.config import EndpointContract, RequestLimits
 from baton_serving.engines import GenerationRequest
+from baton_serving.patterns import check_schema_patterns
 from baton_serving.wire import field_path
 
 
@@ -107,6 +108,7 @@ def check_response_schema(schema: dict[str, Any], limits: RequestLimits) -> None
         raise ValueError(f"not a valid JSON Schema: {where} fails {error.validator!r}") from error
     except RecursionError as error:  # a `$ref` cycle the meta-schema check follows
         raise ValueError("not a valid JSON Schema: it refers to itself without end") from error
+    check_schema_patterns(schema)
 
 
 class ResponseFormat(WireModel):

@@ -23,6 +23,7 @@ from baton.evidence.sources import SourcePoller
 from baton.local.store import LocalStore
 from baton_models import catalog
 from baton_serving.artifacts import gguf_metadata
+from tests.policies import opted_in
 from tests.tools import ollama_modelfile
 from tests.unit.evidence.stores import RecordingStore
 
@@ -119,7 +120,7 @@ def test_lmstudio_export_is_what_the_lmstudio_source_reads(tmp_path, champion):
     old = datetime.now(UTC).timestamp() - 60
     os.utime(gguf, (old, old))
     store = RecordingStore(tmp_path / "poll", {"laptop": watched})
-    SourcePoller(store).poll(watched, datetime.now(UTC))
+    SourcePoller(store, opted_in(tmp_path)).poll(watched, datetime.now(UTC))
     (offered,) = store.candidates()
     assert (offered.spec.version, offered.spec.artifact.digest) == ("v2", champion.digest)
 

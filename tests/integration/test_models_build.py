@@ -16,6 +16,7 @@ import pytest
 from baton_models import catalog
 from baton_models.recipes import Recipe, recipe
 from baton_serving.artifacts import DigestMismatchError, InvalidGGUFError, fetch_verified
+from tests.policies import opted_in
 
 pytestmark = pytest.mark.integration
 
@@ -112,21 +113,22 @@ def test_the_loading_path_verifies_local_volume_and_http_artifacts(
     volume.mkdir()
     shutil.copy(smoke_gguf.path, volume / "model.gguf")
     for uri in (str(smoke_gguf.path), f"file://{volume / 'model.gguf'}", f"{base_url}/medical-smoke.gguf"):
-        verified = fetch_verified(uri, smoke_gguf.digest, cache_dir=tmp_path / "cache")
+        verified = fetch_verified(uri, smoke_gguf.digest, opted_in(tmp_path), cache_dir=tmp_path / "cache")
         assert verified.digest == smoke_gguf.digest
         assert verified.size_bytes == smoke_gguf.size_bytes
 
 
-def test_a_wrong_digest_is_refused_naming_both(
+def test_a_wrong_digest_is_refused_naming_the_pinned_one_never_the_read_one(
     smoke_gguf: catalog.Artifact, http_root: tuple[Path, str]
 ) -> None:
     root, base_url = http_root
     shutil.copy(smoke_gguf.path, root / "model.gguf")
     wrong = "sha256:" + "0" * 64
-    with pytest.raises(DigestMismatchError, match=smoke_gguf.digest.removeprefix("sha256:")):
-        fetch_verified(str(smoke_gguf.path), wrong)
+    with pytest.raises(DigestMismatchError, match="0" * 64) as error:
+        fetch_verified(str(smoke_gguf.path), wrong, opted_in())
+    assert smoke_gguf.digest.removeprefix("sha256:") not in str(error.value)
     with pytest.raises(DigestMismatchError, match="0" * 64):
-        fetch_verified(f"{base_url}/model.gguf", wrong, cache_dir=root / "cache")
+        fetch_verified(f"{base_url}/model.gguf", wrong, opted_in(), cache_dir=root / "cache")
     assert not (root / "cache" / "sha256" / f"{'0' * 64}.gguf").exists()
 
 
@@ -136,4 +138,4 @@ def test_a_truncated_gguf_is_refused_even_with_its_own_digest(
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(smoke_gguf.path.read_bytes()[: smoke_gguf.size_bytes // 2])
     with pytest.raises(InvalidGGUFError, match="truncated"):
-        fetch_verified(str(truncated), catalog.sha256_file(truncated))
+        fetch_verified(str(truncated), catalog.sha256_file(truncated), opted_in(tmp_path))

@@ -3,6 +3,7 @@
 The Benchmark resource's `spec.scorer` (`baton.api.benchmark.Scorer`) is the input; a scorer is
 compiled once per benchmark (regex and JSON Schema are checked up front, so a bad spec fails
 before any model is called) and then applied as a pure function `(expected, output) -> score`.
+Every user pattern runs in RE2 (`baton_serving.patterns`): model output must not freeze the operator.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from baton.api.benchmark import Scorer, ScorerType
+from baton_serving.patterns import check_schema_patterns, compile_pattern, linear_validator
 
 ScoreFunction = Callable[[str, str], float]
 
@@ -34,10 +36,7 @@ def compile_scorer(spec: Scorer) -> ScoreFunction:
     if kind == ScorerType.REGEX:
         if spec.pattern is None:
             raise ValueError("scorer.pattern: a regex scorer needs pattern")
-        try:
-            pattern = re.compile(spec.pattern)
-        except re.error as error:
-            raise ValueError(f"scorer.pattern: invalid regular expression: {error}") from error
+        pattern = compile_pattern(spec.pattern, "scorer.pattern")
         return lambda expected, output: float(pattern.search(output) is not None)
     if kind == ScorerType.NUMERIC:
         if spec.tolerance is None:
@@ -84,7 +83,8 @@ def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     except jsonschema.SchemaError as error:
         path = "".join(f"[{part!r}]" for part in error.absolute_path)
         raise ValueError(f"scorer.jsonSchema{path}: invalid JSON Schema: {error.message}") from error
-    return validator_class(schema)
+    check_schema_patterns(schema, "scorer.jsonSchema")
+    return linear_validator(schema)
 
 
 def _valid_json(output: str, validator: jsonschema.protocols.Validator) -> Any | None:

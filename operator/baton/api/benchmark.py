@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from baton.api.common import (
     DIGEST_PATTERN,
@@ -21,6 +21,7 @@ from baton.api.common import (
     Rule,
     with_rules,
 )
+from baton_serving.patterns import check_schema_patterns, compile_pattern
 
 
 class ScorerType(StrEnum):
@@ -79,6 +80,21 @@ class Scorer(BatonModel):
     fields: list[str] = Field(
         default_factory=list, max_length=64, description="Top-level fields compared by a fieldMatch scorer."
     )
+
+    # CEL cannot run RE2, so a pattern RE2 refuses (backreferences, lookaround) is refused here:
+    # by `baton validate`, the local shell, and the operator's status of the Benchmark.
+    @field_validator("pattern")
+    @classmethod
+    def _linear_pattern(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            compile_pattern(pattern, "pattern")
+        return pattern
+
+    @field_validator("json_schema")
+    @classmethod
+    def _linear_schema_patterns(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        check_schema_patterns(schema, "jsonSchema")
+        return schema
 
 
 class BenchmarkItem(BatonModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -30,13 +30,15 @@ from baton.evidence.core import (
     compile_scorer,
     offline_outcome,
 )
-from baton.evidence.fetch import TooLarge, bounded_get
 from baton.evidence.ports import DataPlane, Store
 from baton.evidence.supervision import EvidenceError, TaskFailure, report
 from baton.rollout import OfflineResult, RunBenchmark
+from baton_serving import fetch
+from baton_serving.config import FetchPolicy
 
 # Items files are lines of JSON; a suite larger than this is refused rather than read into memory.
 MAX_ITEMS_BYTES = 64 << 20
+ITEMS_DEADLINE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class BenchmarkSettings:
     concurrency: int = 2
     console: Console | None = None
     show_progress: bool = False
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 def run_benchmarks(
@@ -83,7 +86,7 @@ def run_benchmarks(
                     champion=action.champion,
                     candidate=action.candidate,
                     spec=benchmark.spec,
-                    items=resolve_items(store, benchmark),
+                    items=resolve_items(store, benchmark, settings.fetch),
                 )
             )
         if not runner.is_online():
@@ -113,8 +116,8 @@ def _benchmark(name: str, document: dict[str, Any] | Benchmark | None) -> Benchm
     return document if isinstance(document, Benchmark) else Benchmark.model_validate(document)
 
 
-def resolve_items(store: Store, benchmark: Benchmark) -> tuple[BenchmarkItem, ...]:
-    """The items of a Benchmark, from inline, its ConfigMap or its digest-pinned URI."""
+def resolve_items(store: Store, benchmark: Benchmark, policy: FetchPolicy) -> tuple[BenchmarkItem, ...]:
+    """The items of a Benchmark, from inline, its ConfigMap or its digest-pinned URI (under `policy`)."""
     spec, name = benchmark.spec, benchmark.metadata.name
     if spec.inline is not None:
         return tuple(spec.inline)
@@ -128,19 +131,11 @@ def resolve_items(store: Store, benchmark: Benchmark) -> tuple[BenchmarkItem, ..
             raise EvidenceError(f"ConfigMap {reference.name} key {reference.key!r} is not a list of items")
         return tuple(BenchmarkItem.model_validate(item) for item in items)
     assert spec.uri is not None
-    raw = _read_uri(spec.uri.url)
-    actual = "sha256:" + hashlib.sha256(raw).hexdigest()
-    if actual != spec.uri.digest:
-        raise EvidenceError(f"Benchmark {name}: items digest {actual} does not match {spec.uri.digest}")
+    raw = fetch.read(spec.uri.url, policy, MAX_ITEMS_BYTES, ITEMS_DEADLINE_S)
+    if "sha256:" + hashlib.sha256(raw).hexdigest() != spec.uri.digest:
+        # Never the digest of what was read: it would tell the content of a file to whoever named it.
+        raise EvidenceError(
+            f"Benchmark {name}: the items at {fetch.shown(spec.uri.url)} are not {spec.uri.digest}"
+        )
     lines = raw.decode().splitlines()
     return tuple(BenchmarkItem.model_validate_json(line) for line in lines if line.strip())
-
-
-def _read_uri(url: str) -> bytes:
-    if url.startswith(("http://", "https://")):
-        return bounded_get(url, MAX_ITEMS_BYTES, timeout=30.0)
-    with open(url.removeprefix("file://"), "rb") as stream:
-        raw = stream.read(MAX_ITEMS_BYTES + 1)
-    if len(raw) > MAX_ITEMS_BYTES:
-        raise TooLarge(f"{url}: larger than {MAX_ITEMS_BYTES} bytes")
-    return raw

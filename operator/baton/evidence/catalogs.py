@@ -44,6 +44,8 @@ from baton.evidence.releases import (
     version_and_quantization,
     version_name,
 )
+from baton_serving import fetch
+from baton_serving.config import FetchPolicy
 from baton_serving.wire import DIGEST_PATTERN
 
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -57,17 +59,21 @@ _SPLIT_PART = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 HUB_TIMEOUT_SECONDS = 30.0
 
 
-def discover(source: ModelSource, digests: DigestCache) -> Discovery:
-    """Every release the source offers now, and those it refuses (raises when the source cannot be read)."""
+def discover(source: ModelSource, digests: DigestCache, policy: FetchPolicy) -> Discovery:
+    """Every release the source offers now, and those it refuses, read under `policy` (raises when
+    the source cannot be read, or lies outside what the policy allows)."""
     spec = source.spec
     if spec.directory is not None:
-        return directory_releases(spec, digests)
+        return directory_releases(spec, digests, fetch.local_path(spec.directory.path, policy))
     if spec.http is not None:
-        return index_releases(spec)
+        return index_releases(spec, policy)
     if spec.ollama is not None:
-        return ollama_releases(spec, digests)
+        return ollama_releases(spec, digests, fetch.local_path(spec.ollama.path, policy))
     if spec.lmstudio is not None:
-        return lmstudio_releases(spec, digests)
+        return lmstudio_releases(spec, digests, fetch.local_path(spec.lmstudio.path, policy))
+    assert spec.huggingface is not None
+    # huggingface_hub opens its own connections, so the address is checked here, not pinned.
+    fetch.checked_address(spec.huggingface.endpoint, policy)
     return hub_releases(spec)
 
 
@@ -95,10 +101,9 @@ def ollama_name(model: str) -> tuple[str, str, str]:
     return host, namespace, name
 
 
-def ollama_releases(spec: ModelSourceSpec, digests: DigestCache) -> Discovery:
-    """Every tag of the model in the store; non-moving tags first, so a version wins its digest."""
+def ollama_releases(spec: ModelSourceSpec, digests: DigestCache, root: Path) -> Discovery:
+    """Every tag of the model in the store at `root`; non-moving tags first, so a version wins its digest."""
     assert spec.ollama is not None
-    root = Path(spec.ollama.path)
     if not root.is_dir():
         raise DiscoveryError(f"{root}: no Ollama store there")
     tags = under_root(root, "manifests", *ollama_name(spec.ollama.model))
@@ -192,10 +197,9 @@ def _file_type(root: Path, digest: str, digests: DigestCache) -> Any:
 # --- LM Studio -------------------------------------------------------------------------------------
 
 
-def lmstudio_releases(spec: ModelSourceSpec, digests: DigestCache) -> Discovery:
-    """Every settled GGUF of one repository in LM Studio's models directory."""
+def lmstudio_releases(spec: ModelSourceSpec, digests: DigestCache, root: Path) -> Discovery:
+    """Every settled GGUF of one repository in LM Studio's models directory at `root`."""
     assert spec.lmstudio is not None
-    root = Path(spec.lmstudio.path)
     if not root.is_dir():
         raise DiscoveryError(f"{root}: no LM Studio models directory there")
     repository = under_root(root, spec.lmstudio.repository)

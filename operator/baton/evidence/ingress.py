@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from baton.evidence.fetch import TooLarge, bounded_get
+from baton_serving.fetch import FetchError, bounded_get
 from baton_serving.wire import METRICS_PATH, REVISIONS_PATH
 
 log = logging.getLogger("baton.evidence")
@@ -44,7 +44,7 @@ class Ingress:
         url = self._base_url + REVISIONS_PATH
         try:
             return json.loads(bounded_get(url, MAX_REVISIONS_BYTES, timeout=5.0, client=self._client))
-        except (httpx.HTTPError, ValueError, TooLarge) as error:
+        except (httpx.HTTPError, ValueError, FetchError) as error:
             log.debug("revision statuses of %s unavailable: %s", self._base_url, type(error).__name__)
             return None
 

@@ -39,8 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from baton.api import ModelCandidate, Phase
 from baton.api.candidate import ModelSourceSpec
 from baton.api.common import API_VERSION
-from baton.evidence.fetch import bounded_get
 from baton.rollout.machine import FINAL_CANDIDATE_PHASES
+from baton_serving import fetch
+from baton_serving.config import FetchPolicy
 from baton_serving.wire import DIGEST_PATTERN, Quantization
 
 SOURCE_LABEL = "baton.dev/source"
@@ -55,6 +56,7 @@ _CHUNK = 1 << 20
 IN_PROGRESS_SUFFIXES = (".part", ".download", ".crdownload")
 # A model mirror's index is a list of small records; anything larger is not an index.
 MAX_INDEX_BYTES = 4 << 20
+INDEX_DEADLINE_S = 30.0
 
 
 class DiscoveryError(ValueError):
@@ -197,10 +199,9 @@ class Discovery:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-def directory_releases(spec: ModelSourceSpec, digests: DigestCache) -> Discovery:
-    """Every release file in a directory source (raises when the directory cannot be read)."""
+def directory_releases(spec: ModelSourceSpec, digests: DigestCache, root: Path) -> Discovery:
+    """Every release file in a directory source, whose directory is `root` (raises when it cannot be read)."""
     assert spec.directory is not None
-    root = Path(spec.directory.path)
     found = Discovery()
     for path in settled_files(root, spec.directory.pattern):
         try:
@@ -221,11 +222,11 @@ def directory_releases(spec: ModelSourceSpec, digests: DigestCache) -> Discovery
     return found
 
 
-def index_releases(spec: ModelSourceSpec) -> Discovery:
+def index_releases(spec: ModelSourceSpec, policy: FetchPolicy) -> Discovery:
     """Every release an HTTP index lists (raises when the index is down or malformed)."""
     assert spec.http is not None
     found = Discovery()
-    for raw in _index(spec.http.index_url):
+    for raw in _index(spec.http.index_url, policy):
         entry = IndexEntry.model_validate(raw)
         quantization = quantization_named(entry.quantization) or quantization_named(spec.quantization)
         version = version_name(spec.deployment, entry.version)
@@ -235,10 +236,10 @@ def index_releases(spec: ModelSourceSpec) -> Discovery:
     return found
 
 
-def _index(url: str) -> list[Any]:
-    entries = json.loads(bounded_get(url, MAX_INDEX_BYTES, timeout=30.0))
+def _index(url: str, policy: FetchPolicy) -> list[Any]:
+    entries = json.loads(fetch.fetch(url, policy, MAX_INDEX_BYTES, INDEX_DEADLINE_S))
     if not isinstance(entries, list):
-        raise DiscoveryError(f"the index at {url} is not a JSON list")
+        raise DiscoveryError(f"the index at {fetch.shown(url)} is not a JSON list")
     return entries
 
 

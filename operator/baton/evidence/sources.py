@@ -24,6 +24,7 @@ from baton.evidence.ports import Store
 from baton.evidence.releases import DigestCache, Rejection, Release, candidate_document, new_releases
 from baton.evidence.supervision import TaskFailure, report
 from baton.rollout import format_time, merge_conditions, parse_duration
+from baton_serving.config import FetchPolicy
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class Poll:
 class SourcePoller:
     """Polls one ModelSource; keeps the digests it computed and the failures in a row."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: FetchPolicy) -> None:
         self.store = store
+        self.policy = policy
         self.digests = DigestCache()
         self.failures = 0
 
@@ -48,7 +50,7 @@ class SourcePoller:
         previous = source.status or ModelSourceStatus()
         created, releases, rejected, failure = 0, list[Release](), list[Rejection](), None
         try:
-            found = discover(source, self.digests)
+            found = discover(source, self.digests, self.policy)
             releases = found.releases
             fresh, republished = new_releases(
                 releases, source.spec.deployment, self.store.candidates(), source.spec.quantizations

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from baton.evidence.core import GateOutcome, evaluation_failed
 from baton.evidence.ports import Involved, Store
+from baton_serving.fetch import FetchError
 
 log = logging.getLogger("baton.evidence")
 BACKOFF_BASE_S = 1.0
@@ -35,7 +36,7 @@ class EvidenceError(Exception):
 def safe_message(error: BaseException) -> str:
     """The error's class, and what failed where that can be said without the input's content."""
     kind = type(error).__name__
-    if isinstance(error, EvidenceError):
+    if isinstance(error, EvidenceError | FetchError):
         return f"{kind}: {error}"
     if isinstance(error, ValidationError):
         first = error.errors(include_input=False, include_url=False)[0]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from baton.options import fetch_policy_option
+from baton_serving.config import FetchPolicy
+
 
 @click.command("operator")
 @click.option("--namespace", default=None, help="Watch one namespace (default: all namespaces).")
@@ -39,6 +42,7 @@ import click
     help="Serve the operator's Prometheus metrics (/metrics) and its probes (/livez, /readyz) on this port.",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
+@fetch_policy_option("Default: https to public addresses only, no local paths.")
 def operator_command(
     namespace: str | None,
     lease_namespace: str,
@@ -50,6 +54,7 @@ def operator_command(
     workers: int,
     metrics_port: int | None,
     metrics_host: str,
+    fetch_policy: FetchPolicy | None,
 ) -> None:
     """Run the Kubernetes operator: rollouts, canaries, promotions and rollbacks of ModelDeployments."""
     from baton.k8s import health
@@ -61,7 +66,12 @@ def operator_command(
     if metrics_port is not None:
         # Before leader election: a standby replica answers its probes too (baton.k8s.health).
         health.serve(probes, metrics_port, metrics_host)
-    settings = Settings(endpoint_template=endpoint_template, prometheus_url=prometheus_url, workers=workers)
+    settings = Settings(
+        endpoint_template=endpoint_template,
+        prometheus_url=prometheus_url,
+        workers=workers,
+        fetch=fetch_policy or FetchPolicy(),
+    )
     run_operator(
         settings,
         namespace=namespace,

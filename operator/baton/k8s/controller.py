@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +56,7 @@ from baton.rollout import (
     UpdateCandidateStatus,
     reconcile,
 )
+from baton_serving.config import FetchPolicy
 
 log = logging.getLogger("baton.operator")
 RECONCILES = Counter("baton_operator_reconciles", "Reconciles run, by kind of work key.", ["kind"])
@@ -102,6 +103,8 @@ class Settings:
     prometheus_url: str | None = None
     workers: int = 4
     benchmark_concurrency: int = 2
+    # What users' URLs and paths may be read (benchmark items, sources; artifacts, in the pools).
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 class Controller:
@@ -121,9 +124,14 @@ class Controller:
             self.clock,
             prometheus_url=settings.prometheus_url,
             benchmark_concurrency=settings.benchmark_concurrency,
+            fetch=settings.fetch,
         )
         self.pools = Pools(
-            kube, self.objects, self.clock, lambda ns, name: self.work.enqueue((DEPLOYMENT, ns, name))
+            kube,
+            self.objects,
+            self.clock,
+            lambda ns, name: self.work.enqueue((DEPLOYMENT, ns, name)),
+            settings.fetch,
         )
         self.rendered_at: dict[Key, float] = {}  # event-loop time of each pool's last render
         # Per RayService (namespace, name): what each deployment last saw of it (deployment_views).

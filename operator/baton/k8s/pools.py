@@ -26,6 +26,7 @@ from baton.k8s.rayservice import POOL_LABEL, ray_service
 from baton.k8s.store import Objects
 from baton.rollout import format_time, merge_conditions
 from baton.rollout.render import RenderedPool, render_pool
+from baton_serving.config import FetchPolicy
 
 PODS = "pods"  # the controller's view of the pools' Ray pods (watched by `baton.k8s.operator`)
 PODS_STARTING = "PodsStarting"
@@ -131,10 +132,12 @@ class Pools:
         objects: Objects,
         clock: Callable[[], datetime],
         wake_deployment: Callable[[str, str], None],
+        fetch: FetchPolicy,
     ) -> None:
         self.kube = kube
         self.objects = objects
         self.clock = clock
+        self.fetch = fetch
         self.wake_deployment = wake_deployment
         self.unschedulable: dict[tuple[str, str], tuple[str, ...]] = {}
 
@@ -151,7 +154,7 @@ class Pools:
             and document.get("spec", {}).get("pool") == name
             and (deployment := deployment_or_none(document)) is not None
         ]
-        rendered = render_pool(pool, members)
+        rendered = render_pool(pool, members, self.fetch)
         manifest = ray_service(body, rendered)
         current = self.objects["rayservices"].get((namespace, manifest["metadata"]["name"]))
         if current is None or current.get("spec") != manifest["spec"]:

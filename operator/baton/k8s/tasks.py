@@ -35,6 +35,7 @@ from baton.rollout import (
     next_sample_delay,
     parse_time,
 )
+from baton_serving.config import FetchPolicy
 
 log = logging.getLogger("baton.operator")
 DEPLOYMENT = "deployment"
@@ -56,6 +57,7 @@ class EvidenceTasks:
         *,
         prometheus_url: str | None,
         benchmark_concurrency: int,
+        fetch: FetchPolicy,
     ) -> None:
         self.kube = kube
         self.objects = objects
@@ -63,7 +65,8 @@ class EvidenceTasks:
         self.endpoint = endpoint
         self.clock = clock
         self.prometheus_url = prometheus_url
-        self.benchmark = BenchmarkSettings(concurrency=benchmark_concurrency)
+        self.fetch = fetch
+        self.benchmark = BenchmarkSettings(fetch=fetch, concurrency=benchmark_concurrency)
         self.offline: dict[tuple[str, str], OfflineResult] = {}
         self.online: dict[tuple[str, str], OnlineResult] = {}
         self.running: dict[tuple[str, ...], asyncio.Task[None]] = {}
@@ -176,7 +179,7 @@ class EvidenceTasks:
             if task is not None:
                 task.cancel()
             return
-        poller = SourcePoller(self.store(namespace))
+        poller = SourcePoller(self.store(namespace), self.fetch)
 
         async def run() -> None:
             while (body := self.objects["modelsources"].get((namespace, name))) is not None:

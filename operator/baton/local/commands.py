@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from baton.local.store import LocalStore, default_state_dir
+from baton.options import fetch_policy_option
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-from baton.local.store import LocalStore, default_state_dir
+    from baton_serving.config import FetchPolicy
 
 STATE_DIR_OPTION = click.option(
     "--state-dir",
@@ -41,8 +44,16 @@ def _store(state_dir: Path | None) -> LocalStore:
     "--prometheus-url", default=None, help="Query this Prometheus instead of the in-process metrics."
 )
 @click.option("--fresh", is_flag=True, help="Forget stored status and added candidates before starting.")
+@fetch_policy_option(
+    "Default: https to public addresses, local files under the home, temporary and $BATON_CACHE directories."
+)
 def up(
-    paths: tuple[Path, ...], state_dir: Path | None, port: int, prometheus_url: str | None, fresh: bool
+    paths: tuple[Path, ...],
+    state_dir: Path | None,
+    port: int,
+    prometheus_url: str | None,
+    fresh: bool,
+    fetch_policy: FetchPolicy | None,
 ) -> None:
     """Run the closed loop on this machine: serve every deployment and roll out new candidates.
 
@@ -51,7 +62,7 @@ def up(
     Ctrl-C; the next `baton up` resumes from the stored state.
     """
     from baton.local.loader import ResourceLoadError
-    from baton.local.runtime import LocalRuntime, RuntimeOptions
+    from baton.local.runtime import LocalRuntime, RuntimeOptions, laptop_fetch_policy
 
     store = _store(state_dir)
     inputs = list(paths)
@@ -62,7 +73,14 @@ def up(
         inputs = [render_example_resources(store.state_dir / "resources", console=make_console(stderr=True))]
     try:
         runtime = LocalRuntime.prepare(
-            RuntimeOptions(paths=inputs, port=port, prometheus_url=prometheus_url, fresh=fresh), store
+            RuntimeOptions(
+                paths=inputs,
+                port=port,
+                prometheus_url=prometheus_url,
+                fresh=fresh,
+                fetch=fetch_policy or laptop_fetch_policy(),
+            ),
+            store,
         )
     except ResourceLoadError as error:
         click.echo(str(error), err=True)
@@ -246,11 +264,19 @@ def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
 @click.option(
     "--namespace", default="default", show_default=True, help="Namespace of the deployment (cluster)."
 )
+@fetch_policy_option("Default: as for `baton up`.")
 def export_command(
-    deployment: str, fmt: str, out: Path, state_dir: Path | None, kubeconfig: Path | None, namespace: str
+    deployment: str,
+    fmt: str,
+    out: Path,
+    state_dir: Path | None,
+    kubeconfig: Path | None,
+    namespace: str,
+    fetch_policy: FetchPolicy | None,
 ) -> None:
     """Write DEPLOYMENT's champion for Ollama (`ollama create NAME -f OUT/Modelfile`) or LM Studio."""
     from baton.export import ExportFormat, champion_of, export
+    from baton.local.runtime import laptop_fetch_policy
     from baton_serving.artifacts import ArtifactError
 
     document = (
@@ -263,7 +289,7 @@ def export_command(
         sys.exit(1)
     champion = champion_of(document)
     try:
-        written = export(champion, ExportFormat(fmt), out)
+        written = export(champion, ExportFormat(fmt), out, fetch_policy or laptop_fetch_policy())
     except (ArtifactError, OSError) as error:
         click.echo(f"cannot export {deployment}: {error}", err=True)
         sys.exit(1)

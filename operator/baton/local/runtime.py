@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -57,12 +58,22 @@ from baton.rollout import (
 )
 from baton.rollout.render import render_pool
 from baton_serving.artifacts import ArtifactError, fetch_verified
+from baton_serving.config import FetchPolicy
 
 logger = logging.getLogger("baton.local")
 
 IDLE_TICK_SECONDS = 1.0
 BUSY_TICK_SECONDS = 0.05
 MAX_TICK_SECONDS = 2.0
+
+
+def laptop_fetch_policy() -> FetchPolicy:
+    """What `baton up` may read unless told otherwise: https URLs of public hosts, and local files
+    under the home, temporary and baton cache directories (the user's own, on a laptop; not the
+    working directory, which may be `/`)."""
+    cache = os.environ.get("BATON_CACHE")
+    roots = [Path.home(), Path(tempfile.gettempdir()), *([Path(cache)] if cache else [])]
+    return FetchPolicy(local_roots=[str(root) for root in roots])
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class RuntimeOptions:
     prometheus_url: str | None = None
     fresh: bool = False
     show_benchmark_progress: bool = True
+    fetch: FetchPolicy = field(default_factory=laptop_fetch_policy)
 
 
 @dataclass
@@ -89,7 +101,7 @@ class _Benchmarks:
     scored: set[tuple[str, str, tuple[str, ...]]] = field(default_factory=set)
 
 
-def preflight_problems(resources: ResourceSet) -> list[Problem]:
+def preflight_problems(resources: ResourceSet, fetch: FetchPolicy) -> list[Problem]:
     """What cluster admission cannot see but local mode must refuse before serving anything.
 
     Every champion's artifact must be the pinned bytes (a candidate's is checked by the data
@@ -114,7 +126,7 @@ def preflight_problems(resources: ResourceSet) -> list[Problem]:
         if artifact.uri.startswith(("http://", "https://")):
             continue
         try:
-            fetch_verified(artifact.uri, artifact.digest)
+            fetch_verified(artifact.uri, artifact.digest, fetch)
         except ArtifactError as error:
             problems.append(
                 Problem(
@@ -162,7 +174,7 @@ class LocalRuntime:
             self._evidence_event,
             lambda deployment, version: self._compared_with.get((deployment, version)),
         )
-        self._pollers = {name: SourcePoller(self.evidence_store) for name in self.sources}
+        self._pollers = {name: SourcePoller(self.evidence_store, options.fetch) for name in self.sources}
         self._next_poll: dict[str, float] = {}
         self.serve = LocalServe(options.port, store.state_dir / "logs" / "ray.log")
         self.sampler = CanarySampler(self.evidence_store, options.prometheus_url)
@@ -200,7 +212,7 @@ class LocalRuntime:
         if store.candidates_dir.is_dir() and any(store.candidates_dir.iterdir()):
             paths.append(store.candidates_dir)
         resources = load_resources(paths)
-        problems = preflight_problems(resources)
+        problems = preflight_problems(resources, options.fetch)
         if problems:
             raise ResourceLoadError(problems)
         return cls(options, store, resources, console)
@@ -339,7 +351,7 @@ class LocalRuntime:
             if result.requeue_after is not None:
                 delay = min(delay, max(BUSY_TICK_SECONDS, result.requeue_after))
             self._say_canary_progress(deployment)
-        rendered = render_pool(self.pool, list(self.deployments.values()))
+        rendered = render_pool(self.pool, list(self.deployments.values()), self.options.fetch)
         self.serve.apply(rendered.config)
         self.serve.refresh()
         return min(delay, MAX_TICK_SECONDS)
@@ -450,7 +462,10 @@ class LocalRuntime:
             self._benchmarks.runs.pop(stale).cancel()
             self._benchmarks.scored.discard(stale)
         settings = BenchmarkSettings(
-            concurrency=2, console=self.console, show_progress=self.options.show_benchmark_progress
+            fetch=self.options.fetch,
+            concurrency=2,
+            console=self.console,
+            show_progress=self.options.show_benchmark_progress,
         )
         self._benchmarks.runs[key] = self._benchmarks.executor.submit(
             run_benchmarks,

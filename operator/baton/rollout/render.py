@@ -27,10 +27,13 @@ from baton_serving.config import (
     ArtifactRef,
     DeploymentSpec,
     EngineKind,
+    FetchPolicy,
     PoolConfig,
     RevisionSpec,
     RoutePolicy,
 )
+
+STRICT_FETCH = FetchPolicy()
 
 # What an engine replica needs beyond its weights (KV cache, runtime, Ray worker), and what is
 # assumed for an artifact whose size is not declared.
@@ -84,8 +87,14 @@ def pool_capacity_bytes(pool: ModelPool) -> int:
     return total * (100 - spec.memory_headroom_percent) // 100
 
 
-def render_pool(pool: ModelPool, deployments: Sequence[ModelDeployment]) -> RenderedPool:
-    """The serve config of `pool` from the deployments naming it (`runtime: kserve` ones are skipped)."""
+def render_pool(
+    pool: ModelPool, deployments: Sequence[ModelDeployment], fetch: FetchPolicy = STRICT_FETCH
+) -> RenderedPool:
+    """The serve config of `pool` from the deployments naming it (`runtime: kserve` ones are skipped).
+
+    `fetch` is where the pool's replicas may read artifacts from: the operator's own policy (by
+    default the strictest, public https only).
+    """
     members = sorted(
         (
             deployment
@@ -120,6 +129,7 @@ def render_pool(pool: ModelPool, deployments: Sequence[ModelDeployment]) -> Rend
     config = PoolConfig(
         pool=pool.metadata.name,
         deployments=[_deployment_spec(deployment, placed) for deployment in placed_champions],
+        fetch=fetch,
     )
     return RenderedPool(config, requested, capacity, tuple(unschedulable))
 

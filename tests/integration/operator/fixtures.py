@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.policies import opted_in
 from tests.testbed.controlplane import ControlPlane
 from tests.testbed.processes import log_tail
 
@@ -136,10 +137,15 @@ def _baton(*args: str) -> list[str]:
 
 @pytest.fixture
 def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """`start_operator(endpoint="http://127.0.0.1:PORT", extra_args=())` -> the running operator."""
-    started: list[Process] = []
+    """`start_operator(endpoint="http://127.0.0.1:PORT", *extra_args, fetch=policy)` -> the running operator.
 
-    def start(endpoint: str = "http://127.0.0.1:9", *extra_args: str) -> Process:
+    Its fetch policy opts in to what these tests serve: HTTP on loopback, files under the test's
+    own directory and the model cache (`fetch` replaces it).
+    """
+    started: list[Process] = []
+    policy = opted_in(tmp_path).model_dump(mode="json", by_alias=True)
+
+    def start(endpoint: str = "http://127.0.0.1:9", *extra_args: str, fetch: dict | None = None) -> Process:
         argv = _baton(
             "operator",
             "--namespace",
@@ -148,6 +154,8 @@ def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
             namespace,
             "--endpoint-template",
             endpoint,
+            "--fetch-policy",
+            json.dumps(policy if fetch is None else fetch),
             *extra_args,
         )
         process = Process(argv, tmp_path / f"operator-{len(started)}.log", cluster.plane.env())

@@ -2,7 +2,9 @@
 
 Each failure kind that used to leave a deployment Benchmarking forever or end a poller or sampler
 silently is injected for real: Benchmark items that do not validate, a ModelSource directory that
-does not exist, a pool ingress that does not answer its `/metrics`. `baton up` runs the same
+does not exist, a pool ingress that does not answer its `/metrics`, Benchmark items at a URL or
+path the fetch policy refuses (a file outside the roots, the service-account token, the cloud's
+metadata endpoint). `baton up` runs the same
 evidence layer (tests/integration/local/test_evidence_failures_local.py, tests/unit/evidence).
 """
 
@@ -81,12 +83,11 @@ def failure_events(cluster: Cluster, namespace: str, name: str) -> list[dict]:
     return [event for event in cluster.events(namespace, name) if event["reason"] == "EvidenceTaskFailed"]
 
 
-def test_benchmark_items_that_do_not_validate_end_inconclusive(
-    cluster: Cluster, namespace: str, start_operator, tmp_path: Path
-) -> None:
-    items = tmp_path / "items.jsonl"
-    items.write_text(json.dumps({"id": 1, "prompt": SECRET}) + "\n")  # no `expected`, a number for `id`
-    digest = "sha256:" + hashlib.sha256(items.read_bytes()).hexdigest()
+def benchmark_items_failure(
+    cluster: Cluster, namespace: str, start_operator, url: str, digest: str
+) -> tuple[str, str]:
+    """(decision message, Event message) when the deployment's one Benchmark reads its items from
+    `url`, after checking it failed in the open: Inconclusive, one Warning Event, nothing read shown."""
     benchmark = f"""
 apiVersion: baton.dev/v1alpha1
 kind: Benchmark
@@ -94,7 +95,7 @@ metadata: {{name: medical-qa}}
 spec:
   domain: medical
   scorer: {{type: exact}}
-  uri: {{url: "{items.as_uri()}", digest: "{digest}"}}
+  uri: {{url: "{url}", digest: "{digest}"}}
 """
     operator = start_operator()
     serve_then_offer(
@@ -106,15 +107,54 @@ spec:
     decision = wait_for(
         "a decision on v2", lambda: decided(cluster, namespace), TIMEOUT, diagnose=operator.tail
     )
-    assert decision["verdict"] == "Inconclusive" and "ValidationError" in decision["message"]
+    assert decision["verdict"] == "Inconclusive"
     assert status_of(cluster, namespace, "medical").get("phase") != "Benchmarking"
     (event,) = failure_events(cluster, namespace, "medical")
-    assert event["type"] == "Warning" and "ValidationError" in event["message"]
+    assert event["type"] == "Warning"
     everything = json.dumps(
         [cluster.items(kind, namespace) for kind in ("modeldeployments", "modelcandidates")]
     )
     everything += json.dumps(cluster.events(namespace, "medical") + cluster.events(namespace, "medical-v2"))
     assert SECRET not in everything
+    return decision["message"], event["message"]
+
+
+def test_benchmark_items_that_do_not_validate_end_inconclusive(
+    cluster: Cluster, namespace: str, start_operator, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": 1, "prompt": SECRET}) + "\n")  # no `expected`, a number for `id`
+    digest = "sha256:" + hashlib.sha256(items.read_bytes()).hexdigest()
+    messages = benchmark_items_failure(cluster, namespace, start_operator, items.as_uri(), digest)
+    assert all("ValidationError" in message for message in messages)
+
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("link", "not under an allowed local root"),  # inside the root, a link to a file outside it
+        ("token", "not under an allowed local root"),
+        ("metadata", "169.254.169.254, which is not a public address"),
+    ],
+)
+def test_benchmark_items_the_fetch_policy_refuses_end_inconclusive_and_nothing_read_is_shown(
+    cluster: Cluster, namespace: str, start_operator, tmp_path: Path, where: str, reason: str
+) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-token"  # beside the test's root, not in it
+    outside.write_text(SECRET)
+    (tmp_path / "items.jsonl").symlink_to(outside)
+    url = {
+        "link": (tmp_path / "items.jsonl").as_uri(),
+        "token": f"file://{SERVICE_ACCOUNT_TOKEN}",
+        "metadata": "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    }[where]
+    # Pinned to the file's real digest: read, it would pass the digest check and be parsed.
+    digest = "sha256:" + hashlib.sha256(SECRET.encode()).hexdigest()
+    messages = benchmark_items_failure(cluster, namespace, start_operator, url, digest)
+    assert all("FetchError" in message and reason in message for message in messages)
 
 
 def test_an_ingress_without_metrics_ends_the_canary_inconclusive(

@@ -13,6 +13,7 @@ from baton_serving.config import RequestLimits
 from baton_serving.engines import EngineRequestError, GenerationRequest
 from baton_serving.engines.grammar import GrammarBuilder
 from baton_serving.engines.llamacpp import LlamaCppEngine
+from tests.policies import opted_in
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ SCHEMA = {
 @pytest.fixture(scope="module", params=["F16", "Q8_0", "Q4_K_M", "TQ2_0", "TQ1_0"])
 def engine(request, model_artifact) -> LlamaCppEngine:
     artifact = model_artifact("medical", "smoke", request.param)
-    verified = fetch_verified(str(artifact.path), artifact.digest)
+    verified = fetch_verified(str(artifact.path), artifact.digest, opted_in())
     return LlamaCppEngine(verified.path, context_length=128, threads=1)
 
 

@@ -48,8 +48,62 @@ def test_regex_searches_the_answer() -> None:
 
 
 def test_regex_spec_error_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"pattern\n.*not a linear-time"):
+        Scorer(type="regex", pattern="(unclosed")
+    # A document the model did not validate (an old status, a hand-made spec) is refused when compiled.
     with pytest.raises(ValueError, match=r"scorer\.pattern"):
-        compile_scorer(Scorer(type="regex", pattern="(unclosed"))
+        compile_scorer(Scorer.model_construct(type="regex", pattern="(unclosed"))
+
+
+# Python's `re` takes minutes on these (exponential backtracking); RE2 answers in microseconds.
+CATASTROPHIC = [(r"(a+)+$", "a" * 40 + "b"), (r"^(\w+\s?)*$", "word " * 30 + "!")]
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(("pattern", "answer"), CATASTROPHIC)
+def test_regex_scorer_runs_a_catastrophic_pattern_in_linear_time(pattern: str, answer: str) -> None:
+    assert compile_scorer(Scorer(type="regex", pattern=pattern))("", answer) == 0.0
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(("pattern", "answer"), CATASTROPHIC)
+def test_schema_patterns_run_in_linear_time(pattern: str, answer: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "string", "pattern": pattern}},
+        "patternProperties": {pattern: {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    scorer = compile_scorer(Scorer(type="jsonSchema", json_schema=schema))
+    assert scorer("", json.dumps({"id": answer})) == 0.0  # the value misses its pattern
+    assert scorer("", json.dumps({answer: 1})) == 0.0  # the key matches no pattern: not allowed
+    assert scorer("", json.dumps({"aaa": 1})) == 1.0  # the key matches the pattern property
+
+
+@pytest.mark.parametrize(
+    ("pattern", "where"),
+    [
+        (r"(a)\1", "backreference"),
+        (r"(?=a)b", "lookahead"),
+        (r"(?<!a)b", "lookbehind"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_with_their_path(pattern: str, where: str) -> None:
+    with pytest.raises(ValueError, match=r"pattern\n.*not a linear-time \(RE2\)") as refused:
+        Scorer(type="regex", pattern=pattern)
+    assert pattern not in str(refused.value).split("input_value")[0], where
+    nested = {"type": "object", "properties": {"id": {"type": "string", "pattern": pattern}}}
+    with pytest.raises(ValueError, match=r"jsonSchema\.properties\.id\.pattern: not a linear-time"):
+        Scorer(type="jsonSchema", json_schema=nested)
+    keyed = {"type": "object", "patternProperties": {"^x": {}, pattern: {}}}
+    with pytest.raises(ValueError, match=r"\.patternProperties\[1\]: not a linear-time"):
+        Scorer(type="jsonSchema", json_schema=keyed)
+
+
+def test_unevaluated_properties_beside_pattern_properties_is_refused() -> None:
+    schema = {"type": "object", "patternProperties": {"^x": {}}, "unevaluatedProperties": False}
+    with pytest.raises(ValueError, match="unevaluatedProperties beside patternProperties"):
+        Scorer(type="jsonSchema", json_schema=schema)
 
 
 @pytest.mark.parametrize(

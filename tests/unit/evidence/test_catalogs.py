@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from baton.api import ModelSource
 from baton.evidence.catalogs import hub_files
 from baton.evidence.sources import SourcePoller
+from tests.policies import opted_in
 from tests.unit.evidence.ollama_store import blob_path, write_blob, write_tag
 from tests.unit.evidence.stores import RecordingStore
 
@@ -45,7 +46,7 @@ class Polled:
     def __init__(self, tmp_path: Path, watched: ModelSource) -> None:
         self.source = watched
         self.store = RecordingStore(tmp_path / "state", {watched.metadata.name: watched})
-        self.poller = SourcePoller(self.store)
+        self.poller = SourcePoller(self.store, opted_in(tmp_path))
 
     def poll(self):
         poll = self.poller.poll(self.source, NOW)

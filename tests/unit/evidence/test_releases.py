@@ -22,6 +22,7 @@ from baton.evidence.releases import (
 )
 from baton.evidence.sources import SourcePoller
 from baton.local.store import LocalStore
+from baton_serving.config import FetchPolicy
 from tests.unit.evidence.stores import RecordingStore
 
 pytestmark = pytest.mark.unit
@@ -76,7 +77,7 @@ def test_directory_discovery_pins_digests(tmp_path: Path) -> None:
             "spec": {"deployment": "medical", "directory": {"path": str(tmp_path)}},
         }
     )
-    (release,) = discover(drops, DigestCache()).releases
+    (release,) = discover(drops, DigestCache(), FetchPolicy(local_roots=[str(tmp_path)])).releases
     assert (release.version, release.quantization, release.size_bytes) == ("v2", "Q8_0", 8)
     assert release.digest == "sha256:" + hashlib.sha256(b"GGUF-two").hexdigest()
     manifest = candidate_document("medical", release, source={"name": "drops", "namespace": "ns", "uid": "u"})
@@ -104,7 +105,7 @@ def test_candidate_is_pinned_by_the_digest_of_the_file(tmp_path):
 
 def poller(tmp_path: Path, drops: ModelSource) -> tuple[SourcePoller, RecordingStore]:
     store = RecordingStore(tmp_path / "state", {drops.metadata.name: drops})
-    return SourcePoller(store), store
+    return SourcePoller(store, FetchPolicy(local_roots=[str(tmp_path)])), store
 
 
 def test_dropped_files_are_offered_once_when_settled(tmp_path):

@@ -23,6 +23,7 @@ from baton.evidence.samples import MAX_SAMPLE_FAILURES, CanarySampler, parse_exp
 from baton.evidence.sources import SourcePoller
 from baton.evidence.supervision import FAILED_REASON
 from baton.rollout import ObserveCanary, RunBenchmark
+from baton_serving.config import FetchPolicy
 from tests.unit.evidence.stores import RecordingStore
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, deployment, in_phase
 
@@ -50,7 +51,8 @@ def benchmark(**spec) -> Benchmark:
 def run(tmp_path: Path, documents) -> tuple:
     store = RecordingStore(tmp_path)
     action = RunBenchmark(CHAMPION, CANDIDATE, ("medical-qa",))
-    outcome = run_benchmarks(dead_ingress(), store, deployment(), action, documents, BenchmarkSettings())
+    settings = BenchmarkSettings(fetch=FetchPolicy(local_roots=[str(tmp_path)]))
+    outcome = run_benchmarks(dead_ingress(), store, deployment(), action, documents, settings)
     return outcome, store
 
 
@@ -65,8 +67,11 @@ def items_file(tmp_path: Path, lines: list[str]) -> dict:
     [
         pytest.param(lambda tmp: {"medical-qa": None}, "EvidenceError", id="benchmark-missing"),
         pytest.param(
-            lambda tmp: {"medical-qa": benchmark(scorer={"type": "regex", "pattern": f"({SECRET}"})},
-            "ValueError",
+            lambda tmp: {
+                "medical-qa": benchmark(scorer={"type": "exact"}).model_dump(by_alias=True)
+                | {"spec": {"domain": "medical", "scorer": {"type": "regex", "pattern": f"({SECRET}"}}}
+            },
+            "ValidationError",
             id="invalid-regex",
         ),
         pytest.param(
@@ -162,7 +167,7 @@ def test_a_source_that_cannot_be_read_says_so_and_keeps_polling(tmp_path) -> Non
         }
     )
     store = RecordingStore(tmp_path / "state", {"drops": source})
-    poller = SourcePoller(store)
+    poller = SourcePoller(store, FetchPolicy(local_roots=[str(tmp_path)]))
     first = poller.poll(source, NOW)
     (ready,) = first.status.conditions
     assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "PollFailed")

@@ -15,6 +15,7 @@ from baton.api import ModelPool
 from baton.api.common import ConditionStatus
 from baton.k8s.pools import Pools, pod_failure, pods_health
 from baton.rollout.render import render_pool
+from baton_serving.config import FetchPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -263,7 +264,7 @@ def test_a_pod_that_cannot_start_keeps_the_pool_from_ready_even_with_a_running_r
         "spec": {},
     }
     rendered = render_pool(ModelPool.model_validate(body), [])
-    pools = Pools(None, {}, lambda: datetime(2026, 12, 2, tzinfo=UTC), lambda *_: None)  # type: ignore[arg-type]
+    pools = Pools(None, {}, lambda: datetime(2026, 12, 2, tzinfo=UTC), lambda *_: None, FetchPolicy())  # type: ignore[arg-type]
     running = {"status": {"serviceStatus": "Running"}}
 
     def conditions(pods: list[dict]) -> dict[str, dict]:

@@ -13,10 +13,17 @@ from baton_serving.artifacts import (
     InvalidGGUFError,
     fetch_verified,
 )
+from baton_serving.config import FetchPolicy
 
 pytestmark = pytest.mark.unit
 
 gguf = pytest.importorskip("gguf")
+
+
+@pytest.fixture
+def roots(tmp_path) -> FetchPolicy:
+    """Local reads allowed under the test's own directory only."""
+    return FetchPolicy(local_roots=[str(tmp_path)])
 
 
 def write_gguf(path: Path) -> str:
@@ -38,46 +45,62 @@ def test_block_layouts_match_the_gguf_package():
 
 
 @pytest.mark.parametrize("as_uri", [False, True])
-def test_a_whole_gguf_with_the_right_digest_is_accepted(tmp_path, as_uri):
+def test_a_whole_gguf_with_the_right_digest_is_accepted(tmp_path, as_uri, roots):
     model = tmp_path / "model.gguf"
     digest = write_gguf(model)
     uri = model.as_uri() if as_uri else str(model)
-    artifact = fetch_verified(uri, digest)
+    artifact = fetch_verified(uri, digest, roots)
     assert artifact.path == model
     assert artifact.size_bytes == model.stat().st_size
 
 
-def test_a_wrong_digest_names_the_uri_and_both_digests(tmp_path):
+def test_a_wrong_digest_names_the_uri_and_the_pinned_digest_never_the_read_one(tmp_path, roots):
     model = tmp_path / "model.gguf"
     actual = write_gguf(model)
     wrong = "sha256:" + "0" * 64
     with pytest.raises(DigestMismatchError) as error:
-        fetch_verified(str(model), wrong)
+        fetch_verified(str(model), wrong, roots)
     assert str(model) in str(error.value)
-    assert wrong in str(error.value) and actual in str(error.value)
+    assert wrong in str(error.value) and actual.removeprefix("sha256:") not in str(error.value)
 
 
-def test_a_truncated_gguf_is_refused_even_when_its_digest_was_pinned(tmp_path):
+def test_a_truncated_gguf_is_refused_even_when_its_digest_was_pinned(tmp_path, roots):
     model = tmp_path / "model.gguf"
     write_gguf(model)
     model.write_bytes(model.read_bytes()[:-600])
     digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
     with pytest.raises(InvalidGGUFError, match="truncated GGUF"):
-        fetch_verified(str(model), digest)
+        fetch_verified(str(model), digest, roots)
 
 
-def test_a_non_gguf_file_is_refused(tmp_path):
+def test_a_non_gguf_file_is_refused(tmp_path, roots):
     model = tmp_path / "model.gguf"
     model.write_bytes(b"<html>mirror error page</html>")
     digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
-    with pytest.raises(InvalidGGUFError, match="not a readable GGUF"):
-        fetch_verified(str(model), digest)
+    with pytest.raises(InvalidGGUFError, match="not a readable GGUF") as error:
+        fetch_verified(str(model), digest, roots)
+    assert "html" not in str(error.value)  # nothing of what was read
 
 
-def test_missing_files_and_unknown_schemes_are_refused(tmp_path):
+def test_missing_files_and_unknown_schemes_are_refused(tmp_path, roots):
     with pytest.raises(ArtifactError, match="no such file"):
-        fetch_verified(str(tmp_path / "absent.gguf"), "sha256:" + "0" * 64)
-    with pytest.raises(ArtifactError, match="unsupported scheme 's3'"):
-        fetch_verified("s3://bucket/model.gguf", "sha256:" + "0" * 64)
+        fetch_verified(str(tmp_path / "absent.gguf"), "sha256:" + "0" * 64, roots)
+    with pytest.raises(ArtifactError, match=r"s3://bucket/model.gguf: not a local path"):
+        fetch_verified("s3://bucket/model.gguf", "sha256:" + "0" * 64, roots)
     with pytest.raises(ArtifactError, match="not of the form"):
-        fetch_verified(str(tmp_path), "md5:abc")
+        fetch_verified(str(tmp_path), "md5:abc", roots)
+
+
+def test_a_file_outside_the_roots_is_refused_before_a_byte_is_read(tmp_path):
+    model = tmp_path / "model.gguf"
+    digest = write_gguf(model)
+    elsewhere = FetchPolicy(local_roots=[str(tmp_path / "models")])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "link.gguf").symlink_to(model)
+    for uri in (str(model), model.as_uri(), str(tmp_path / "models" / "link.gguf")):
+        with pytest.raises(ArtifactError, match="not under an allowed local root"):
+            fetch_verified(uri, digest, elsewhere)
+    with pytest.raises(ArtifactError, match=r"`\.\.` is not allowed"):
+        fetch_verified(str(tmp_path / "models" / ".." / "model.gguf"), digest, elsewhere)
+    with pytest.raises(ArtifactError, match="not under an allowed local root"):
+        fetch_verified("/var/run/secrets/kubernetes.io/serviceaccount/token", digest, FetchPolicy())

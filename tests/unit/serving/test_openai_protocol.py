@@ -56,6 +56,15 @@ def test_malformed_requests_are_400_with_the_parameter(raw, param):
     assert error.value.body()["error"]["type"] == "invalid_request_error"
 
 
+def test_a_schema_pattern_re2_cannot_run_is_a_400_naming_where_never_the_pattern():
+    schema = {"type": "object", "properties": {"id": {"type": "string", "pattern": "(a)\\1"}}}
+    raw = chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    with pytest.raises(OpenAIError, match=r"\.properties\.id\.pattern: not a linear-time") as error:
+        parse_request(raw, ChatCompletionRequest)
+    assert (error.value.status, error.value.param) == (400, "response_format.json_schema.schema")
+    assert "(a)" not in error.value.body()["error"]["message"]
+
+
 def test_max_tokens_beyond_the_context_is_refused():
     request = parse_request(
         json.dumps({"model": "m", "prompt": "x", "max_tokens": 10_000}).encode(), CompletionRequest
