@@ -36,7 +36,7 @@ from ray.serve.handle import DeploymentHandle
 
 from baton_serving import metrics, ollama_protocol
 from baton_serving.artifacts import ArtifactError, fetch_verified
-from baton_serving.auth import AuthError, Caller, Gate
+from baton_serving.auth import AuthError, Caller
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_DEPLOYMENT,
@@ -53,6 +53,7 @@ from baton_serving.config import (
     engine_app_name,
 )
 from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
+from baton_serving.gate import Gate
 from baton_serving.ollama_protocol import (
     OLLAMA_VERSION,
     OllamaChatRequest,

@@ -14,8 +14,9 @@ in microseconds, before it costs an engine anything, so it does not slow the oth
 Only a key with the `benchmark` role (the operator's own identity) may pin a request to a
 revision with `X-Baton-Revision`: a client could otherwise call a candidate nobody has vetted yet.
 
-The decisions (`KeyRing.identify`, `Quotas.admit`) take the clock as an argument; the ingress is
-the shell that reads headers, the directory and the time.
+The decisions (`KeyRing.identify`, `Quotas.admit`) take the clock as an argument; `gate` is the
+ingress's shell around them (the directory, the time, the metrics). This module records no metric,
+so the control plane may import it to write key files.
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ import math
 import os
 import re
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from baton_serving import metrics
-from baton_serving.config import SERVE_NAME_PATTERN, AuthConfig
+from baton_serving.config import SERVE_NAME_PATTERN
 
 logger = logging.getLogger("baton_serving")
 
@@ -274,60 +272,6 @@ class Quotas:
         for key_id in set(self.usage) - ids:
             if self.usage[key_id].in_flight == 0:
                 del self.usage[key_id]
-
-
-class Gate:
-    """The ingress's door: its key ring (read again every `reload_interval_s`), quotas and metrics."""
-
-    def __init__(self, pool: str, config: AuthConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pool = pool
-        self._config = config
-        self._clock = clock
-        self._ring = KeyRing()
-        self._loaded_at: float | None = None
-        self._quotas = Quotas()
-
-    def _current_ring(self, now: float) -> KeyRing:
-        if self._loaded_at is None or now - self._loaded_at >= self._config.reload_interval_s:
-            self._ring = load_keys(Path(self._config.keys_dir))
-            self._loaded_at = now
-            self._quotas.forget_except(set(self._ring.ids))
-        return self._ring
-
-    def identify(self, authorization: str | None) -> Caller:
-        """The caller of a request that takes no quota (a model listing), or a 401 `AuthError`."""
-        if not self._config.enabled:
-            return ANONYMOUS
-        try:
-            return self._current_ring(self._clock()).identify(authorization)
-        except AuthError as refusal:
-            metrics.AUTH_FAILURES.labels(self._pool, refusal.code).inc()
-            raise
-
-    def enter(self, authorization: str | None) -> Caller:
-        """Admit one inference request (401 or 429 `AuthError` if not); `leave` must follow."""
-        caller = self.identify(authorization)
-        if caller is ANONYMOUS:
-            return caller
-        try:
-            self._quotas.admit(caller, self._clock())
-        except AuthError as refusal:
-            metrics.KEY_REQUESTS.labels(self._pool, caller.id, refusal.code).inc()
-            raise
-        metrics.KEY_REQUESTS.labels(self._pool, caller.id, ADMITTED).inc()
-        metrics.KEY_IN_FLIGHT.labels(self._pool, caller.id).inc()
-        return caller
-
-    def leave(self, caller: Caller) -> None:
-        if caller is ANONYMOUS:
-            return
-        self._quotas.release(caller)
-        metrics.KEY_IN_FLIGHT.labels(self._pool, caller.id).dec()
-
-    def check_scope(self, caller: Caller, deployment: str) -> None:
-        if not caller.may_call(deployment):
-            metrics.KEY_REQUESTS.labels(self._pool, caller.id, FORBIDDEN).inc()
-            raise AuthError(403, FORBIDDEN, f"key {caller.id!r} may not call model {deployment!r}")
 
 
 def ensure_key_file(directory: Path, key_id: str, role: KeyRole, **quotas: int) -> str:

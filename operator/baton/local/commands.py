@@ -41,8 +41,19 @@ def _store(state_dir: Path | None) -> LocalStore:
     "--prometheus-url", default=None, help="Query this Prometheus instead of the in-process metrics."
 )
 @click.option("--fresh", is_flag=True, help="Forget stored status and added candidates before starting.")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without API keys: anyone who reaches 127.0.0.1 may call and pin revisions "
+    "(by default a key file is made under the state dir and its path printed).",
+)
 def up(
-    paths: tuple[Path, ...], state_dir: Path | None, port: int, prometheus_url: str | None, fresh: bool
+    paths: tuple[Path, ...],
+    state_dir: Path | None,
+    port: int,
+    prometheus_url: str | None,
+    fresh: bool,
+    no_auth: bool,
 ) -> None:
     """Run the closed loop on this machine: serve every deployment and roll out new candidates.
 
@@ -62,7 +73,10 @@ def up(
         inputs = [render_example_resources(store.state_dir / "resources", console=make_console(stderr=True))]
     try:
         runtime = LocalRuntime.prepare(
-            RuntimeOptions(paths=inputs, port=port, prometheus_url=prometheus_url, fresh=fresh), store
+            RuntimeOptions(
+                paths=inputs, port=port, prometheus_url=prometheus_url, fresh=fresh, auth=not no_auth
+            ),
+            store,
         )
     except ResourceLoadError as error:
         click.echo(str(error), err=True)

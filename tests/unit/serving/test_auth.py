@@ -5,16 +5,9 @@ import logging
 
 import pytest
 
-from baton_serving.auth import (
-    ApiKey,
-    AuthError,
-    Gate,
-    KeyRing,
-    KeyRole,
-    Quotas,
-    load_keys,
-)
+from baton_serving.auth import ApiKey, AuthError, KeyRing, KeyRole, Quotas, load_keys
 from baton_serving.config import AuthConfig
+from baton_serving.gate import Gate
 
 pytestmark = pytest.mark.unit
 
