@@ -443,10 +443,15 @@ class OpenAIIngress:
     """OpenAI-compatible HTTP front of a pool: validates, routes, records, streams."""
 
     def __init__(
-        self, pool: str, tracing: dict[str, Any], limits: dict[str, Any], auth: dict[str, Any]
+        self,
+        pool: str,
+        tracing: dict[str, Any],
+        limits: dict[str, Any],
+        auth: dict[str, Any],
+        replicas: int = 1,
     ) -> None:
         self._pool = pool
-        self._gate = Gate(pool, AuthConfig.model_validate(auth))
+        self._gate = Gate(pool, AuthConfig.model_validate(auth), replicas)
         self._limits = RequestLimits.model_validate(limits)
         # Parsing and JSON-schema checks of client requests (and of structured answers) are CPU work
         # on client-chosen input: they run here, never on the event loop that serves every request.
@@ -930,6 +935,7 @@ def build_ingress_app(args: dict[str, Any]) -> serve.Application:
         spec.tracing.model_dump(mode="json"),
         spec.limits.model_dump(mode="json"),
         spec.auth.model_dump(mode="json"),
+        spec.ingress_replicas,
     )
 
 

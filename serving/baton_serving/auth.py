@@ -232,20 +232,28 @@ class _Usage:
 
 @dataclass
 class Quotas:
-    """Per-key request budgets. `admit` takes a slot or refuses; `release` gives the slot back."""
+    """Per-key request budgets of one ingress replica. `admit` takes a slot or refuses; `release`
+    gives the slot back.
 
+    Each of a pool's `replicas` ingress replicas keeps its own budgets, with a `1/replicas` share of
+    every quota (Serve spreads requests evenly over them): no shared store sits on the request
+    path, and the pool as a whole admits about the configured quota.
+    """
+
+    replicas: int = 1
     usage: dict[str, _Usage] = field(default_factory=dict)
 
     def admit(self, caller: Caller, now: float) -> None:
         """Take one request of `caller` at monotonic time `now`, or raise a 429 `AuthError`."""
-        budget = float(caller.requests_per_minute)
+        budget = max(1.0, caller.requests_per_minute / self.replicas)
+        concurrent = max(1, math.ceil(caller.max_concurrent / self.replicas))
         usage = self.usage.get(caller.id)
         if usage is None:
             usage = self.usage[caller.id] = _Usage(budget, now)
         rate = budget / 60.0
         usage.tokens = min(budget, usage.tokens + (now - usage.refilled_at) * rate)
         usage.refilled_at = now
-        if usage.in_flight >= caller.max_concurrent:
+        if usage.in_flight >= concurrent:
             raise AuthError(
                 429,
                 "concurrency_limit_exceeded",

@@ -18,13 +18,19 @@ from baton_serving.config import AuthConfig
 class Gate:
     """The ingress's door: its key ring (read again every `reload_interval_s`), quotas and metrics."""
 
-    def __init__(self, pool: str, config: AuthConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: str,
+        config: AuthConfig,
+        replicas: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self._config = config
         self._clock = clock
         self._ring = KeyRing()
         self._loaded_at: float | None = None
-        self._quotas = Quotas()
+        self._quotas = Quotas(replicas)
 
     def _current_ring(self, now: float) -> KeyRing:
         if self._loaded_at is None or now - self._loaded_at >= self._config.reload_interval_s:

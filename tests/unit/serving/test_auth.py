@@ -127,6 +127,20 @@ def test_one_keys_quota_is_not_anothers():
     quotas.admit(keys.identify(f"Bearer {OTHER}"), 0.0)
 
 
+def test_each_ingress_replica_keeps_its_share_of_a_quota():
+    caller = ring(team=key(requests_per_minute=4, max_concurrent=3)).identify(f"Bearer {SECRET}")
+    quotas = Quotas(replicas=2)
+    quotas.admit(caller, 0.0)
+    quotas.admit(caller, 0.0)  # two of four a minute, two of three in flight (rounded up)
+    with pytest.raises(AuthError) as refused:
+        quotas.admit(caller, 0.0)
+    assert refused.value.code == "concurrency_limit_exceeded"
+    quotas.release(caller)
+    with pytest.raises(AuthError) as refused:
+        quotas.admit(caller, 0.0)
+    assert (refused.value.code, refused.value.retry_after_s) == ("rate_limit_exceeded", 30)
+
+
 def test_the_gate_reads_added_and_removed_keys_after_its_interval(tmp_path):
     now = [0.0]
     gate = Gate("pool", AuthConfig(keys_dir=str(tmp_path), reload_interval_s=10), clock=lambda: now[0])
