@@ -2,8 +2,8 @@
 
 Keys are files in a keys directory as a mounted Secret gives them; clients are the official
 `openai` client and plain HTTP. The load test floods one key far past its quota while another key
-sends ordinary requests, and compares that key's p99 with a quiet run and with the same flood on a
-key without a tight quota (what the quota protects against).
+sends ordinary requests to the same deployment, and compares that key's p99 with a quiet run and
+with the same flood on a key without a tight quota (what the quota protects against).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ KEYS = {
     "tiny": ApiKey(key="t" * 40, deployments=["*"], requests_per_minute=2, max_concurrent=1),
 }
 KEY_SERIES = {"pool": "door-pool", "key": "tiny", "outcome": "rate_limit_exceeded"}
-QUIET_REQUESTS = 40
+QUIET_REQUESTS = 60
 FLOOD_THREADS = 4
 
 
@@ -150,7 +150,7 @@ def p99(latencies: list[float]) -> float:
 def quiet_latencies(url: str) -> list[float]:
     latencies = []
     with httpx.Client(base_url=url, headers=bearer("quiet"), timeout=60) as client:
-        body = {"model": "software", "prompt": "The patient", "max_tokens": 4, "temperature": 0}
+        body = {"model": "medical", "prompt": "The patient", "max_tokens": 4, "temperature": 0}
         for _ in range(QUIET_REQUESTS):
             started = time.perf_counter()
             assert client.post("/v1/completions", json=body).status_code == 200
@@ -202,6 +202,7 @@ def test_a_key_over_its_quota_does_not_slow_another_keys_p99(url):
         f"{p99(unlimited) * 1e3:.1f} ms ({unlimited_statuses})"
     )
     assert limited_statuses.get(429, 0) > 10 * limited_statuses.get(200, 0)
-    assert p99(limited) <= 1.5 * alone + 0.05
-    # What the quota prevents: the same flood, admitted, does slow the other key.
-    assert p99(unlimited) > 1.5 * p99(limited)
+    # Refusing the flood costs the shared proxy and ingress some CPU, not the engine's time.
+    assert p99(limited) <= 2 * alone + 0.05
+    # What the quota prevents: the same flood, admitted, queues the other key behind it in the engine.
+    assert p99(unlimited) > 2 * p99(limited)
