@@ -585,19 +585,25 @@ class OpenAIIngress:
             raise _refused(refusal) from refusal
         return [name for name in self._deployments if caller.may_call(name)]
 
-    @fastapi_app.get("/v1/models")
-    async def models(self, http: Request) -> Response:
+    def _listing(self, http: Request, framing: Framing, render: Callable[[list[str]], Any]) -> Response:
+        """A model listing of the deployments the key may call, or the refusal in `framing`."""
         try:
             visible = self._visible(http)
         except OpenAIError as error:
-            return _error_response(OPENAI_CHAT.errors, error)
-        return JSONResponse(
-            {
+            return _error_response(framing, error)
+        return JSONResponse(render(visible))
+
+    @fastapi_app.get("/v1/models")
+    async def models(self, http: Request) -> Response:
+        return self._listing(
+            http,
+            OPENAI_CHAT.errors,
+            lambda visible: {
                 "object": "list",
                 "data": [
                     {"id": name, "object": "model", "created": 0, "owned_by": "baton"} for name in visible
                 ],
-            }
+            },
         )
 
     @fastapi_app.get(REVISIONS_PATH)
@@ -635,20 +641,18 @@ class OpenAIIngress:
 
     @fastapi_app.get("/api/tags")
     async def ollama_tags(self, http: Request) -> Response:
-        try:
-            visible = self._visible(http)
-        except OpenAIError as error:
-            return _error_response(OLLAMA_CHAT.errors, error)
-        return JSONResponse(ollama_protocol.tags(self._listed(visible)))
+        return self._listing(
+            http, OLLAMA_CHAT.errors, lambda visible: ollama_protocol.tags(self._listed(visible))
+        )
 
     @fastapi_app.get("/api/ps")
     async def ollama_ps(self, http: Request) -> Response:
-        try:
-            visible = self._visible(http)
-        except OpenAIError as error:
-            return _error_response(OLLAMA_CHAT.errors, error)
-        return JSONResponse(
-            ollama_protocol.running(self._listed(name for name in visible if self._ready(name)))
+        return self._listing(
+            http,
+            OLLAMA_CHAT.errors,
+            lambda visible: ollama_protocol.running(
+                self._listed(name for name in visible if self._ready(name))
+            ),
         )
 
     @fastapi_app.post("/api/show")
