@@ -191,6 +191,13 @@ def under_flood(url: str, key_id: str) -> tuple[list[float], dict[int, int]]:
     return latencies, statuses
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured 2026-12-02: four clients ignoring Retry-After get ~100 refusals/s, and each "
+    "refusal still crosses Ray Serve's proxy and the ingress replica: on 2 cores the quiet key's p99 "
+    "went 47 ms -> 145 ms (an admitted flood of the same clients: 115 ms). Refusing before the proxy "
+    "(a limiter in front of Serve) is not built yet; docs/security.md.",
+)
 def test_a_key_over_its_quota_does_not_slow_another_keys_p99(url):
     quiet_latencies(url)  # warm
     alone = p99(quiet_latencies(url))
@@ -201,8 +208,7 @@ def test_a_key_over_its_quota_does_not_slow_another_keys_p99(url):
         f"{p99(limited) * 1e3:.1f} ms ({limited_statuses}); beside the same flood unlimited "
         f"{p99(unlimited) * 1e3:.1f} ms ({unlimited_statuses})"
     )
-    assert limited_statuses.get(429, 0) > 10 * limited_statuses.get(200, 0)
-    # Refusing the flood costs the shared proxy and ingress some CPU, not the engine's time.
-    assert p99(limited) <= 2 * alone + 0.05
-    # What the quota prevents: the same flood, admitted, queues the other key behind it in the engine.
-    assert p99(unlimited) > 2 * p99(limited)
+    assert unlimited_statuses.get(200, 0) > 0 and 429 not in unlimited_statuses
+    assert limited_statuses.get(429, 0) > 10 * limited_statuses.get(200, 0)  # the quota holds
+    # The claim: refusing the flood leaves the other key's p99 near its quiet value.
+    assert p99(limited) <= 1.5 * alone + 0.02
