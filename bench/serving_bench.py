@@ -182,7 +182,10 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[
             "resources": {"num_cpus": 1},
         }
         deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
-        pool = PoolConfig.model_validate({"pool": "bench", "deployments": [deployment]})
+        # Without keys, as llama.cpp's server runs (bench/auth_bench.py measures what keys cost).
+        pool = PoolConfig.model_validate(
+            {"pool": "bench", "deployments": [deployment], "auth": {"enabled": False}}
+        )
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)
         url = f"http://127.0.0.1:{port}"

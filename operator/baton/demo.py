@@ -264,9 +264,11 @@ def run_demo(options: DemoOptions) -> int:
             deadline,
         )
         console.print(deployments_table(runtime.deployments.values(), width=width))
-        _print_how_to_call(console, runtime.endpoint, domains[0])
+        _print_how_to_call(console, runtime.endpoint, runtime.serve.keys.client_key_file, domains[0])
         prompts = prompts_for(domains, per_domain=25)
-        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=DEMO_CLIENTS).start()
+        traffic = TrafficGenerator(
+            runtime.serve.base_url, prompts, clients=DEMO_CLIENTS, headers=runtime.serve.keys.client_headers
+        ).start()
         ok = serving
         for version in ("v2", "v3"):
             if not ok:
@@ -368,10 +370,11 @@ def _wire(recorded: RecordedDecision) -> dict[str, Any]:
     return {"deployment": recorded.deployment, "champion": recorded.champion, **recorded.decision.to_wire()}
 
 
-def _print_how_to_call(console: Console, endpoint: str, domain: str) -> None:
+def _print_how_to_call(console: Console, endpoint: str, key_file: Path | None, domain: str) -> None:
+    authorization = f'-H "Authorization: Bearer $(jq -r .key {key_file})" ' if key_file else ""
     console.print(
-        f"[bold]While the demo runs, call it like any OpenAI endpoint:[/bold]\n"
-        f"  curl -s {endpoint}/chat/completions -H 'Content-Type: application/json' "
+        f"[bold]While the demo runs, call it like any OpenAI endpoint (the key is in {key_file}):[/bold]\n"
+        f"  curl -s {endpoint}/chat/completions {authorization}-H 'Content-Type: application/json' "
         f'-d \'{{"model": "{domain}", "messages": [{{"role": "user", "content": "..."}}]}}\' -i\n'
         f"  baton status -w --state-dir <state dir>   (another terminal)\n"
         f"  see docs/quickstart.md for the openai client and a JSON-schema structured-output request"

@@ -36,9 +36,11 @@ from ray.serve.handle import DeploymentHandle
 
 from baton_serving import metrics, ollama_protocol
 from baton_serving.artifacts import ArtifactError, fetch_verified
+from baton_serving.auth import AuthError, Caller
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_DEPLOYMENT,
+    AuthConfig,
     DeploymentRoute,
     EngineArgs,
     EngineKind,
@@ -53,6 +55,7 @@ from baton_serving.config import (
 )
 from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
 from baton_serving.fetch import shown
+from baton_serving.gate import Gate
 from baton_serving.ollama_protocol import (
     OLLAMA_VERSION,
     OllamaChatRequest,
@@ -378,7 +381,25 @@ fastapi_app = FastAPI(title="baton", docs_url=None, redoc_url=None, openapi_url=
 
 
 def _error_response(framing: Framing, error: OpenAIError) -> JSONResponse:
-    return JSONResponse(framing.error_body(error), status_code=error.status)
+    return JSONResponse(framing.error_body(error), status_code=error.status, headers=error.headers)
+
+
+def _refused(refusal: AuthError) -> OpenAIError:
+    """A door refusal in OpenAI's shape: 401 with `WWW-Authenticate`, 429 with `Retry-After`."""
+    headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
+    if refusal.retry_after_s is not None:
+        headers["Retry-After"] = str(refusal.retry_after_s)
+    error_type = "requests" if refusal.status == 429 else "invalid_request_error"
+    return OpenAIError(refusal.status, refusal.message, error_type, code=refusal.code, headers=headers)
+
+
+async def _released_after(body: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[Any]:
+    """A streamed body that gives its key's concurrency slot back once it ends (or is abandoned)."""
+    try:
+        async for part in body:
+            yield part
+    finally:
+        release()
 
 
 def _as_openai_error(error: BaseException) -> OpenAIError:
@@ -428,8 +449,16 @@ async def _read_body(http: Request, limit: int) -> bytes:
 class OpenAIIngress:
     """OpenAI-compatible HTTP front of a pool: validates, routes, records, streams."""
 
-    def __init__(self, pool: str, tracing: dict[str, Any], limits: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        pool: str,
+        tracing: dict[str, Any],
+        limits: dict[str, Any],
+        auth: dict[str, Any],
+        replicas: int = 1,
+    ) -> None:
         self._pool = pool
+        self._gate = Gate(pool, AuthConfig.model_validate(auth), replicas)
         self._limits = RequestLimits.model_validate(limits)
         # Parsing and JSON-schema checks of client requests (and of structured answers) are CPU work
         # on client-chosen input: they run here, never on the event loop that serves every request.
@@ -555,15 +584,34 @@ class OpenAIIngress:
     async def prometheus_metrics(self) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    def _visible(self, http: Request) -> list[str]:
+        """The deployments the request's key may call (a listing shows no others); 401 without a key."""
+        try:
+            caller = self._gate.identify(http.headers.get("authorization"))
+        except AuthError as refusal:
+            raise _refused(refusal) from refusal
+        return [name for name in self._deployments if caller.may_call(name)]
+
+    def _listing(self, http: Request, framing: Framing, render: Callable[[list[str]], Any]) -> Response:
+        """A model listing of the deployments the key may call, or the refusal in `framing`."""
+        try:
+            visible = self._visible(http)
+        except OpenAIError as error:
+            return _error_response(framing, error)
+        return JSONResponse(render(visible))
+
     @fastapi_app.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "baton"}
-                for name in self._deployments
-            ],
-        }
+    async def models(self, http: Request) -> Response:
+        return self._listing(
+            http,
+            OPENAI_CHAT.errors,
+            lambda visible: {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "baton"} for name in visible
+                ],
+            },
+        )
 
     @fastapi_app.get(REVISIONS_PATH)
     async def revisions(self) -> dict[str, Any]:
@@ -599,20 +647,29 @@ class OpenAIIngress:
         return {"version": OLLAMA_VERSION}
 
     @fastapi_app.get("/api/tags")
-    async def ollama_tags(self) -> dict[str, Any]:
-        return ollama_protocol.tags(self._listed(self._deployments))
+    async def ollama_tags(self, http: Request) -> Response:
+        return self._listing(
+            http, OLLAMA_CHAT.errors, lambda visible: ollama_protocol.tags(self._listed(visible))
+        )
 
     @fastapi_app.get("/api/ps")
-    async def ollama_ps(self) -> dict[str, Any]:
-        return ollama_protocol.running(self._listed(name for name in self._deployments if self._ready(name)))
+    async def ollama_ps(self, http: Request) -> Response:
+        return self._listing(
+            http,
+            OLLAMA_CHAT.errors,
+            lambda visible: ollama_protocol.running(
+                self._listed(name for name in visible if self._ready(name))
+            ),
+        )
 
     @fastapi_app.post("/api/show")
     async def ollama_show(self, http: Request) -> Response:
         framing = OLLAMA_CHAT.errors
         try:
+            visible = self._visible(http)
             raw = await _read_body(http, self._limits.max_body_bytes)
             name = parse_request(raw, OllamaShowRequest, self._limits).deployment()  # a small body
-            if name not in self._deployments:
+            if name not in visible:
                 raise OpenAIError(404, "model not found", param="model")
         except OpenAIError as error:
             return _error_response(framing, error)
@@ -624,14 +681,18 @@ class OpenAIIngress:
 
     # --- request handling --------------------------------------------------------------------
 
-    def _route(self, model: str, headers: Mapping[str, str]) -> tuple[_LiveDeployment, str]:
+    def _route(self, model: str, headers: Mapping[str, str], caller: Caller) -> tuple[_LiveDeployment, str]:
+        try:
+            self._gate.check_scope(caller, model)
+        except AuthError as refusal:
+            raise _refused(refusal) from refusal
         live = self._deployments.get(model)
         if live is None:
-            raise OpenAIError(
-                404, f"model does not exist; available: {sorted(self._deployments)}", param="model"
-            )
+            available = sorted(name for name in self._deployments if caller.may_call(name))
+            raise OpenAIError(404, f"model does not exist; available: {available}", param="model")
         ready = self._ready(model)
-        pinned = headers.get(REVISION_HEADER)
+        # Only the operator's benchmark identity may pick a revision; a client's pin is ignored.
+        pinned = headers.get(REVISION_HEADER) if caller.may_pin else None
         if pinned:
             if pinned not in live.revisions:
                 raise OpenAIError(
@@ -649,7 +710,31 @@ class OpenAIIngress:
             raise OpenAIError(503, str(error), error_type="service_unavailable") from error
 
     async def _serve(self, http: Request, dialect: _Dialect) -> Response:
-        """Every inference request, whichever wire format: parse, route, generate, record, frame."""
+        """Every inference request, whichever wire format: the key and its quota first, then the rest.
+
+        The door comes before the body is read: a caller without a key or over its quota costs a
+        header lookup, not a parse.
+        """
+        try:
+            caller = self._gate.enter(http.headers.get("authorization"))
+        except AuthError as refusal:
+            error = _refused(refusal)
+            unrouted = (self._pool, metrics.UNROUTED, metrics.UNROUTED)
+            self._record_failure(unrouted, dialect.endpoint, error, time.perf_counter())
+            return _error_response(dialect.errors, error)
+        try:
+            response = await self._answer(http, dialect, caller)
+        except BaseException:
+            self._gate.leave(caller)
+            raise
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _released_after(response.body_iterator, lambda: self._gate.leave(caller))
+        else:
+            self._gate.leave(caller)
+        return response
+
+    async def _answer(self, http: Request, dialect: _Dialect, caller: Caller) -> Response:
+        """Parse, route, generate, record, frame."""
         started = time.perf_counter()
         progress = _Progress(started, _rfc3339(datetime.now(UTC)))
         endpoint = dialect.endpoint
@@ -660,7 +745,7 @@ class OpenAIIngress:
             loop = asyncio.get_running_loop()
             parsed = await loop.run_in_executor(self._cpu, dialect.parse, raw, self._limits)
             framing = parsed.framing
-            live, revision = self._route(parsed.model, http.headers)
+            live, revision = self._route(parsed.model, http.headers, caller)
             if parsed.body is None:  # Ollama's "load the model": it is loaded, nothing to generate
                 loaded = Answer("", {}, ["load"])
                 return Response(framing.end(loaded, progress.timing(started)), media_type="application/json")
@@ -856,7 +941,13 @@ def build_ingress_app(args: dict[str, Any]) -> serve.Application:
         num_replicas=spec.ingress_replicas,
         user_config=RouteTable(deployments=[]).model_dump(mode="json"),
         ray_actor_options={"num_cpus": INGRESS_NUM_CPUS, "runtime_env": {"env_vars": env}},
-    ).bind(spec.pool, spec.tracing.model_dump(mode="json"), spec.limits.model_dump(mode="json"))
+    ).bind(
+        spec.pool,
+        spec.tracing.model_dump(mode="json"),
+        spec.limits.model_dump(mode="json"),
+        spec.auth.model_dump(mode="json"),
+        spec.ingress_replicas,
+    )
 
 
 def build_engine_app(args: dict[str, Any]) -> serve.Application:

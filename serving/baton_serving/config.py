@@ -273,6 +273,30 @@ class FetchPolicy(BaseModel):
     )
 
 
+DEFAULT_KEYS_DIR = "/etc/baton/api-keys"
+
+
+class AuthConfig(_Strict):
+    """Who may call the pool's client endpoints: API keys from a directory (see `baton_serving.auth`)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Require `Authorization: Bearer <key>` on every client endpoint. Off only for "
+        "loopback use (`baton up --no-auth`): then anyone who reaches the port may call and pin.",
+    )
+    keys_dir: str = Field(
+        default=DEFAULT_KEYS_DIR,
+        description="Directory of key files, one JSON key per file named by its key id (a mounted "
+        "Kubernetes Secret, or the key file `baton up` writes). Missing: every request is refused.",
+    )
+    reload_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the directory is read again, so added, rotated or removed keys "
+        "apply without a restart (the kubelet updates a mounted Secret in place).",
+    )
+
+
 class PoolConfig(_Strict):
     """Everything one Ray Serve pool runs: its domain deployments and observability settings."""
 
@@ -292,6 +316,10 @@ class PoolConfig(_Strict):
     fetch: FetchPolicy = Field(
         default_factory=FetchPolicy,
         description="Which URLs and local roots artifacts may be read from (the operator's own policy).",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="API keys and their quotas. Changing this restarts the ingress replicas.",
     )
 
     @model_validator(mode="after")
@@ -379,6 +407,7 @@ class IngressArgs(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Request tracing.")
     ingress_replicas: int = Field(default=1, ge=1, description="Replicas of the ingress.")
     limits: RequestLimits = Field(default_factory=RequestLimits, description="Bounds on client requests.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and their quotas.")
 
 
 class EngineArgs(_Strict):
@@ -402,7 +431,11 @@ def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
     hashes `args` into the code version, and a new code version would restart every replica.
     """
     ingress_args = IngressArgs(
-        pool=pool.pool, tracing=pool.tracing, ingress_replicas=pool.ingress_replicas, limits=pool.limits
+        pool=pool.pool,
+        tracing=pool.tracing,
+        ingress_replicas=pool.ingress_replicas,
+        limits=pool.limits,
+        auth=pool.auth,
     )
     applications: list[dict[str, Any]] = [
         {

@@ -90,6 +90,26 @@ REVISION_READY = Gauge(
 )
 
 
+KEY_LABELS = ("pool", "key")
+KEY_REQUESTS = Counter(
+    "baton_api_key_requests",
+    "Inference requests per API key (its id, never the key), by outcome: admitted, "
+    "rate_limit_exceeded or concurrency_limit_exceeded (429), model_not_permitted (403).",
+    [*KEY_LABELS, "outcome"],
+)
+KEY_IN_FLIGHT = Gauge(
+    "baton_api_key_requests_in_flight",
+    "Admitted inference requests per API key being answered right now (its concurrency quota's use).",
+    KEY_LABELS,
+    multiprocess_mode="livesum",
+)
+AUTH_FAILURES = Counter(
+    "baton_auth_failures",
+    "Requests refused with 401, by OpenAI error code (missing_api_key, invalid_api_key).",
+    ["pool", "code"],
+)
+
+
 def default_multiprocess_dir(pool: str) -> Path:
     return Path(tempfile.gettempdir()) / "baton-metrics" / pool
 

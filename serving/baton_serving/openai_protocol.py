@@ -31,17 +31,31 @@ class OpenAIError(Exception):
     """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
 
     def __init__(
-        self, status: int, message: str, error_type: str = "invalid_request_error", param: str | None = None
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_type = error_type
         self.param = param
+        self.code = code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
-            "error": {"message": self.message, "type": self.error_type, "param": self.param, "code": None}
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
         }
 
 

@@ -67,8 +67,8 @@ class Clients:
     Records (answering revision, what was asked, completion tokens, valid) per answer, and failures.
     """
 
-    def __init__(self, base_url: str, prompts: list[str]) -> None:
-        self.base_url, self.prompts = base_url, prompts
+    def __init__(self, base_url: str, headers: dict[str, str], prompts: list[str]) -> None:
+        self.base_url, self.headers, self.prompts = base_url, headers, prompts
         self.asking = FLAG
         self.answers: list[tuple[str, tuple, int, bool]] = []
         self.failures: list[str] = []
@@ -87,7 +87,7 @@ class Clients:
         return {answer[0] for answer in self.answers[since:]}
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=60) as client:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=60) as client:
             index = 0
             while not self._stop.is_set():
                 asked = self.asking
@@ -160,7 +160,7 @@ def test_the_bake_keeps_the_previous_champion_and_rolls_back_a_regression(tmp_pa
     bake_seconds = parse_duration(BAKE_TIME)
     try:
         wait_for(runtime, lambda: status().phase == Phase.SERVING)
-        with Clients(runtime.serve.base_url, prompts) as clients:
+        with Clients(runtime.serve.base_url, runtime.serve.keys.client_headers, prompts) as clients:
             # 1. A clean bake: v1 stays loaded and mirrored for the bake time, then it is removed.
             store.add_candidate(candidate_for_file(DOMAIN, v2.path, version="v2"))
             wait_for(runtime, lambda: status().phase == Phase.BAKING)

@@ -30,7 +30,7 @@ from baton.k8s.kube import API_WRITES
 from baton.observability import alerts, dashboards
 from baton.observability.rollout_metrics import RolloutMetrics
 from baton_serving.config import PoolConfig
-from tests.plugins_serving import LocalServe, free_port
+from tests.plugins_serving import AUTH, LocalServe, free_port
 from tests.testbed import binaries
 from tests.testbed.prometheus import Prometheus
 
@@ -432,8 +432,13 @@ def send_traffic(url: str) -> None:
     }
     for _ in range(6):
         for body in (chat, chat | {"stream": True}, structured):
-            assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).status_code == 200
-    unknown = httpx.post(f"{url}/v1/chat/completions", json=chat | {"model": "nobody"}, timeout=60)
+            assert (
+                httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=120).status_code
+                == 200
+            )
+    unknown = httpx.post(
+        f"{url}/v1/chat/completions", json=chat | {"model": "nobody"}, headers=AUTH, timeout=60
+    )
     assert unknown.status_code == 404
 
 

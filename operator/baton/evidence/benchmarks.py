@@ -72,6 +72,7 @@ def run_benchmarks(
             concurrency=settings.concurrency,
             console=settings.console,
             show_progress=settings.show_progress,
+            api_key=dataplane.api_key,
         )
         runs = []
         for name in action.benchmarks:

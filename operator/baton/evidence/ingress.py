@@ -28,13 +28,18 @@ MAX_REVISIONS_BYTES = 8 << 20
 class Ingress:
     """The `DataPlane` of one pool, at `base_url`."""
 
-    def __init__(self, base_url: str, client: httpx.Client | None = None) -> None:
+    def __init__(self, base_url: str, client: httpx.Client | None = None, api_key: str | None = None) -> None:
         self._base_url = base_url.rstrip("/")
         self._client = client or httpx.Client(timeout=10.0)
+        self._api_key = api_key
 
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
 
     def metrics_text(self) -> str:
         url = self._base_url + METRICS_PATH

@@ -25,6 +25,12 @@ class DataPlane(Protocol):
     @property
     def base_url(self) -> str: ...
 
+    @property
+    def api_key(self) -> str | None:
+        """The key of the operator's benchmark identity (the one whose revision pins the pool
+        honours), or None for a pool without authentication."""
+        ...
+
     def metrics_text(self) -> str:
         """The Prometheus exposition; raises when the ingress does not answer."""
         ...

@@ -20,7 +20,14 @@ from baton.api.common import API_VERSION
 from baton.api.pool import DEFAULT_RAY_IMAGE
 from baton.rollout.model import RevisionHealth, RevisionState
 from baton.rollout.render import RenderedPool
-from baton_serving.config import INGRESS_APP, INGRESS_DEPLOYMENT, engine_app_name, render_serve_config
+from baton_serving.config import (
+    INGRESS_APP,
+    INGRESS_DEPLOYMENT,
+    AuthConfig,
+    PoolConfig,
+    engine_app_name,
+    render_serve_config,
+)
 
 POOL_LABEL = "baton.dev/pool"
 # What KubeRay (v1.5, `labelPod` in ray-operator/controllers/ray/common/pod.go) puts on every Ray pod
@@ -36,6 +43,13 @@ _RUNNING = "RUNNING"
 _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 # A revision whose engine application runs while the ingress does not yet call its model ready.
 ENGINE_STARTING = "the engine application runs; the ingress does not report its model ready yet"
+
+
+def _without_keys(config: PoolConfig) -> PoolConfig:
+    """The cluster's pools serve without API keys for now: nothing mounts a keys Secret into the
+    RayService's pods yet, nor gives the operator its benchmark key, so keys on would refuse every
+    client and every benchmark (docs/security.md, "In a cluster")."""
+    return config.model_copy(update={"auth": AuthConfig(enabled=False)})
 
 
 def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
@@ -70,7 +84,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             ],
         },
         "spec": {
-            "serveConfigV2": serve_config_text(render_serve_config(rendered.config)),
+            "serveConfigV2": serve_config_text(render_serve_config(_without_keys(rendered.config))),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
                 # `ray start` in a fresh pod runs without token auth (Ray enables it by default only for a

@@ -47,6 +47,12 @@ def _store(state_dir: Path | None) -> LocalStore:
 @fetch_policy_option(
     "Default: https to public addresses, local files under the home, temporary and $BATON_CACHE directories."
 )
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without API keys: anyone who reaches 127.0.0.1 may call and pin revisions "
+    "(by default a key file is made under the state dir and its path printed).",
+)
 def up(
     paths: tuple[Path, ...],
     state_dir: Path | None,
@@ -54,6 +60,7 @@ def up(
     prometheus_url: str | None,
     fresh: bool,
     fetch_policy: FetchPolicy | None,
+    no_auth: bool,
 ) -> None:
     """Run the closed loop on this machine: serve every deployment and roll out new candidates.
 
@@ -79,6 +86,7 @@ def up(
                 prometheus_url=prometheus_url,
                 fresh=fresh,
                 fetch=fetch_policy or laptop_fetch_policy(),
+                auth=not no_auth,
             ),
             store,
         )

@@ -23,12 +23,19 @@ from pathlib import Path
 
 from baton.evidence.ingress import Ingress
 from baton.rollout import RevisionHealth, RevisionState
-from baton_serving.config import DeploymentSpec, PoolConfig, RevisionSpec, RoutePolicy
+from baton_serving.auth import KeyRole, ensure_key_file
+from baton_serving.config import AuthConfig, DeploymentSpec, PoolConfig, RevisionSpec, RoutePolicy
 
 logger = logging.getLogger("baton.local")
 
 DRAIN_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 300.0
+# The id of the key a person, the demo's traffic and any local client use, and of the operator's
+# benchmark identity (the one whose revision pins are honoured).
+CLIENT_KEY_ID = "local"
+BENCHMARK_KEY_ID = "operator"
+# One person's laptop: the quotas only keep a runaway script from starving the benchmarks.
+LOCAL_QUOTAS = {"requests_per_minute": 100_000, "max_concurrent": 64}
 
 
 class DataPlaneError(RuntimeError):
@@ -101,20 +108,48 @@ def route_ray_logging(path: Path) -> None:
         ray_logger.propagate = False
 
 
+@dataclass(frozen=True)
+class LocalKeys:
+    """The local pool's keys: where their files are, and the two `baton up` makes itself."""
+
+    auth: AuthConfig
+    client_key_file: Path | None = None
+    client_key: str | None = None
+    benchmark_key: str | None = None
+
+    @classmethod
+    def create(cls, directory: Path) -> LocalKeys:
+        """The key files in `directory` (made once, kept across restarts)."""
+        client = ensure_key_file(directory, CLIENT_KEY_ID, KeyRole.CLIENT, **LOCAL_QUOTAS)
+        benchmark = ensure_key_file(directory, BENCHMARK_KEY_ID, KeyRole.BENCHMARK, **LOCAL_QUOTAS)
+        return cls(AuthConfig(keys_dir=str(directory)), directory / CLIENT_KEY_ID, client, benchmark)
+
+    @classmethod
+    def disabled(cls) -> LocalKeys:
+        """`--no-auth`: anyone who reaches 127.0.0.1 may call and pin."""
+        return cls(AuthConfig(enabled=False))
+
+    @property
+    def client_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.client_key}"} if self.client_key else {}
+
+
 class LocalServe:
     """Ray (local, in this process) and Serve's HTTP proxy on 127.0.0.1:`port`.
 
-    With a `log_path`, Ray's and Serve's own log lines go there instead of the console.
+    With a `log_path`, Ray's and Serve's own log lines go there instead of the console. Every pool
+    it applies reads the keys of `keys`; its benchmarks send the benchmark key.
     """
 
-    def __init__(self, port: int, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, keys: LocalKeys, log_path: Path | None = None) -> None:
         self.port = port
+        self.keys = keys
         self.log_path = log_path
         self.base_url = f"http://127.0.0.1:{port}"
         self._applied: PoolConfig | None = None
         self._rendered: PoolConfig | None = None
         self._draining: dict[tuple[str, str], Draining] = {}
-        self.ingress = Ingress(self.base_url)
+        self.ingress = Ingress(self.base_url, api_key=keys.benchmark_key)
 
     def start(self) -> None:
         import ray
@@ -149,7 +184,7 @@ class LocalServe:
             self._draining[(deployment, revision.name)] = Draining(deployment, revision, now + DRAIN_SECONDS)
         self._draining = {key: drain for key, drain in self._draining.items() if drain.until > now}
         self._rendered = config
-        effective = with_draining(config, self._draining)
+        effective = with_draining(config, self._draining).model_copy(update={"auth": self.keys.auth})
         if effective == self._applied:
             return
         apply_serve_config(render_serve_config(effective))

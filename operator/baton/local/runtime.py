@@ -34,7 +34,7 @@ from baton.evidence.ports import EventType, Involved
 from baton.evidence.providers.benchmark import PROGRESS_EVERY_S
 from baton.evidence.samples import CanarySampler, Counts, parse_exposition
 from baton.evidence.sources import SourcePoller
-from baton.local.dataplane import LocalServe
+from baton.local.dataplane import LocalKeys, LocalServe
 from baton.local.loader import (
     LoadedResource,
     Problem,
@@ -86,6 +86,8 @@ class RuntimeOptions:
     fresh: bool = False
     show_benchmark_progress: bool = True
     fetch: FetchPolicy = field(default_factory=laptop_fetch_policy)
+    # False: `--no-auth`, no API key on the loopback endpoint.
+    auth: bool = True
 
 
 @dataclass
@@ -176,7 +178,8 @@ class LocalRuntime:
         )
         self._pollers = {name: SourcePoller(self.evidence_store, options.fetch) for name in self.sources}
         self._next_poll: dict[str, float] = {}
-        self.serve = LocalServe(options.port, store.state_dir / "logs" / "ray.log")
+        keys = LocalKeys.create(store.keys_dir) if options.auth else LocalKeys.disabled()
+        self.serve = LocalServe(options.port, keys, store.state_dir / "logs" / "ray.log")
         self.sampler = CanarySampler(self.evidence_store, options.prometheus_url)
         self._benchmarks = _Benchmarks(
             ThreadPoolExecutor(max_workers=max(1, len(self.deployments)), thread_name_prefix="benchmark")
@@ -189,6 +192,16 @@ class LocalRuntime:
     @property
     def endpoint(self) -> str:
         return f"{self.serve.base_url}/v1"
+
+    def how_to_authenticate(self) -> str:
+        """Where the client key is (the key itself is never printed or logged)."""
+        key_file = self.serve.keys.client_key_file
+        if key_file is None:
+            return "authentication is off (--no-auth): anyone who reaches 127.0.0.1 may call"
+        return (
+            f"API key: the `key` field of {key_file}; send it as `Authorization: Bearer <key>` "
+            f"(e.g. OPENAI_API_KEY=$(jq -r .key {key_file}))"
+        )
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -266,6 +279,7 @@ class LocalRuntime:
                 f"serving {', '.join(sorted(self.deployments))} at {self.endpoint}; "
                 f"state in {self.store.state_dir}; Ctrl-C stops"
             )
+            self.console.log(self.how_to_authenticate())
             shown = None
             while not self._stop.is_set():
                 current = self._summary()

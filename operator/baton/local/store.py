@@ -71,6 +71,11 @@ class LocalStore:
     def candidates_dir(self) -> Path:
         return self.state_dir / "candidates"
 
+    @property
+    def keys_dir(self) -> Path:
+        """The local pool's API key files (`baton_serving.auth`), readable by their owner only."""
+        return self.state_dir / "keys"
+
     def _object_path(self, kind: str, name: str) -> Path:
         return self.state_dir / "objects" / kind / f"{name}.json"
 

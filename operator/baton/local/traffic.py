@@ -93,8 +93,10 @@ class TrafficGenerator:
         max_seconds: float = 1800.0,
         max_tokens: int = 48,
         sessions: int = 64,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = headers or {}
         self.report = TrafficReport()
         self._prompts = itertools.cycle(prompts)
         self._clients = clients
@@ -132,7 +134,9 @@ class TrafficGenerator:
 
     def _client(self, index: int, deadline: float) -> None:
         rng = random.Random(index)
-        with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(120.0)) as client:
+        with httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=httpx.Timeout(120.0)
+        ) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 prompt = self._next()
                 if prompt is None:

@@ -53,8 +53,8 @@ def resources(directory, champion, domain: str = "medical", **spec) -> None:
 class Clients:
     """A client thread calling the endpoint until stopped; records answering revisions and failures."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url, self.revisions, self.failures = base_url, [], []
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        self.base_url, self.headers, self.revisions, self.failures = base_url, headers, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -68,7 +68,7 @@ class Clients:
 
     def _run(self) -> None:
         body = {"model": "medical", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-        with httpx.Client(base_url=self.base_url, timeout=60) as client:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=60) as client:
             for index in range(2000):
                 if self._stop.is_set():
                     return
@@ -113,14 +113,14 @@ def test_serve_refuse_promote_and_resume(tmp_path):
             stream.seek(-1, 2)
             stream.write(bytes([last[0] ^ 0xFF]))
         store.add_candidate(refused)
-        with Clients(runtime.serve.base_url) as clients:
+        with Clients(runtime.serve.base_url, runtime.serve.keys.client_headers) as clients:
             wait_for(runtime, lambda: runtime.deployments["medical"].status.phase == "Rejected")
         assert runtime.deployments["medical"].status.last_decision.reason == "ArtifactRefused"
         assert "digest mismatch" in runtime.deployments["medical"].status.last_decision.message
         assert clients.failures == [] and set(clients.revisions) == {"medical-v1"}
 
         store.add_candidate(candidate_for_file("medical", better.path, version="v3"))
-        with Clients(runtime.serve.base_url) as clients:
+        with Clients(runtime.serve.base_url, runtime.serve.keys.client_headers) as clients:
             wait_for(runtime, lambda: runtime.deployments["medical"].status.phase == "Promoted")
             seen_promoted = len(clients.revisions)
             wait_for(runtime, lambda: len(clients.revisions) > seen_promoted + 20)
@@ -144,6 +144,7 @@ def test_serve_refuse_promote_and_resume(tmp_path):
         response = httpx.post(
             f"{resumed.serve.base_url}/v1/chat/completions",
             json={"model": "medical", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            headers=resumed.serve.keys.client_headers,
             timeout=60,
         )
         assert response.status_code == 200

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from baton.api import ModelDeployment, ModelPool
 from baton.rollout.render import render_pool
 from baton_serving.config import PoolConfig
+from tests.plugins_serving import CLIENT_AUTH, CLIENT_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ def deploy(local_serve, model_artifact):
 
 @pytest.fixture
 def client(local_serve) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{local_serve.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{local_serve.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=120)
 
 
 def structured_answers(url: str) -> dict[str, float]:
@@ -132,7 +133,9 @@ def test_a_default_schema_the_ingress_refuses_fails_only_the_requests_relying_on
     body = {"model": "triage", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}
     deadline = time.monotonic() + 60
     while True:  # the new routing table reaches the ingress through Serve's reconfigure
-        response = httpx.post(f"{local_serve.url}/v1/chat/completions", json=body, timeout=60)
+        response = httpx.post(
+            f"{local_serve.url}/v1/chat/completions", json=body, headers=CLIENT_AUTH, timeout=60
+        )
         if response.status_code != 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -140,5 +143,10 @@ def test_a_default_schema_the_ingress_refuses_fails_only_the_requests_relying_on
     error = response.json()["error"]
     assert error["type"] == "server_error" and "default response schema is refused" in error["message"]
     text = {**body, "response_format": {"type": "text"}}
-    assert httpx.post(f"{local_serve.url}/v1/chat/completions", json=text, timeout=60).status_code == 200
+    assert (
+        httpx.post(
+            f"{local_serve.url}/v1/chat/completions", json=text, headers=CLIENT_AUTH, timeout=60
+        ).status_code
+        == 200
+    )
     assert json.loads(httpx.get(f"{local_serve.url}/healthz", timeout=30).text)["status"] == "ok"

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from baton.evidence.samples import Counts, parse_exposition
 from baton_serving.config import PoolConfig, RequestLimits
+from tests.plugins_serving import AUTH
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +244,7 @@ def test_generated_hostile_requests_never_get_a_500(fuzz_pool):
     outcomes: Counter[tuple[str, str]] = Counter()
     failures: list[str] = []
     started = time.monotonic()
-    client = httpx.Client(base_url=f"{url}/v1", timeout=120)
+    client = httpx.Client(base_url=f"{url}/v1", headers=AUTH, timeout=120)
 
     @settings(
         max_examples=FUZZ_EXAMPLES,
@@ -288,7 +289,7 @@ def test_generated_hostile_requests_never_get_a_500(fuzz_pool):
         answer = httpx.post(
             f"{url}/v1/chat/completions",
             json={"model": "medical", "messages": [{"role": "user", "content": "Fever."}], "max_tokens": 4},
-            headers={"X-Baton-Revision": revision},
+            headers={**AUTH, "X-Baton-Revision": revision},
             timeout=60,
         )
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] is not None
@@ -322,7 +323,10 @@ def test_a_clients_bad_requests_routed_to_the_candidate_do_not_count_against_it(
         endpoint = "chat/completions" if "messages" in body else "completions"
         for _ in range(5):
             response = httpx.post(
-                f"{url}/v1/{endpoint}", json=body, headers={"X-Baton-Revision": "candidate"}, timeout=60
+                f"{url}/v1/{endpoint}",
+                json=body,
+                headers={**AUTH, "X-Baton-Revision": "candidate"},
+                timeout=60,
             )
             assert response.status_code == 400, response.text
     after = _candidate_counts(url)
@@ -334,7 +338,7 @@ def test_a_clients_bad_requests_routed_to_the_candidate_do_not_count_against_it(
     good = httpx.post(
         f"{url}/v1/completions",
         json={"model": "medical", "prompt": "The patient", "max_tokens": 2},
-        headers={"X-Baton-Revision": "candidate"},
+        headers={**AUTH, "X-Baton-Revision": "candidate"},
         timeout=60,
     )
     assert good.status_code == 200

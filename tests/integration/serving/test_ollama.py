@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from baton.evidence.samples import Counts, parse_exposition
 from baton_serving.config import PoolConfig
 from tests.integration.serving.test_pool import Triage
+from tests.plugins_serving import AUTH
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +79,13 @@ def url(local_serve, artifacts) -> str:
 
 @pytest.fixture
 def client(url) -> ollama.Client:
-    return ollama.Client(host=url, timeout=120)
+    return ollama.Client(host=url, timeout=120, headers=AUTH)
 
 
 @pytest.fixture
 def pinned(url) -> ollama.Client:
     """Always the champion, so sampling comparisons are not mixed across revisions."""
-    return ollama.Client(host=url, timeout=120, headers={"X-Baton-Revision": "champion"})
+    return ollama.Client(host=url, timeout=120, headers={**AUTH, "X-Baton-Revision": "champion"})
 
 
 def test_chat_and_generate_whole_and_streamed(client):
@@ -228,7 +229,7 @@ def test_a_request_without_messages_or_prompt_only_loads(client):
     ],
 )
 def test_errors_are_ollama_shaped_and_echo_nothing(url, path, body, status, field):
-    response = httpx.post(f"{url}{path}", json=body, timeout=60)
+    response = httpx.post(f"{url}{path}", json=body, headers=AUTH, timeout=60)
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"} and isinstance(response.json()["error"], str)
     if field is not None:
@@ -238,7 +239,7 @@ def test_errors_are_ollama_shaped_and_echo_nothing(url, path, body, status, fiel
 
 def test_unparseable_bodies_get_ollama_errors(url):
     for body in (b"{not json", b"[1]", b'{"model": "medical", "prompt": "\\ud800"}', b"x" * 2_000_000):
-        response = httpx.post(f"{url}/api/generate", content=body, timeout=60)
+        response = httpx.post(f"{url}/api/generate", content=body, headers=AUTH, timeout=60)
         assert response.status_code in {400, 413} and set(response.json()) == {"error"}, response.text
 
 
@@ -263,6 +264,7 @@ def test_ollama_traffic_is_split_and_counted_by_the_canary(url):
         response = httpx.post(
             f"{url}{path}",
             json={"model": "medical", "stream": index % 4 < 2, "options": {"num_predict": 2}, **body},
+            headers=AUTH,
             timeout=60,
         )
         assert response.status_code == 200, response.text
@@ -354,7 +356,7 @@ def test_generated_hostile_bodies_never_get_a_500(url):
     failures: list[str] = []
     statuses: dict[int, int] = {}
     deadline = time.monotonic() + FUZZ_BUDGET_S
-    client = httpx.Client(base_url=url, timeout=60)
+    client = httpx.Client(base_url=url, headers=AUTH, timeout=60)
 
     @settings(
         max_examples=FUZZ_EXAMPLES,
@@ -384,6 +386,9 @@ def test_generated_hostile_bodies_never_get_a_500(url):
     assert failures == []
     assert sum(statuses.values()) >= 50
     answer = httpx.post(
-        f"{url}/api/generate", json={"model": "medical", "prompt": "x", "stream": False}, timeout=60
+        f"{url}/api/generate",
+        json={"model": "medical", "prompt": "x", "stream": False},
+        headers=AUTH,
+        timeout=60,
     )
     assert answer.status_code == 200 and answer.json()["done"] is True

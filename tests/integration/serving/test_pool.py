@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from baton_serving.app import apply_serve_config
 from baton_serving.config import PoolConfig, engine_app_name, render_serve_config
+from tests.plugins_serving import AUTH, BENCHMARK_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -102,12 +103,12 @@ def pool(local_serve, artifacts, spans_file):
 
 @pytest.fixture
 def client(local_serve) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{local_serve.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"{local_serve.url}/v1", api_key=BENCHMARK_KEY, max_retries=0, timeout=60)
 
 
 def complete(url: str, headers: dict | None = None, max_tokens: int = 1) -> httpx.Response:
     body = {"model": "medical", "prompt": "The patient", "max_tokens": max_tokens, "temperature": 0}
-    return httpx.post(f"{url}/v1/completions", json=body, headers=headers or {}, timeout=60)
+    return httpx.post(f"{url}/v1/completions", json=body, headers={**AUTH, **(headers or {})}, timeout=60)
 
 
 def ingress_replicas(url: str, expected: int = 2) -> set[str]:
@@ -255,7 +256,9 @@ def test_routing_table_may_name_an_engine_serve_has_not_built_yet(pool, local_se
     revisions = {**artifacts, "late": artifacts["champion"]}
     weights = {"champion": 80, "candidate": 20, "late": 0}
     tracing = {"enabled": True, "jsonl_path": str(spans_file)}  # as the pool's: a change restarts the ingress
-    config = render_serve_config(pool_config(revisions, weights, tracing=tracing))
+    config = render_serve_config(
+        pool_config(revisions, weights, tracing=tracing).model_copy(update={"auth": local_serve.auth})
+    )
     late_app = engine_app_name("medical", "late")
     config["applications"] = [app for app in config["applications"] if app["name"] != late_app]
     apply_serve_config(config)
@@ -339,7 +342,7 @@ def test_malformed_completions_get_openai_errors(pool, local_serve, body, header
     response = httpx.post(
         f"{local_serve.url}/v1/completions",
         content=body,
-        headers={"content-type": "application/json", **headers},
+        headers={"content-type": "application/json", **AUTH, **headers},
         timeout=60,
     )
     assert response.status_code == status
@@ -357,7 +360,7 @@ def test_a_bad_json_schema_is_a_400_and_the_server_stays_healthy(pool, local_ser
             "json_schema": {"name": "t", "schema": {"type": "nonsense"}},
         },
     }
-    response = httpx.post(f"{local_serve.url}/v1/chat/completions", json=body, timeout=60)
+    response = httpx.post(f"{local_serve.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "response_format.json_schema.schema"
     assert complete(local_serve.url).status_code == 200

@@ -1,6 +1,7 @@
 """Benchmark runner: asks each revision the benchmark's items over the OpenAI-compatible endpoint.
 
-Every request is pinned to one revision with the `X-Baton-Revision` header, and the answer only
+Every request carries the operator's benchmark key (the one identity whose pin the ingress
+honours) and is pinned to one revision with the `X-Baton-Revision` header, and the answer only
 counts if the response's `X-Baton-Revision` header names that same revision: a router that
 ignored the pin would otherwise make the champion race against itself. Transport failures, HTTP
 errors (a run of 100 % 404s) and malformed bodies are counted as errors, not scored as wrong
@@ -82,6 +83,7 @@ class BenchmarkRunner:
         timeout_s: float = 120.0,
         console: Console | None = None,
         show_progress: bool = True,
+        api_key: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -90,10 +92,12 @@ class BenchmarkRunner:
         self.timeout_s = timeout_s
         self.console = console
         self.show_progress = show_progress
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def is_online(self) -> bool:
         try:
-            return httpx.get(f"{self.base_url}/v1/models", timeout=self.timeout_s).status_code == 200
+            response = httpx.get(f"{self.base_url}/v1/models", headers=self.headers, timeout=self.timeout_s)
+            return response.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -103,7 +107,9 @@ class BenchmarkRunner:
         jobs = [(item, revision) for item in query.items for revision in (query.champion, query.candidate)]
         progress = _Progress(self.console if self.show_progress else None, query)
         limits = httpx.Limits(max_connections=self.concurrency)
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s, limits=limits) as client:
+        with httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout_s, limits=limits
+        ) as client:
 
             def run_one(job: tuple[BenchmarkItem, str]) -> ItemResult:
                 item, revision = job
