@@ -259,7 +259,11 @@ class LlamaCppEngine:
                     chunk = json.loads(data)
                     if "error" in chunk:  # an error after the stream began
                         raise self._refusal(chunk["error"].get("code", 500), data.encode(), request)
-                    yield _openai_shaped(chunk)
+                    chunk = _openai_shaped(chunk)
+                    usage = chunk.pop("usage", None) if chunk.get("choices") else None
+                    yield chunk
+                    if usage is not None:  # /v1/completions puts it on the last text chunk
+                        yield {**chunk, "choices": [], "usage": usage}
         except httpx.TransportError as error:
             raise self._unreachable(error) from error
 

@@ -66,6 +66,12 @@ def test_generates_and_streams_with_usage(engine):
     assert chunks[-1]["choices"] == []
     assert usage["prompt_tokens"] == whole["usage"]["prompt_tokens"]
     assert 1 <= usage["completion_tokens"] <= 6
+    # A plain completion's stream ends with a usage-only chunk too (llama-server puts it on the last
+    # text chunk there).
+    completion = GenerationRequest(kind="completion", prompt="The patient", max_tokens=6)
+    *texts, last = asyncio.run(_collect(engine.stream(completion)))
+    assert last["choices"] == [] and 1 <= last["usage"]["completion_tokens"] <= 6
+    assert all(chunk["choices"] and "usage" not in chunk for chunk in texts)
 
 
 def test_json_schema_output_is_valid(engine):
