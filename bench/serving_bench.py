@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +146,18 @@ def wait_http(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def llama_cpp_server(gguf: Path, context: int, threads: int) -> Iterator[str]:
+def served(command: list[str], port: int, ready_path: str) -> Iterator[str]:
+    """A server process on 127.0.0.1:`port`, its URL once `ready_path` answers 200."""
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", 120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def llama_cpp_server(gguf: Path, context: int, threads: int) -> AbstractContextManager[str]:
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
@@ -156,17 +167,10 @@ def llama_cpp_server(gguf: Path, context: int, threads: int) -> Iterator[str]:
         # By default a new request interrupts the one streaming: that is not serving 8 clients.
         "--interrupt_requests", "false",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    return served(command, port, "/v1/models")
 
 
-@contextmanager
-def llama_server(gguf: Path, context: int, threads: int, slots: int) -> Iterator[str]:
+def llama_server(gguf: Path, context: int, threads: int, slots: int) -> AbstractContextManager[str]:
     """llama.cpp's own server as its users run it, from the binary baton's engine runs."""
     from baton_serving.engines.llamacpp import server_binary
 
@@ -177,13 +181,7 @@ def llama_server(gguf: Path, context: int, threads: int, slots: int) -> Iterator
         "--threads", str(threads), "--threads-batch", str(threads), "--alias", "bench",
         "--no-webui", "--log-verbosity", "1",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", 120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    return served(command, port, "/health")
 
 
 @contextmanager
