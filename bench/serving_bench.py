@@ -1,13 +1,17 @@
-"""baton's OpenAI endpoint against llama-cpp-python's own OpenAI server, same GGUF, same prompts.
+"""baton's OpenAI endpoint against llama.cpp's own server (`llama-server --parallel N`), same GGUF,
+same prompts; optionally also against llama-cpp-python's OpenAI server.
 
-What it answers: how much does the Ray Serve data plane (proxy -> ingress -> engine replica) cost
-on top of llama.cpp itself? It prints p50/p99 time to first token and output tokens/s at 1 and 8
-concurrent streaming clients for both servers, and the ratios baton / llama_cpp.server, from one run.
-Goals: p50 TTFT ratio <= 1.10, throughput ratio >= 0.90.
+What it answers: does baton serve as fast as the server an Ollama or LM Studio user gets, at 1, 8
+and 32 concurrent streaming clients? It prints p50/p99 time to first token and aggregate output
+tokens/s for every server and the ratios baton / llama-server, from one run. Goals at every level:
+tokens/s ratio >= 0.90, p50 TTFT <= 1.2x llama-server's + 5 ms. Both serve with the same slots
+(`--slots`, baton's `max_ongoing_requests`), context per slot, threads and greedy decoding.
 
     python bench/serving_bench.py                       # both default models, one after the other
     python bench/serving_bench.py --shape 768x12        # only an untrained ~90 M-parameter llama
+    python bench/serving_bench.py --shape 768x12 --quant F16 --quant Q4_K_M --quant TQ2_0
     python bench/serving_bench.py --gguf /path/model.gguf --max-tokens 64
+    python bench/serving_bench.py --python-anchor       # and llama-cpp-python's server (one at a time)
 
 baton's overhead per request is roughly constant (two Ray hops), so its ratio to llama.cpp
 depends on how long llama.cpp itself takes. By default both ends are measured: the factory's
@@ -16,8 +20,8 @@ untrained llama of a realistic width, 768x12 (random weights: the answers are gi
 timings are those of a model that size). Each table ends with the HTTP round trip of both servers
 on an endpoint that touches no model, the floor of what a request costs.
 
-Both servers are up for the whole run but only one is asked at a time (they would share 2 cores);
-rounds alternate which goes first, so load from elsewhere on the machine hits both alike. Same
+All servers are up for the whole run but only one is asked at a time (they would share 2 cores);
+rounds alternate their order, so load from elsewhere on the machine hits them alike. Same
 thread count, context size, prompts and greedy decoding. Traffic goes to 127.0.0.1 only and is
 bounded (rounds x levels x requests).
 """
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +146,18 @@ def wait_http(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def llama_cpp_server(gguf: Path, context: int, threads: int) -> Iterator[str]:
+def served(command: list[str], port: int, ready_path: str) -> Iterator[str]:
+    """A server process on 127.0.0.1:`port`, its URL once `ready_path` answers 200."""
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", 120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def llama_cpp_server(gguf: Path, context: int, threads: int) -> AbstractContextManager[str]:
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
@@ -152,17 +167,25 @@ def llama_cpp_server(gguf: Path, context: int, threads: int) -> Iterator[str]:
         # By default a new request interrupts the one streaming: that is not serving 8 clients.
         "--interrupt_requests", "false",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    return served(command, port, "/v1/models")
+
+
+def llama_server(gguf: Path, context: int, threads: int, slots: int) -> AbstractContextManager[str]:
+    """llama.cpp's own server as its users run it, from the binary baton's engine runs."""
+    from baton_serving.engines.llamacpp import server_binary
+
+    port = free_port()
+    command = [
+        server_binary(), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "--parallel", str(slots), "--ctx-size", str(context * slots), "--no-kv-unified",
+        "--threads", str(threads), "--threads-batch", str(threads), "--alias", "bench",
+        "--no-webui", "--log-verbosity", "1",
+    ]  # fmt: skip
+    return served(command, port, "/health")
 
 
 @contextmanager
-def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[str]:
+def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -179,6 +202,7 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int) -> Iterator[
             "artifact": {"uri": str(gguf), "digest": digest, "size_bytes": gguf.stat().st_size},
             "context_length": context,
             "threads": threads,
+            "max_ongoing_requests": slots,
             "resources": {"num_cpus": 1},
         }
         deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
@@ -224,13 +248,14 @@ def visible_prompts(urls: list[str], max_tokens: int) -> list[str]:
 
 def interleaved(
     urls: dict[str, str], prompts: list[str], levels: dict[int, int], rounds: int, max_tokens: int
-):
-    """Alternate the servers round by round, so load from elsewhere on the machine hits both alike."""
+) -> dict[str, dict[int, LevelResult]]:
+    """Rotate the servers' order round by round, so load from elsewhere on the machine hits all alike."""
     results: dict[str, dict[int, LevelResult]] = {
         name: {c: LevelResult(c, [], 0.0) for c in levels} for name in urls
     }
+    names = list(urls)
     for index in range(rounds):
-        order = list(urls) if index % 2 == 0 else list(reversed(urls))
+        order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             for concurrency, requests in levels.items():
                 level = asyncio.run(
@@ -238,7 +263,7 @@ def interleaved(
                 )
                 results[name][concurrency].samples.extend(level.samples)
                 results[name][concurrency].wall_s += level.wall_s
-    return results["baton"], results["llama_cpp"]
+    return results
 
 
 def default_gguf() -> Path:
@@ -247,8 +272,8 @@ def default_gguf() -> Path:
     return catalog.ensure("medical", "v2", "Q4_K_M", score=False).path
 
 
-def sized_gguf(shape: str) -> Path:
-    """An untrained llama `HIDDENxLAYERS` wide and deep, Q4_K_M, built once into the model cache."""
+def sized_gguf(shape: str, quant: str) -> Path:
+    """An untrained llama `HIDDENxLAYERS` wide and deep, in `quant`, built once into the model cache."""
     from baton_models import catalog
     from baton_models.recipes import recipe
     from baton_models.shape import Shape
@@ -265,27 +290,40 @@ def sized_gguf(shape: str) -> Path:
         context=512,
     )
     print(f"untrained llama {shape}: {sized.parameter_count() / 1e6:.0f} M parameters (built once)")
-    return catalog.build(smoke.model_copy(update={"shape": sized}), "Q4_K_M", score=False).path
+    return catalog.build(smoke.model_copy(update={"shape": sized}), quant, score=False).path
 
 
-def report(baton: dict[int, LevelResult], llama: dict[int, LevelResult]) -> dict:
+ANCHOR = "llama_server"
+TOKENS_GOAL = 0.90  # baton's aggregate tokens/s at least this share of llama-server's
+TTFT_GOAL = (1.2, 5.0)  # baton's p50 TTFT at most this factor of llama-server's plus these ms
+
+
+def report(results: dict[str, dict[int, LevelResult]]) -> dict:
+    """Every server's numbers per level, the ratios baton / llama-server and whether the goals hold."""
     rows = {}
-    print(f"{'':24}{'baton':>12}{'llama_cpp':>12}{'ratio':>10}")
-    for concurrency in baton:
-        b, ll = baton[concurrency], llama[concurrency]
+    names = list(results)
+    print(f"{'':24}" + "".join(f"{name:>14}" for name in names) + f"{'ratio':>9}  goal")
+    for concurrency in results["baton"]:
+        levels = {name: results[name][concurrency] for name in names}
         metrics = {
-            "p50 TTFT ms": (b.ttft_quantile(0.5) * 1e3, ll.ttft_quantile(0.5) * 1e3),
-            "p99 TTFT ms": (b.ttft_quantile(0.99) * 1e3, ll.ttft_quantile(0.99) * 1e3),
-            "tokens/s": (b.tokens_per_s, ll.tokens_per_s),
+            "p50 TTFT ms": {name: level.ttft_quantile(0.5) * 1e3 for name, level in levels.items()},
+            "p99 TTFT ms": {name: level.ttft_quantile(0.99) * 1e3 for name, level in levels.items()},
+            "tokens/s": {name: level.tokens_per_s for name, level in levels.items()},
         }
-        for name, (ours, theirs) in metrics.items():
-            label = f"c={concurrency} {name}"
-            rows[label] = {
-                "baton": round(ours, 2),
-                "llama_cpp": round(theirs, 2),
-                "ratio": round(ours / theirs, 3),
-            }
-            print(f"{label:24}{ours:12.2f}{theirs:12.2f}{ours / theirs:10.3f}")
+        for metric, values in metrics.items():
+            ours, theirs = values["baton"], values[ANCHOR]
+            goal = ""
+            if metric == "tokens/s":
+                goal = "met" if ours >= TOKENS_GOAL * theirs else f"missed (>= {TOKENS_GOAL}x)"
+            elif metric == "p50 TTFT ms":
+                factor, slack = TTFT_GOAL
+                goal = "met" if ours <= factor * theirs + slack else f"missed (<= {factor}x + {slack:g} ms)"
+            label = f"c={concurrency} {metric}"
+            rows[label] = {**{name: round(value, 2) for name, value in values.items()}}
+            rows[label]["ratio"] = round(ours / theirs, 3)
+            rows[label]["goal"] = goal
+            cells = "".join(f"{values[name]:14.2f}" for name in names)
+            print(f"{label:24}{cells}{ours / theirs:9.3f}  {goal}")
     return rows
 
 
@@ -302,47 +340,80 @@ def round_trip_ms(url: str, count: int = 200) -> float:
 
 def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
     digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
-    levels = {1: args.requests, 8: max(args.requests, 16)}
+    levels = {c: max(args.requests, 2 * c) for c in args.concurrency}
     size_mb = gguf.stat().st_size / 1e6
-    print(f"\nmodel {gguf} ({size_mb:.1f} MB), {args.threads} threads, max_tokens {args.max_tokens}")
-    with (
-        llama_cpp_server(gguf, args.context, args.threads) as llama_url,
-        baton_pool(gguf, digest, args.context, args.threads) as baton_url,
-    ):
-        prompts = visible_prompts([llama_url, baton_url], args.max_tokens)
-        print(f"{len(prompts)} of {len(PROMPTS)} prompts answered with visible text (the others are skipped)")
-        floors = (round_trip_ms(f"{baton_url}/healthz"), round_trip_ms(f"{llama_url}/v1/models"))
-        baton, llama = interleaved(
-            {"baton": baton_url, "llama_cpp": llama_url}, prompts, levels, args.rounds, args.max_tokens
-        )
-    rows = report(baton, llama)
     print(
-        f"HTTP round trip without a model, p50: baton /healthz {floors[0]:.2f} ms (Ray Serve proxy -> "
-        f"ingress), llama_cpp.server /v1/models {floors[1]:.2f} ms"
+        f"\nmodel {gguf} ({size_mb:.1f} MB), {args.threads} threads, {args.slots} slots, "
+        f"max_tokens {args.max_tokens}, load average {os.getloadavg()[0]:.2f}"
     )
-    floor = {"baton": floors[0], "llama_cpp": floors[1]}
-    return {"model": str(gguf), "results": rows, "round_trip_ms": floor}
+    with ExitStack() as servers:
+        urls = {
+            "baton": servers.enter_context(baton_pool(gguf, digest, args.context, args.threads, args.slots)),
+            ANCHOR: servers.enter_context(llama_server(gguf, args.context, args.threads, args.slots)),
+        }
+        if args.python_anchor:
+            urls["llama_cpp"] = servers.enter_context(llama_cpp_server(gguf, args.context, args.threads))
+        prompts = visible_prompts(list(urls.values()), args.max_tokens)
+        print(f"{len(prompts)} of {len(PROMPTS)} prompts answered with visible text (the others are skipped)")
+        floors = {
+            "baton": round_trip_ms(f"{urls['baton']}/healthz"),
+            ANCHOR: round_trip_ms(f"{urls[ANCHOR]}/health"),
+        }
+        results = interleaved(urls, prompts, levels, args.rounds, args.max_tokens)
+    rows = report(results)
+    print(
+        f"HTTP round trip without a model, p50: baton /healthz {floors['baton']:.2f} ms (Ray Serve proxy "
+        f"-> ingress), llama-server /health {floors[ANCHOR]:.2f} ms; load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    return {"model": str(gguf), "size_bytes": gguf.stat().st_size, "results": rows, "round_trip_ms": floors}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, help="GGUF to serve instead of the default two models")
     parser.add_argument("--shape", help="serve only an untrained llama HIDDENxLAYERS, e.g. 768x12")
-    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument(
+        "--quant", action="append", help="with --shape: the quantizations to compare (default Q4_K_M)"
+    )
+    parser.add_argument("--context", type=int, default=512, help="context per slot")
     parser.add_argument(
         "--threads", type=int, default=1, help="decode threads (1 is robust on a busy machine)"
     )
+    parser.add_argument("--slots", type=int, default=8, help="requests decoded at once by each server")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="client levels (default 1, 8 and 32)"
+    )
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level and round")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating which server goes first")
+    parser.add_argument(
+        "--requests", type=int, default=16, help="requests per level and round (at least 2 per client)"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, rotating which server goes first")
+    parser.add_argument(
+        "--python-anchor", action="store_true", help="also llama-cpp-python's server (one request at a time)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    args.concurrency = args.concurrency or [1, 8, 32]
 
-    if args.gguf or args.shape:
-        models = [args.gguf or sized_gguf(args.shape)]
+    if args.gguf:
+        models = [args.gguf]
+    elif args.shape:
+        models = [sized_gguf(args.shape, quant) for quant in args.quant or ["Q4_K_M"]]
     else:
-        models = [default_gguf(), sized_gguf(DEFAULT_SHAPE)]
+        models = [default_gguf(), sized_gguf(DEFAULT_SHAPE, "Q4_K_M")]
     results = [bench_model(gguf, args) for gguf in models]
+    if len(results) > 1:
+        print(
+            f"\n{'baton, tokens/s by model':40}"
+            + "".join(f"{f'c={c}':>10}" for c in args.concurrency)
+            + f"{'MB':>8}"
+        )
+        for result in results:
+            cells = "".join(
+                f"{result['results'][f'c={c} tokens/s']['baton']:10.1f}" for c in args.concurrency
+            )
+            print(f"{Path(result['model']).name[-40:]:40}{cells}{result['size_bytes'] / 1e6:8.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -15,10 +15,10 @@ uses, so both behave the same way.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +53,7 @@ from baton_serving.config import (
     TracingConfig,
     engine_app_name,
 )
-from baton_serving.engines import Engine, EngineRequestError, GenerationRequest
+from baton_serving.engines import Engine, EngineRequestError, EngineUnavailableError, GenerationRequest
 from baton_serving.fetch import shown
 from baton_serving.gate import Gate
 from baton_serving.ollama_protocol import (
@@ -102,10 +102,6 @@ STREAM_BATCH_INTERVAL_S = 0.02
 REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-class EngineUnavailableError(RuntimeError):
-    """The revision's engine refused its artifact (or is a kind the ingress cannot call)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Engine replicas
 
@@ -145,8 +141,7 @@ class EngineServer:
 
         spec = RevisionSpec.model_validate(revision)
         self._name = f"{deployment}/{spec.name}"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
-        self._engine: Engine | None = None
+        self._engine: LlamaCppEngine | None = None
         self._error: str | None = None
         uri = spec.artifact.uri
         try:
@@ -156,24 +151,40 @@ class EngineServer:
                 FetchPolicy.model_validate(fetch),
                 Path(artifact_cache_dir) if artifact_cache_dir else None,
             )
+            # One slot per request the replica accepts: every accepted request decodes at once.
             self._engine = LlamaCppEngine(
-                artifact.path, spec.context_length, spec.threads, RequestLimits.model_validate(limits)
+                artifact.path,
+                spec.context_length,
+                spec.threads,
+                slots=spec.max_ongoing_requests,
+                limits=RequestLimits.model_validate(limits),
             )
         except ArtifactError as error:
             self._error = str(error)
-        except ValueError as error:  # llama.cpp's "Failed to load model from file"
+        except ValueError as error:  # llama-server exited or timed out while loading the file
             self._error = f"{shown(uri)}: llama.cpp could not load the model: {error}"
         if self._error:
             logger.error("revision %s refused: %s", self._name, self._error)
 
-    def status(self) -> dict[str, Any]:
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica; PR_SET_PDEATHSIG covers a killed one.
+        if getattr(self, "_engine", None) is not None:
+            self._engine.close()
+
+    async def status(self) -> dict[str, Any]:
+        """Whether it serves (or why not), which replica answered, and how its llama-server fares."""
         context = serve.get_replica_context()
-        return {
+        status: dict[str, Any] = {
             "ready": self._engine is not None,
             "error": self._error,
             "pid": os.getpid(),
             "replica_id": context.replica_id.unique_id,
         }
+        if self._engine is not None:
+            status["restarts"] = self._engine.restarts  # how often its llama-server died
+            with contextlib.suppress(EngineUnavailableError):  # restarting: no slot figures this time
+                status["slots"] = {"total": self._engine.slots, **await self._engine.slot_usage()}
+        return status
 
     def _loaded(self) -> Engine:
         if self._engine is None:
@@ -181,30 +192,23 @@ class EngineServer:
         return self._engine
 
     async def generate(self, request: GenerationRequest) -> dict[str, Any]:
-        engine = self._loaded()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, engine.generate, request)
+        return await self._loaded().generate(request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[list[dict[str, Any]]]:
         """Chunks in batches: the first token at once, then what decoding produced every 20 ms."""
         engine = self._loaded()
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
 
-        def decode() -> None:
-            chunks = engine.stream(request)
+        async def decode() -> None:
             try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except BaseException as error:
-                loop.call_soon_threadsafe(queue.put_nowait, _StreamFailure(error))
+                async for chunk in engine.stream(request):
+                    queue.put_nowait(chunk)
+            except Exception as error:
+                queue.put_nowait(_StreamFailure(error))
             finally:
-                chunks.close()
-                loop.call_soon_threadsafe(queue.put_nowait, _StreamEnd())
+                queue.put_nowait(_StreamEnd())
 
-        decoding = loop.run_in_executor(self._executor, decode)
+        decoding = asyncio.create_task(decode())
         held: list[dict[str, Any]] = []  # a leading role-only chunk waits for the first token
         try:
             while True:
@@ -227,7 +231,7 @@ class EngineServer:
                     if isinstance(item, _StreamEnd):
                         return
         finally:
-            stop.set()
+            decoding.cancel()  # a client gone mid-stream: the request to llama-server closes, its slot frees
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +568,7 @@ class OpenAIIngress:
             settled = bool(status["ready"] or status["error"])
             if settled:
                 ready_gauge.set(1 if status["ready"] else 0)
+            metrics.record_engine(self._pool, key, status)
             await asyncio.sleep(STATUS_RECHECK_INTERVAL_S if settled else STATUS_PROBE_INTERVAL_S)
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Prometheus metrics of the data plane, labelled by pool, deployment and revision, never by prompt.
 
 The ingress records every request end to end (it is where a client's latency is seen, and it sees
-shadow answers too), so engine replicas record nothing. Ray Serve may run several ingress replicas,
+shadow answers too), so engine replicas record nothing: their slot figures come to the ingress in
+the revision status it polls. Ray Serve may run several ingress replicas,
 each in its own process: every metric is written in prometheus_client's multiprocess mode into one
 directory per pool on the node, and `/metrics` on any replica aggregates all of them.
 """
@@ -88,6 +89,45 @@ REVISION_READY = Gauge(
     REVISION_LABELS,
     multiprocess_mode="mostrecent",
 )
+
+# An engine replica's llama-server, as the ingress's status probe last saw it (every 5 s once the
+# revision settled; with several replicas of a revision, the one that answered the probe).
+ENGINE_SLOTS = Gauge(
+    "baton_engine_slots",
+    "Requests one engine replica decodes at once (llama-server's --parallel slots).",
+    REVISION_LABELS,
+    multiprocess_mode="mostrecent",
+)
+ENGINE_SLOTS_BUSY = Gauge(
+    "baton_engine_slots_busy",
+    "Slots of an engine replica decoding a request.",
+    REVISION_LABELS,
+    multiprocess_mode="mostrecent",
+)
+ENGINE_QUEUE_DEPTH = Gauge(
+    "baton_engine_queue_depth",
+    "Requests an engine replica's llama-server holds waiting for a free slot.",
+    REVISION_LABELS,
+    multiprocess_mode="mostrecent",
+)
+ENGINE_RESTARTS = Gauge(
+    "baton_engine_restarts",
+    "How often an engine replica's llama-server died and was started again.",
+    REVISION_LABELS,
+    multiprocess_mode="mostrecent",
+)
+
+
+def record_engine(pool: str, key: tuple[str, str], status: dict) -> None:
+    """The engine figures of one revision status (a replica that refused its artifact has none)."""
+    labels = (pool, *key)
+    if "restarts" in status:
+        ENGINE_RESTARTS.labels(*labels).set(status["restarts"])
+    slots = status.get("slots")
+    if slots is not None:
+        ENGINE_SLOTS.labels(*labels).set(slots["total"])
+        ENGINE_SLOTS_BUSY.labels(*labels).set(slots["busy"])
+        ENGINE_QUEUE_DEPTH.labels(*labels).set(slots["queued"])
 
 
 KEY_LABELS = ("pool", "key")

@@ -413,6 +413,20 @@ def rollout_view() -> dict[str, Any]:
                 [_query(f"max by (revision) (baton_revision_ready{{{scope}}})", "{{revision}}")],
             )
         )
+        .with_panel(
+            _timeseries(
+                "Engine slots",
+                "Slots of an engine replica decoding a request, of its slots in all, and requests "
+                "waiting for one in llama-server (sampled every 5 s); restarts of its llama-server.",
+                "none",
+                [
+                    _query(f"max by (revision) (baton_engine_slots_busy{{{scope}}})", "{{revision}} busy"),
+                    _query(f"max by (revision) (baton_engine_slots{{{scope}}})", "{{revision}} slots"),
+                    _query(f"max by (revision) (baton_engine_queue_depth{{{scope}}})", "{{revision}} queued"),
+                    _query(f"max by (revision) (baton_engine_restarts{{{scope}}})", "{{revision}} restarts"),
+                ],
+            )
+        )
         .with_row(dashboard.Row("Evidence"))
         .with_panel(
             _timeseries(

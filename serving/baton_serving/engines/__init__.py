@@ -1,13 +1,14 @@
 """The small protocol every inference engine implements, so the ingress never cares which one runs.
 
 An engine takes a `GenerationRequest` and returns OpenAI-shaped dicts (a whole response, or stream
-chunks ending with a usage-only chunk). llama.cpp implements it in-process (`llamacpp.py`); vLLM
-pools run Ray Serve LLM's own server, configured by `vllm.py`.
+chunks ending with a usage-only chunk). llama.cpp implements it over a llama-server process the
+replica supervises (`llamacpp.py`); vLLM pools run Ray Serve LLM's own server, configured by `vllm.py`.
+Both methods are coroutines: the engine answers many requests at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -28,6 +29,10 @@ class EngineRequestError(ValueError):
     def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
         # Ray pickles an engine's exception to the ingress; the default would drop `param`.
         return (type(self), (str(self), self.param))
+
+
+class EngineUnavailableError(RuntimeError):
+    """The revision's engine cannot answer now: it refused its artifact, or its server is restarting."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,12 @@ LLAMA_CPP_SAMPLING_DEFAULTS: dict[str, float] = {"top_k": 40, "min_p": 0.05, "re
 
 
 class Engine(Protocol):
-    """A loaded model that answers generation requests, one at a time."""
+    """A loaded model that answers generation requests, many at once."""
 
-    def generate(self, request: GenerationRequest) -> dict[str, Any]:
+    async def generate(self, request: GenerationRequest) -> dict[str, Any]:
         """The whole OpenAI-shaped response, with `usage`."""
         ...
 
-    def stream(self, request: GenerationRequest) -> Iterator[dict[str, Any]]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         """OpenAI-shaped stream chunks, then one chunk with empty `choices` and the `usage`."""
         ...
