@@ -31,7 +31,7 @@ from baton.api.common import (
 # An inline dataset rides in the resource itself, and etcd keeps objects under 1.5 MiB.
 INLINE_DATASET_LIMIT = 512 * 1024
 # The quantizations the factory's trainer writes (GGUF, by llama.cpp's quantizer).
-TUNED_QUANTIZATIONS = ("F16", "Q8_0", "Q4_K_M", "TQ2_0", "TQ1_0")
+TUNED_QUANTIZATIONS = ("F16", "Q8_0", "Q4_K_M", "TQ1_0", "TQ2_0")
 
 
 class TuningDataset(BatonModel):

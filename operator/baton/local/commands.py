@@ -223,4 +223,10 @@ def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
     sys.exit(run_demo(options))
 
 
-COMMANDS = (up, status, candidate, demo)
+def _tune() -> click.Command:
+    from baton.local.tuning import tune
+
+    return tune
+
+
+COMMANDS = (up, status, candidate, demo, _tune())
