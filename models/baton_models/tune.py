@@ -38,8 +38,6 @@ MAX_EXAMPLES = 100_000
 MAX_LINE_BYTES = 64 * 1024
 # At most this many bad lines are listed in one failure; the rest are counted.
 LISTED_ERRORS = 5
-# The quantizations llama.cpp's types the base may arrive in and gguf-py can dequantize.
-READABLE_BASES = ("F32", "F16", "Q8_0")
 PROGRESS_EVERY_S = 1.0
 
 
@@ -149,7 +147,11 @@ class Base:
 
 
 def read_base(path: Path) -> Base:
-    """Shape, tokenizer and float32 weights of a factory-layout llama GGUF (F32, F16 or Q8_0)."""
+    """Shape, tokenizer and float32 weights of a factory-layout llama GGUF, dequantized by gguf-py.
+
+    Any quantization gguf-py reads will do: tuning then starts from the file's rounded weights,
+    which is what the champion serves.
+    """
     import gguf
     from gguf import quants
 
@@ -185,10 +187,13 @@ def read_base(path: Path) -> Base:
     )
     weights: dict[str, np.ndarray] = {}
     for tensor in reader.tensors:
-        kind = tensor.tensor_type.name
-        if kind not in READABLE_BASES:
-            raise TuneError(f"base: {tensor.name} is {kind}; tune from one of {', '.join(READABLE_BASES)}")
-        weights[tensor.name] = np.array(quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
+        try:
+            dequantized = quants.dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError:
+            raise TuneError(
+                f"base: {tensor.name} is {tensor.tensor_type.name}, which cannot be read back"
+            ) from None
+        weights[tensor.name] = np.array(dequantized, np.float32)
     expected = shape.tensor_shapes()
     if {name: array.shape for name, array in weights.items()} != expected:
         raise TuneError("base: its tensors are not the factory's llama layout")

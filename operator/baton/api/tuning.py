@@ -95,8 +95,8 @@ class ModelTuningSpec(BatonModel):
     base: Artifact | None = Field(
         default=None,
         description=(
-            "The GGUF model tuned from (F16, F32 or Q8_0), pinned by digest. Omitted: the deployment's "
-            "champion when the run starts, pinned by the champion's own digest."
+            "The GGUF model tuned from, pinned by digest (a quantized file is tuned from its rounded "
+            "weights). Omitted: the deployment's champion when the run starts, pinned by its own digest."
         ),
     )
     dataset: TuningDataset = Field(description="The examples, chat-format JSON Lines.")
