@@ -211,7 +211,10 @@ def candidate_add(
     "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
 )
 @click.option("--domains", default=None, help="Comma-separated subset of the four demo domains.")
-def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
+@click.option(
+    "--tune", is_flag=True, help="Instead: tune medical v1 on the shipped examples; promote the result."
+)
+def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool) -> None:
     """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
     from baton.demo import DemoOptions, run_demo
 
@@ -219,6 +222,7 @@ def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
         state_dir=state_dir or default_state_dir().with_name("demo"),
         port=port,
         domains=tuple(domains.split(",")) if domains else None,
+        tune=tune,
     )
     sys.exit(run_demo(options))
 
