@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,57 @@ def offer(release_dir: Path, model: BuiltModel) -> Path:
     return final
 
 
+@dataclass(frozen=True)
+class _Loop:
+    runtime: Any
+    traffic: Any
+    serving: bool
+
+
+@contextmanager
+def _closed_loop(
+    resources: Path,
+    options: DemoOptions,
+    store: Any,
+    console: Console,
+    deadline: float,
+    domains: Sequence[str],
+    *,
+    clients: int,
+    how_to_call: bool = True,
+) -> Iterator[_Loop]:
+    """`baton up`'s runtime on the rendered resources, champions loaded, client traffic running;
+    traffic and runtime stopped on the way out, whatever happened inside."""
+    from baton.local.runtime import LocalRuntime, RuntimeOptions
+    from baton.local.traffic import TrafficGenerator, prompts_for
+    from baton.local.view import deployments_table, table_width
+
+    runtime = LocalRuntime.prepare(
+        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
+        store,
+        console,
+    )
+    traffic = None
+    try:
+        runtime.start()
+        serving = _wait(
+            console,
+            "champions v1 loading",
+            lambda: all(d.status and str(d.status.phase) == "Serving" for d in runtime.deployments.values()),
+            deadline,
+        )
+        console.print(deployments_table(runtime.deployments.values(), width=table_width(console)))
+        if how_to_call:
+            _print_how_to_call(console, runtime.endpoint, domains[0])
+        prompts = prompts_for(domains, per_domain=25)
+        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=clients).start()
+        yield _Loop(runtime, traffic, serving)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        runtime.stop()
+
+
 def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
     for candidate in runtime.candidates.values():
         if candidate.spec.deployment == deployment and candidate.spec.version == version and candidate.status:
@@ -229,9 +281,7 @@ def run_demo(options: DemoOptions) -> int:
     """Run the scripted demo; 0 when every decision matched the ground truth and no request failed."""
     if options.tune:
         return run_tune_demo(options)
-    from baton.local.runtime import LocalRuntime, RuntimeOptions
     from baton.local.store import LocalStore
-    from baton.local.traffic import TrafficGenerator, prompts_for
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
     console = make_console()
@@ -256,28 +306,8 @@ def run_demo(options: DemoOptions) -> int:
         benchmark_items=DEMO_BENCHMARK_ITEMS,
     )
     console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
-    runtime = LocalRuntime.prepare(
-        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
-        store,
-        console,
-    )
-    traffic = None
-    try:
-        runtime.start()
-        serving = _wait(
-            console,
-            "champions v1 loading",
-            lambda: (
-                all(str(d.status.phase) == "Serving" for d in runtime.deployments.values() if d.status)
-                and all(d.status for d in runtime.deployments.values())
-            ),
-            deadline,
-        )
-        console.print(deployments_table(runtime.deployments.values(), width=width))
-        _print_how_to_call(console, runtime.endpoint, domains[0])
-        prompts = prompts_for(domains, per_domain=25)
-        traffic = TrafficGenerator(runtime.serve.base_url, prompts, clients=DEMO_CLIENTS).start()
-        ok = serving
+    with _closed_loop(resources, options, store, console, deadline, domains, clients=DEMO_CLIENTS) as loop:
+        ok = loop.serving
         for version in ("v2", "v3"):
             if not ok:
                 break
@@ -287,16 +317,11 @@ def run_demo(options: DemoOptions) -> int:
             ok = _wait(
                 console,
                 f"{version}: benchmark, canary and decision",
-                lambda v=version: all((_phase_of(runtime, d, v) or "") in FINAL_PHASES for d in domains),
+                lambda v=version: all((_phase_of(loop.runtime, d, v) or "") in FINAL_PHASES for d in domains),
                 deadline,
             )
-            console.print(deployments_table(runtime.deployments.values(), width=width))
-        report = traffic.stop()
-        traffic = None
-    finally:
-        if traffic is not None:
-            traffic.stop()
-        runtime.stop()
+            console.print(deployments_table(loop.runtime.deployments.values(), width=width))
+        report = loop.traffic.stop()
     every_decision = store.decisions()
     console.rule("every decision and its deciding evidence")
     console.print(decisions_table(every_decision, width))
@@ -400,9 +425,7 @@ def shipped_tuning() -> Any:
 def run_tune_demo(options: DemoOptions) -> int:
     """Serve medical v1, tune it on the shipped examples, and show the tuned version promoted (exit 0)."""
     from baton.api import TuningPhase
-    from baton.local.runtime import LocalRuntime, RuntimeOptions
     from baton.local.store import LocalStore
-    from baton.local.traffic import TrafficGenerator, prompts_for
     from baton.local.tuning import run_tuning
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
@@ -426,29 +449,13 @@ def run_tune_demo(options: DemoOptions) -> int:
         steps=DEMO_STEPS,
         benchmark_items=DEMO_BENCHMARK_ITEMS,
     )
-    runtime = LocalRuntime.prepare(
-        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
-        store,
-        console,
-    )
-    traffic = None
-    ok = False
-    try:
-        runtime.start()
-        ok = _wait(
-            console,
-            "champion v1 loading",
-            lambda: all(d.status and str(d.status.phase) == "Serving" for d in runtime.deployments.values()),
-            deadline,
-        )
-        console.print(deployments_table(runtime.deployments.values(), width=width))
-        traffic = TrafficGenerator(
-            runtime.serve.base_url, prompts_for((domain,), per_domain=25), clients=2
-        ).start()
+    with _closed_loop(
+        resources, options, store, console, deadline, (domain,), clients=2, how_to_call=False
+    ) as loop:
         hyper = tuning.spec.hyperparameters
         dataset = TUNING_EXAMPLE.with_name("medical.jsonl")
         console.log(f"modeltuning/{tuning.metadata.name}: {hyper.steps} steps on {dataset}")
-        tuned = run_tuning(store, tuning, _tuning_progress(console)) if ok else tuning
+        tuned = run_tuning(store, tuning, _tuning_progress(console)) if loop.serving else tuning
         status = tuned.status
         ok = status is not None and status.phase == TuningPhase.SUCCEEDED
         console.log(
@@ -459,16 +466,11 @@ def run_tune_demo(options: DemoOptions) -> int:
         ok = ok and _wait(
             console,
             f"{version}: benchmark, canary and decision",
-            lambda: (_phase_of(runtime, domain, version) or "") in FINAL_PHASES,
+            lambda: (_phase_of(loop.runtime, domain, version) or "") in FINAL_PHASES,
             deadline,
         )
-        console.print(deployments_table(runtime.deployments.values(), width=width))
-        report = traffic.stop()
-        traffic = None
-    finally:
-        if traffic is not None:
-            traffic.stop()
-        runtime.stop()
+        console.print(deployments_table(loop.runtime.deployments.values(), width=width))
+        report = loop.traffic.stop()
     every_decision = store.decisions()
     console.print(decisions_table(every_decision, width))
     final = [r for r in every_decision if r.final and r.decision.candidate == tuning.spec.version]
