@@ -413,27 +413,18 @@ def _print_how_to_call(console: Console, endpoint: str, domain: str) -> None:
     )
 
 
-def shipped_tuning() -> Any:
-    """The shipped ModelTuning with its dataset's url pointing at the file beside it."""
-    from baton.api import ModelTuning
-
-    document = yaml.safe_load(TUNING_EXAMPLE.read_text())
-    document["spec"]["dataset"]["uri"]["url"] = str(TUNING_EXAMPLE.with_name("medical.jsonl"))
-    return ModelTuning.model_validate(document)
-
-
 def run_tune_demo(options: DemoOptions) -> int:
     """Serve medical v1, tune it on the shipped examples, and show the tuned version promoted (exit 0)."""
     from baton.api import TuningPhase
     from baton.local.store import LocalStore
-    from baton.local.tuning import run_tuning
+    from baton.local.tuning import load_tuning, run_tuning
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
     console = make_console()
     width = table_width(console)
     started = time.monotonic()
     deadline = started + options.timeout_s
-    tuning = shipped_tuning()
+    tuning = load_tuning(TUNING_EXAMPLE)
     domain = tuning.spec.deployment
     console.rule(f"baton demo --tune: the {domain} team's data in, a measured candidate out")
     models = build_models((domain,), ("v1",), console)

@@ -36,7 +36,10 @@ class TuningInputError(Exception):
 
 
 def load_tuning(path: Path) -> ModelTuning:
-    """The one ModelTuning in a YAML file, validated as the API server would."""
+    """The one ModelTuning in a YAML file, validated as the API server would.
+
+    A relative dataset url is read beside the YAML file, so a team's repository can hold both.
+    """
     try:
         document = yaml.safe_load(path.read_text())
         resource = parse_resource(document if isinstance(document, dict) else {})
@@ -49,6 +52,11 @@ def load_tuning(path: Path) -> ModelTuning:
         raise click.ClickException(f"{path}: {error}") from None
     if not isinstance(resource, ModelTuning):
         raise click.ClickException(f"{path}: a {resource.kind}, not a ModelTuning")
+    uri = resource.spec.dataset.uri
+    if uri is not None and "://" not in uri.url and not uri.url.startswith("/"):
+        beside = uri.model_copy(update={"url": str((path.parent / uri.url).resolve())})
+        dataset = resource.spec.dataset.model_copy(update={"uri": beside})
+        resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"dataset": dataset})})
     return resource
 
 
