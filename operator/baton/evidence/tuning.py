@@ -60,6 +60,17 @@ def eta(seconds: float) -> str:
     return f"{round(seconds)}s" if seconds < 120 else f"{round(seconds / 60)}m"
 
 
+def started(tuning: ModelTuning, now: datetime) -> ModelTuningStatus:
+    """The status once the job process is started: Running at step 0, timed from now."""
+    return ModelTuningStatus(
+        observed_generation=tuning.metadata.generation,
+        phase=TuningPhase.RUNNING,
+        steps=tuning.spec.hyperparameters.steps,
+        message="starting",
+        start_time=format_time(now),
+    )
+
+
 def after_event(tuning: ModelTuning, event: dict[str, Any], now: datetime) -> ModelTuningStatus:
     """The status once the job reported `event` (`progress`, `done` or `failed`)."""
     status = tuning.status or ModelTuningStatus()

@@ -23,7 +23,15 @@ from pydantic import ValidationError
 
 from baton.api import ModelDeployment, ModelTuning, TuningPhase, parse_resource
 from baton.api.common import api_field_path
-from baton.evidence.tuning import JobInputs, after_event, candidates, failed, job_document, sha256_digest
+from baton.evidence.tuning import (
+    JobInputs,
+    after_event,
+    candidates,
+    failed,
+    job_document,
+    sha256_digest,
+    started,
+)
 from baton.local.store import LocalStore
 from baton_serving.artifacts import ArtifactError, fetch_verified
 
@@ -126,6 +134,7 @@ def run_tuning(store: LocalStore, tuning: ModelTuning, on_status: Any = None) ->
     job = work / "job.json"
     job.write_text(json.dumps(job_document(tuning, inputs)))
     command = [sys.executable, "-m", "baton_models", "tune", str(job), str(work / "out")]
+    record(started(tuning, datetime.now(UTC)))
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=(work / "job.log").open("w"), text=True
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from baton.api import ModelTuning, TuningPhase
-from baton.evidence.tuning import after_event, candidates, failed
+from baton.evidence.tuning import after_event, candidates, failed, started
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -107,3 +107,11 @@ def test_failed_keeps_the_start_time_and_stamps_the_end() -> None:
     assert (
         later.start_time == "2026-12-02T12:00:00.000Z" and later.completion_time == "2026-12-02T13:00:00.000Z"
     )
+
+
+def test_a_started_run_is_running_at_step_zero_and_keeps_its_start_time_through_progress() -> None:
+    begun = tuning().model_copy(update={"status": started(tuning(), NOW)})
+    assert (begun.status.phase, begun.status.step, begun.status.steps) == (TuningPhase.RUNNING, 0, 150)
+    later = datetime(2026, 12, 2, 12, 1, tzinfo=UTC)
+    event = {"event": "progress", "step": 1, "steps": 150, "loss": 1.0, "elapsedSeconds": 1.0}
+    assert after_event(begun, event, later).start_time == "2026-12-02T12:00:00.000Z"
