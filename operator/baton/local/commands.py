@@ -75,7 +75,7 @@ def up(
 @STATE_DIR_OPTION
 @click.option("-w", "--watch", is_flag=True, help="Keep the table on screen and refresh it every second.")
 def status(deployment: str | None, state_dir: Path | None, watch: bool) -> None:
-    """Deployments with champion, candidate, phase, weight and the last decision.
+    """Deployments (champion, candidate, phase, weight, last decision), candidates, tunings with progress.
 
     With DEPLOYMENT: its candidates' whole decision records, every piece of evidence in full
     (the offline paired test, each canary step, the final verdict).
@@ -123,7 +123,7 @@ def _print_on_change(console: Console, store: LocalStore) -> None:
 
 
 def _status_view(store: LocalStore, width: int | None) -> object:
-    from baton.api import ModelCandidate, ModelDeployment
+    from baton.api import ModelCandidate, ModelDeployment, ModelTuning
     from baton.local.view import status_view
 
     running = store.read_running()
@@ -134,6 +134,7 @@ def _status_view(store: LocalStore, width: int | None) -> object:
         [ModelCandidate.model_validate(o) for o in store.objects("ModelCandidate")],
         running,
         width,
+        [ModelTuning.model_validate(o) for o in store.objects("ModelTuning")],
     )
 
 
