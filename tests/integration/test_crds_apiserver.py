@@ -126,7 +126,7 @@ def test_a_tuning_shows_phase_step_loss_eta_and_candidate_and_explains_its_datas
         r"^medical-tuning\s+medical\s+Succeeded\s+150\s+0.25\s+30s\s+medical-v1-tuned\s+\S+$", row
     )
     dataset = " ".join(ok(kube.kubectl("explain", "modeltuning.spec.dataset")).split())
-    assert "Chat-format JSON Lines" in dataset and "inline" in dataset and "uri" in dataset
+    assert "chat-format JSON Lines" in dataset and "inline" in dataset and "uri" in dataset
 
 
 def test_kubectl_explain_prints_field_descriptions(baton_crds):
