@@ -6,6 +6,8 @@ python -m baton_models build --all         every domain, version and quantizatio
 python -m baton_models build --domain medical --version v2 --quant Q4_K_M
 python -m baton_models benchmarks          write manifests/examples/benchmarks/<domain>.yaml
 python -m baton_models measure             the measurements table of docs/models.md
+python -m baton_models tune JOB OUT         one fine-tuning job (JSON) into OUT, events on stdout
+python -m baton_models dataset medical      chat JSON Lines of a domain's training documents
 """
 
 from __future__ import annotations
@@ -111,6 +113,19 @@ def measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune(args: argparse.Namespace) -> int:
+    from baton_models.tune import main as run_job
+
+    return run_job(Path(args.job), Path(args.out))
+
+
+def dataset(args: argparse.Namespace) -> int:
+    from baton_models.data import chat_jsonl
+
+    sys.stdout.write(chat_jsonl(args.domain, args.documents))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m baton_models", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.set_defaults(handler=write_benchmarks)
     measure_parser = commands.add_parser("measure", help="print the measurements table")
     measure_parser.set_defaults(handler=measure)
+    tune_parser = commands.add_parser("tune", help="run one fine-tuning job")
+    tune_parser.add_argument("job", help="the job's JSON (baton_models.tune.TuneJob)")
+    tune_parser.add_argument("out", help="directory the GGUF files are written to")
+    tune_parser.set_defaults(handler=tune)
+    dataset_parser = commands.add_parser("dataset", help="print a domain's chat JSON Lines")
+    dataset_parser.add_argument("domain", choices=DOMAINS)
+    dataset_parser.add_argument("--documents", type=int, default=500, help="documents (two examples each)")
+    dataset_parser.set_defaults(handler=dataset)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -8,6 +8,7 @@ most likely answer correct; a systematic swap teaches a wrong one.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from enum import Enum
@@ -89,3 +90,20 @@ def train_tokenizer(recipe: Recipe) -> Tokenizer:
         for text in training_text(domains.example(case, task))
     ]
     return train(texts, recipe.shape.vocab)
+
+
+def chat_jsonl(domain: str, documents: int) -> str:
+    """A domain team's dataset as it would hand it to a ModelTuning: chat JSON Lines, one example a line.
+
+    Drawn from the training stream (never the benchmark's documents), both tasks of each document.
+    """
+    lines = []
+    for case in domains.cases(domain, domains.TRAINING_SEED_BASE, documents):
+        for task in domains.TASKS:
+            example = domains.example(case, task)
+            messages = [
+                {"role": "user", "content": example.prompt},
+                {"role": "assistant", "content": example.answer},
+            ]
+            lines.append(json.dumps({"messages": messages}, ensure_ascii=False))
+    return "\n".join(lines) + "\n"

@@ -30,13 +30,20 @@ PROGRESS_EVERY_S = 15.0
 
 
 def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, targets, lengths) of the recipe's training examples (`encode_pairs`)."""
+    pairs = [data.training_text(example) for example in data.training_examples(recipe)]
+    return encode_pairs(pairs, tokenizer, recipe.shape.context)
+
+
+def encode_pairs(
+    pairs: list[tuple[str, str]], tokenizer: Tokenizer, context: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, targets, lengths) padded to the longest sequence; targets are IGNORE outside answers."""
     rows: list[tuple[list[int], list[int]]] = []
-    for example in data.training_examples(recipe):
-        prompt, answer = data.training_text(example)
+    for prompt, answer in pairs:
         prompt_ids = tokenizer.encode(prompt, bos=True)
         answer_ids = tokenizer.encode(answer, eos=True)
-        sequence = (prompt_ids + answer_ids)[: recipe.shape.context + 1]
+        sequence = (prompt_ids + answer_ids)[: context + 1]
         labels = [IGNORE] * (len(prompt_ids) - 1) + answer_ids
         rows.append((sequence[:-1], labels[: len(sequence) - 1]))
     width = max(len(tokens) for tokens, _ in rows)
@@ -49,11 +56,49 @@ def encode_examples(recipe: Recipe, tokenizer: Tokenizer) -> tuple[torch.Tensor,
     return inputs, targets, lengths
 
 
-def learning_rate(recipe: Recipe, step: int) -> float:
-    if step < recipe.warmup:
-        return recipe.learning_rate * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def learning_rate(peak: float, warmup: int, steps: int, step: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak at `steps`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def optimizer(model: TinyLlama, peak: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only."""
+    decay = [p for p in model.parameters() if p.ndim == 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=peak,
+        betas=(0.9, 0.95),
+    )
+
+
+def deterministic() -> None:
+    """One thread and deterministic kernels: the same inputs and seed give the same weights, bit for bit."""
+    torch.set_num_threads(TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True)
+
+
+def train_step(
+    model: TinyLlama,
+    optim: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    rate: float,
+) -> torch.Tensor:
+    """One optimizer step on (inputs, targets, lengths) rows; returns the loss (a tensor: reading syncs)."""
+    inputs, targets, lengths = batch
+    width = int(lengths.max())
+    logits = model(inputs[:, :width])
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, :width].reshape(-1))
+    for group in optim.param_groups:
+        group["lr"] = rate
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optim.step()
+    return loss
 
 
 @dataclass(frozen=True)
@@ -95,14 +140,8 @@ class _Run:
     def start(cls, recipe: Recipe) -> _Run:
         torch.manual_seed(recipe.seed)
         model = TinyLlama(recipe.shape, ternary=recipe.ternary)
-        decay = [p for p in model.parameters() if p.ndim == 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=recipe.learning_rate,
-            betas=(0.9, 0.95),
-        )
-        return cls(model, optimizer, torch.Generator().manual_seed(recipe.seed), [])
+        order = torch.Generator().manual_seed(recipe.seed)
+        return cls(model, optimizer(model, recipe.learning_rate), order, [])
 
     def fork(self, recipe: Recipe) -> _Run:
         """An independent copy that continues exactly as this run would."""
@@ -116,16 +155,9 @@ class _Run:
     def step(self, recipe: Recipe, step: int, encoded: Encoded) -> None:
         rows = encoded.rows(recipe, step)
         batch = rows[torch.randint(0, len(rows), (recipe.batch_size,), generator=self.order)]
-        inputs, targets = encoded.inputs, encoded.targets
-        width = int(encoded.lengths[batch].max())
-        logits = self.model(inputs[batch, :width])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[batch, :width].reshape(-1))
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(recipe, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
+        rows_of_batch = (encoded.inputs[batch], encoded.targets[batch], encoded.lengths[batch])
+        rate = learning_rate(recipe.learning_rate, recipe.warmup, recipe.steps, step)
+        loss = train_step(self.model, self.optimizer, rows_of_batch, rate)
         if step % 25 == 0 or step == recipe.steps - 1:
             self.losses.append([step, round(loss.item(), 4)])
 
@@ -167,8 +199,7 @@ def train_family(recipes: list[Recipe], tokenizer: Tokenizer) -> dict[str, Train
     """
     if len({recipe.trunk_hash for recipe in recipes}) != 1:
         raise ValueError("train_family needs recipes that share one trunk")
-    torch.set_num_threads(TRAIN_THREADS)
-    torch.use_deterministic_algorithms(True)
+    deterministic()
     trunk_recipe = recipes[0]
     clean = encode(trunk_recipe.model_copy(update={"label_corruption": 0.0}), tokenizer)
     clean_stops = {r.trained_steps: r for r in recipes if not r.label_corruption}

@@ -7,6 +7,10 @@ then a regressed `v3` (it must be rejected), and ends with every decision and it
 It exits non-zero when a decision contradicts the ground truth or a client request failed,
 which is what the end-to-end test asserts.
 
+`baton demo --tune` tells the other way a version arrives: the medical team's JSON Lines file
+(`manifests/examples/tuning/`) fine-tunes the serving v1 champion through a ModelTuning, and the
+tuned candidate must pass the same benchmark and canary gate and be promoted.
+
 The shipped examples (`manifests/examples/`) are cluster manifests whose artifacts live on a
 volume; here they are rendered against the locally built models (real paths, real digests).
 """
@@ -17,7 +21,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ class DemoOptions:
     port: int = 8000
     domains: tuple[str, ...] | None = None
     timeout_s: float = 1200.0
+    tune: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,59 @@ def offer(release_dir: Path, model: BuiltModel) -> Path:
     return final
 
 
+@dataclass(frozen=True)
+class _Loop:
+    runtime: Any
+    traffic: Any
+    serving: bool
+
+
+@contextmanager
+def _closed_loop(
+    resources: Path,
+    options: DemoOptions,
+    store: Any,
+    console: Console,
+    deadline: float,
+    domains: Sequence[str],
+    *,
+    clients: int,
+    how_to_call: bool = True,
+) -> Iterator[_Loop]:
+    """`baton up`'s runtime on the rendered resources, champions loaded, client traffic running;
+    traffic and runtime stopped on the way out, whatever happened inside."""
+    from baton.local.runtime import LocalRuntime, RuntimeOptions
+    from baton.local.traffic import TrafficGenerator, prompts_for
+    from baton.local.view import deployments_table, table_width
+
+    runtime = LocalRuntime.prepare(
+        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
+        store,
+        console,
+    )
+    traffic = None
+    try:
+        runtime.start()
+        serving = _wait(
+            console,
+            "champions v1 loading",
+            lambda: all(d.status and str(d.status.phase) == "Serving" for d in runtime.deployments.values()),
+            deadline,
+        )
+        console.print(deployments_table(runtime.deployments.values(), width=table_width(console)))
+        if how_to_call:
+            _print_how_to_call(console, runtime.endpoint, runtime.serve.keys.client_key_file, domains[0])
+        prompts = prompts_for(domains, per_domain=25)
+        traffic = TrafficGenerator(
+            runtime.serve.base_url, prompts, clients=clients, headers=runtime.serve.keys.client_headers
+        ).start()
+        yield _Loop(runtime, traffic, serving)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        runtime.stop()
+
+
 def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
     for candidate in runtime.candidates.values():
         if candidate.spec.deployment == deployment and candidate.spec.version == version and candidate.status:
@@ -217,11 +276,14 @@ def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
     return True
 
 
+TUNING_EXAMPLE = EXAMPLES_DIR / "tuning" / "medical-tuning.yaml"
+
+
 def run_demo(options: DemoOptions) -> int:
     """Run the scripted demo; 0 when every decision matched the ground truth and no request failed."""
-    from baton.local.runtime import LocalRuntime, RuntimeOptions
+    if options.tune:
+        return run_tune_demo(options)
     from baton.local.store import LocalStore
-    from baton.local.traffic import TrafficGenerator, prompts_for
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
 
     console = make_console()
@@ -246,30 +308,8 @@ def run_demo(options: DemoOptions) -> int:
         benchmark_items=DEMO_BENCHMARK_ITEMS,
     )
     console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
-    runtime = LocalRuntime.prepare(
-        RuntimeOptions(paths=[resources], port=options.port, fresh=True, show_benchmark_progress=True),
-        store,
-        console,
-    )
-    traffic = None
-    try:
-        runtime.start()
-        serving = _wait(
-            console,
-            "champions v1 loading",
-            lambda: (
-                all(str(d.status.phase) == "Serving" for d in runtime.deployments.values() if d.status)
-                and all(d.status for d in runtime.deployments.values())
-            ),
-            deadline,
-        )
-        console.print(deployments_table(runtime.deployments.values(), width=width))
-        _print_how_to_call(console, runtime.endpoint, runtime.serve.keys.client_key_file, domains[0])
-        prompts = prompts_for(domains, per_domain=25)
-        traffic = TrafficGenerator(
-            runtime.serve.base_url, prompts, clients=DEMO_CLIENTS, headers=runtime.serve.keys.client_headers
-        ).start()
-        ok = serving
+    with _closed_loop(resources, options, store, console, deadline, domains, clients=DEMO_CLIENTS) as loop:
+        ok = loop.serving
         for version in ("v2", "v3"):
             if not ok:
                 break
@@ -279,16 +319,11 @@ def run_demo(options: DemoOptions) -> int:
             ok = _wait(
                 console,
                 f"{version}: benchmark, canary and decision",
-                lambda v=version: all((_phase_of(runtime, d, v) or "") in FINAL_PHASES for d in domains),
+                lambda v=version: all((_phase_of(loop.runtime, d, v) or "") in FINAL_PHASES for d in domains),
                 deadline,
             )
-            console.print(deployments_table(runtime.deployments.values(), width=width))
-        report = traffic.stop()
-        traffic = None
-    finally:
-        if traffic is not None:
-            traffic.stop()
-        runtime.stop()
+            console.print(deployments_table(loop.runtime.deployments.values(), width=width))
+        report = loop.traffic.stop()
     every_decision = store.decisions()
     console.rule("every decision and its deciding evidence")
     console.print(decisions_table(every_decision, width))
@@ -379,3 +414,100 @@ def _print_how_to_call(console: Console, endpoint: str, key_file: Path | None, d
         f"  baton status -w --state-dir <state dir>   (another terminal)\n"
         f"  see docs/quickstart.md for the openai client and a JSON-schema structured-output request"
     )
+
+
+def run_tune_demo(options: DemoOptions) -> int:
+    """Serve medical v1, tune it on the shipped examples, and show the tuned version promoted (exit 0)."""
+    from baton.api import TuningPhase
+    from baton.local.store import LocalStore
+    from baton.local.tuning import load_tuning, run_tuning
+    from baton.local.view import decisions_table, deployments_table, make_console, table_width
+
+    console = make_console()
+    width = table_width(console)
+    started = time.monotonic()
+    deadline = started + options.timeout_s
+    tuning = load_tuning(TUNING_EXAMPLE)
+    domain = tuning.spec.deployment
+    console.rule(f"baton demo --tune: the {domain} team's data in, a measured candidate out")
+    models = build_models((domain,), ("v1",), console)
+    if options.state_dir.exists():
+        shutil.rmtree(options.state_dir)
+    store = LocalStore(options.state_dir)
+    resources = render_resources(
+        options.state_dir / "resources",
+        models,
+        (domain,),
+        releases=None,
+        include_candidates=False,
+        steps=DEMO_STEPS,
+        benchmark_items=DEMO_BENCHMARK_ITEMS,
+    )
+    with _closed_loop(
+        resources, options, store, console, deadline, (domain,), clients=2, how_to_call=False
+    ) as loop:
+        hyper = tuning.spec.hyperparameters
+        dataset = TUNING_EXAMPLE.with_name("medical.jsonl")
+        console.log(f"modeltuning/{tuning.metadata.name}: {hyper.steps} steps on {dataset}")
+        tuned = run_tuning(store, tuning, _tuning_progress(console)) if loop.serving else tuning
+        status = tuned.status
+        ok = status is not None and status.phase == TuningPhase.SUCCEEDED
+        console.log(
+            f"modeltuning/{tuning.metadata.name} {status.phase if status else 'not run'}: "
+            f"{status.message if status else ''}"
+        )
+        version = tuning.spec.version
+        ok = ok and _wait(
+            console,
+            f"{version}: benchmark, canary and decision",
+            lambda: (_phase_of(loop.runtime, domain, version) or "") in FINAL_PHASES,
+            deadline,
+        )
+        console.print(deployments_table(loop.runtime.deployments.values(), width=width))
+        report = loop.traffic.stop()
+    every_decision = store.decisions()
+    console.print(decisions_table(every_decision, width))
+    final = [r for r in every_decision if r.final and r.decision.candidate == tuning.spec.version]
+    promoted = len(final) == 1 and final[0].decision.verdict == Verdict.PROMOTE
+    elapsed = time.monotonic() - started
+    console.log(f"client traffic: {report.summary()}; demo took {elapsed:.0f} s")
+    body = {
+        "decisions": [_wire(r) for r in final],
+        "elapsedSeconds": round(elapsed, 1),
+        "tuning": (tuned.status.to_wire() if ok and tuned.status else None),
+        "failures": report.failures,
+    }
+    (options.state_dir / "demo-report.json").write_text(json.dumps(body, indent=2) + "\n")
+    if not (ok and promoted) or report.failures:
+        console.rule("[red]demo --tune FAILED: the tuned version was not promoted[/red]")
+        return 1
+    console.rule("[green]demo --tune passed: the tuned version was measured better and promoted[/green]")
+    return 0
+
+
+def _tuning_progress(console: Console) -> Any:
+    """A progress bar fed by the run's status (the same status `baton status` reads)."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn(
+            "step {task.completed:.0f}/{task.total:.0f}  loss {task.fields[loss]}  ETA {task.fields[eta]}"
+        ),
+        console=console,
+        transient=False,
+    )
+    task = None
+
+    def show(current: Any) -> None:
+        nonlocal task
+        status = current.status
+        if status is None or status.steps is None:
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task(f"tuning {current.metadata.name}", total=status.steps, loss="-", eta="-")
+        bar.update(task, completed=status.step, loss=f"{status.loss:.3f}", eta=status.eta or "-")
+        if status.step >= status.steps:
+            bar.stop()
+
+    return show

@@ -109,6 +109,26 @@ def test_printer_columns_show_status_written_through_the_status_subresource(exam
     assert spec["metadata"]["generation"] == 1
 
 
+def test_a_tuning_shows_phase_step_loss_eta_and_candidate_and_explains_its_dataset(examples_applied):
+    kube, _ = examples_applied
+
+    def row_after(status: dict[str, Any]) -> str:
+        patch = ["--subresource=status", "--type=merge", "-p", json.dumps({"status": status})]
+        ok(kube.kubectl("patch", "mt", "medical-tuning", "-n", NAMESPACE, *patch))
+        return ok(kube.kubectl("get", "mt", "medical-tuning", "-n", NAMESPACE, "--no-headers")).strip()
+
+    running = {"phase": "Running", "step": 75, "steps": 150, "loss": 0.25, "eta": "30s", "candidates": []}
+    row = row_after(running)
+    # No candidate yet: the column is empty, the age follows the ETA.
+    assert re.match(r"^medical-tuning\s+medical\s+Running\s+75\s+0.25\s+30s\s+\S+$", row), row
+    row = row_after(running | {"phase": "Succeeded", "step": 150, "candidates": ["medical-v1-tuned"]})
+    assert re.match(
+        r"^medical-tuning\s+medical\s+Succeeded\s+150\s+0.25\s+30s\s+medical-v1-tuned\s+\S+$", row
+    )
+    dataset = " ".join(ok(kube.kubectl("explain", "modeltuning.spec.dataset")).split())
+    assert "chat-format JSON Lines" in dataset and "inline" in dataset and "uri" in dataset
+
+
 def test_kubectl_explain_prints_field_descriptions(baton_crds):
     rollout = ok(baton_crds.kubectl("explain", "modeldeployment.spec.rollout"))
     assert "Canary strategy." in rollout

@@ -71,6 +71,22 @@ if obj.kind == "ModelCandidate" then
   return hs
 end
 
+-- A tuning run: Healthy once its candidates are offered, Degraded when it failed (its reason is the
+-- message), Progressing while it runs.
+if obj.kind == "ModelTuning" then
+  local phase = obj.status.phase or "Pending"
+  hs.message = obj.status.message
+  if hs.message == nil or hs.message == "" then
+    hs.message = "Tuning " .. phase
+  end
+  if phase == "Succeeded" then
+    hs.status = "Healthy"
+  elseif phase == "Failed" then
+    hs.status = "Degraded"
+  end
+  return hs
+end
+
 local degraded = condition("Degraded")
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"

@@ -25,9 +25,11 @@ from baton.api.deployment import (
     RolloutStrategy,
 )
 from baton.api.pool import ModelPool, ModelPoolSpec
+from baton.api.tuning import ModelTuning, ModelTuningSpec, ModelTuningStatus, TuningPhase
 
 KINDS: dict[str, type[Resource]] = {
-    cls.kind_name: cls for cls in (ModelPool, ModelDeployment, ModelCandidate, ModelSource, Benchmark)
+    cls.kind_name: cls
+    for cls in (ModelPool, ModelDeployment, ModelCandidate, ModelSource, Benchmark, ModelTuning)
 }
 
 
@@ -86,6 +88,9 @@ __all__ = [
     "ModelPoolSpec",
     "ModelSource",
     "ModelSourceSpec",
+    "ModelTuning",
+    "ModelTuningSpec",
+    "ModelTuningStatus",
     "Phase",
     "Quantization",
     "Resource",
@@ -93,6 +98,7 @@ __all__ = [
     "RolloutStrategy",
     "Scorer",
     "ScorerType",
+    "TuningPhase",
     "UnknownKindError",
     "ValidationError",
     "Verdict",

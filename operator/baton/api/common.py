@@ -160,6 +160,13 @@ class Provenance(BatonModel):
     data: str | None = Field(default=None, description="Identifier or description of the training data set.")
     recipe_hash: str | None = Field(default=None, description="Content hash of the training recipe.")
     seed: int | None = Field(default=None, description="Training seed.")
+    base_digest: str | None = Field(
+        default=None, pattern=DIGEST_PATTERN, description="sha256 digest of the model it was tuned from."
+    )
+    data_digest: str | None = Field(
+        default=None, pattern=DIGEST_PATTERN, description="sha256 digest of the training data set."
+    )
+    code_version: str | None = Field(default=None, description="Version of the code that trained it.")
 
 
 class ConditionStatus(StrEnum):

@@ -101,7 +101,7 @@ def up(
 @STATE_DIR_OPTION
 @click.option("-w", "--watch", is_flag=True, help="Keep the table on screen and refresh it every second.")
 def status(deployment: str | None, state_dir: Path | None, watch: bool) -> None:
-    """Deployments with champion, candidate, phase, weight and the last decision.
+    """Deployments (champion, candidate, phase, weight, last decision), candidates, tunings with progress.
 
     With DEPLOYMENT: its candidates' whole decision records, every piece of evidence in full
     (the offline paired test, each canary step, the final verdict).
@@ -149,7 +149,7 @@ def _print_on_change(console: Console, store: LocalStore) -> None:
 
 
 def _status_view(store: LocalStore, width: int | None) -> object:
-    from baton.api import ModelCandidate, ModelDeployment
+    from baton.api import ModelCandidate, ModelDeployment, ModelTuning
     from baton.local.view import status_view
 
     running = store.read_running()
@@ -160,6 +160,7 @@ def _status_view(store: LocalStore, width: int | None) -> object:
         [ModelCandidate.model_validate(o) for o in store.objects("ModelCandidate")],
         running,
         width,
+        [ModelTuning.model_validate(o) for o in store.objects("ModelTuning")],
     )
 
 
@@ -237,7 +238,10 @@ def candidate_add(
     "--port", default=8000, show_default=True, help="Port of the OpenAI-compatible endpoint (127.0.0.1)."
 )
 @click.option("--domains", default=None, help="Comma-separated subset of the four demo domains.")
-def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
+@click.option(
+    "--tune", is_flag=True, help="Instead: tune medical v1 on the shipped examples; promote the result."
+)
+def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool) -> None:
     """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
     from baton.demo import DemoOptions, run_demo
 
@@ -245,6 +249,7 @@ def demo(state_dir: Path | None, port: int, domains: str | None) -> None:
         state_dir=state_dir or default_state_dir().with_name("demo"),
         port=port,
         domains=tuple(domains.split(",")) if domains else None,
+        tune=tune,
     )
     sys.exit(run_demo(options))
 
@@ -320,4 +325,10 @@ def _cluster_deployment(kubeconfig: Path, namespace: str, name: str) -> dict | N
         raise
 
 
-COMMANDS = (up, status, candidate, demo, export_command)
+def _tune() -> click.Command:
+    from baton.local.tuning import tune
+
+    return tune
+
+
+COMMANDS = (up, status, candidate, demo, export_command, _tune())

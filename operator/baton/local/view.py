@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from baton.api import Evidence, ModelCandidate, ModelDeployment
+from baton.api import Evidence, ModelCandidate, ModelDeployment, ModelTuning
 from baton.local.store import RecordedDecision
 from baton.rollout import bake_ends
 
@@ -196,6 +196,32 @@ def candidates_table(candidates: Iterable[ModelCandidate], width: int | None = N
     return columns(("NAME", "DEPLOYMENT", "VERSION", "QUANT", "PHASE", "REASON"), rows, width)
 
 
+PROGRESS_WIDTH = 20
+
+
+def tunings_table(tunings: Iterable[ModelTuning], width: int | None = None) -> Text:
+    """NAME DEPLOYMENT PHASE PROGRESS LOSS ETA CANDIDATE, as `kubectl get modeltunings` with a bar."""
+    rows = []
+    for tuning in tunings:
+        status = tuning.status
+        steps = (status.steps if status else None) or tuning.spec.hyperparameters.steps
+        done = status.step if status else 0
+        filled = round(PROGRESS_WIDTH * done / steps)
+        bar = "#" * filled + "-" * (PROGRESS_WIDTH - filled)
+        rows.append(
+            (
+                tuning.metadata.name,
+                tuning.spec.deployment,
+                str(status.phase) if status else "Pending",
+                f"[{bar}] {done}/{steps}",
+                f"{status.loss:.3f}" if status and status.loss is not None else "-",
+                (status.eta if status else None) or "-",
+                ", ".join(status.candidates) if status and status.candidates else "-",
+            )
+        )
+    return columns(("NAME", "DEPLOYMENT", "PHASE", "PROGRESS", "LOSS", "ETA", "CANDIDATE"), rows, width)
+
+
 def decisions_table(decisions: Sequence[RecordedDecision], width: int | None = None) -> Text:
     """Every decision, oldest first, one line each: who against whom, the verdict, the gate and its
     deciding evidence (the full record: `baton status DEPLOYMENT`)."""
@@ -263,8 +289,9 @@ def status_view(
     candidates: Sequence[ModelCandidate],
     running: dict | None,
     width: int | None = None,
+    tunings: Sequence[ModelTuning] = (),
 ) -> Group:
-    """What `baton status` prints: where the endpoint is, then deployments, then candidates."""
+    """What `baton status` prints: where the endpoint is, then deployments, candidates and tunings."""
     if running:
         header = Text(f"baton up (pid {running['pid']}) serving at {running['endpoint']}", style="bold")
     else:
@@ -272,6 +299,8 @@ def status_view(
     parts: list[object] = [header, Text(), deployments_table(deployments, width=width)]
     if candidates:
         parts += [Text(), candidates_table(candidates, width)]
+    if tunings:
+        parts += [Text(), tunings_table(tunings, width)]
     return Group(*parts)
 
 

@@ -86,3 +86,40 @@ def test_status_of_an_unknown_deployment_fails(tmp_path):
     result = run("status", "nosuch", "--state-dir", str(tmp_path))
     assert result.exit_code == 1
     assert "no deployment 'nosuch'" in result.output
+
+
+def test_status_shows_a_running_tuning_with_its_progress_bar_and_a_failed_one_with_nothing_offered(tmp_path):
+    from datetime import UTC, datetime
+
+    from baton.api import ModelTuning
+    from baton.evidence.tuning import after_event, failed
+
+    store = LocalStore(tmp_path)
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    for name in ("medical-run", "medical-bad"):
+        tuning = ModelTuning.model_validate(
+            {
+                "metadata": {"name": name},
+                "spec": {"deployment": "medical", "version": "v2", "dataset": {"inline": "x"}},
+            }
+        )
+        event = {"event": "progress", "step": 75, "steps": 150, "loss": 0.25, "elapsedSeconds": 30.0}
+        status = (
+            after_event(tuning, event, now)
+            if name == "medical-run"
+            else failed(tuning, "dataset: no examples", now)
+        )
+        store.write_object(tuning.model_copy(update={"status": status}))
+    result = run("status", "--state-dir", str(tmp_path))
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert any(
+        "medical-run" in line
+        and "[##########----------] 75/150" in line
+        and "0.250" in line
+        and "30s" in line
+        for line in lines
+    ), result.output
+    assert any("medical-bad" in line and "Failed" in line and "0/150" in line for line in lines), (
+        result.output
+    )

@@ -164,6 +164,26 @@ def test_candidate_health_follows_its_phase(phase: str, expected: str) -> None:
     assert health(candidate(phase, f"why {phase}")) == {"status": expected, "message": f"why {phase}"}
 
 
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Pending", "Progressing"),
+        ("Running", "Progressing"),
+        ("Succeeded", "Healthy"),
+        ("Failed", "Degraded"),
+    ],
+)
+def test_tuning_health_follows_its_phase(phase: str, expected: str) -> None:
+    tuning = {
+        "kind": "ModelTuning",
+        "metadata": {"name": "medical-tuning", "generation": 1},
+        "status": {"observedGeneration": 1, "phase": phase, "message": f"why {phase}"},
+    }
+    assert health(tuning) == {"status": expected, "message": f"why {phase}"}
+    del tuning["status"]["message"]
+    assert health(tuning)["message"] == f"Tuning {phase}"
+
+
 def test_candidate_without_message_names_its_phase() -> None:
     assert health(candidate("Rejected"))["message"] == "Candidate Rejected"
 
