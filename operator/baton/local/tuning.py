@@ -73,7 +73,7 @@ def load_tuning(path: Path) -> ModelTuning:
 
 
 def resolve_inputs(store: LocalStore, tuning: ModelTuning, work: Path, policy: FetchPolicy) -> JobInputs:
-    """The base and the dataset as files the job reads (under `policy`), with the digests they are pinned by."""
+    """The base and the dataset as files the job reads under `policy`, and the digests pinning them."""
     stored = store.read_object("ModelDeployment", tuning.spec.deployment)
     if stored is None:
         raise TuningInputError(
