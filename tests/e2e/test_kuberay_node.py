@@ -51,10 +51,10 @@ def with_model_volume(body: dict[str, Any], models: Path) -> dict[str, Any]:
     cluster = body["spec"]["rayClusterConfig"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         spec = group["template"]["spec"]
-        spec["volumes"] = [{"name": "models", "hostPath": {"path": str(models), "type": "Directory"}}]
+        spec["volumes"].append({"name": "models", "hostPath": {"path": str(models), "type": "Directory"}})
         for container in spec["containers"]:
             container["imagePullPolicy"] = "Never"
-            container["volumeMounts"] = [{"name": "models", "mountPath": MODELS, "readOnly": True}]
+            container["volumeMounts"].append({"name": "models", "mountPath": MODELS, "readOnly": True})
     return body
 
 
