@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,53 +18,9 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
-GGUF_MAGIC = b"GGUF"
-SUPPORTED_GGUF_VERSIONS = (2, 3)
-DEFAULT_ALIGNMENT = 32
+from baton_serving.gguf_check import GGUFError, check_gguf
+
 HASH_CHUNK_BYTES = 1 << 20
-
-# ggml tensor type id -> (elements per block, bytes per block), from ggml's type traits.
-GGML_BLOCK_LAYOUT: dict[int, tuple[int, int]] = {
-    0: (1, 4),  # F32
-    1: (1, 2),  # F16
-    2: (32, 18),  # Q4_0
-    3: (32, 20),  # Q4_1
-    6: (32, 22),  # Q5_0
-    7: (32, 24),  # Q5_1
-    8: (32, 34),  # Q8_0
-    9: (32, 40),  # Q8_1
-    10: (256, 84),  # Q2_K
-    11: (256, 110),  # Q3_K
-    12: (256, 144),  # Q4_K
-    13: (256, 176),  # Q5_K
-    14: (256, 210),  # Q6_K
-    15: (256, 292),  # Q8_K
-    24: (1, 1),  # I8
-    25: (1, 2),  # I16
-    26: (1, 4),  # I32
-    27: (1, 8),  # I64
-    28: (1, 8),  # F64
-    30: (1, 2),  # BF16
-    34: (256, 54),  # TQ1_0
-    35: (256, 66),  # TQ2_0
-}
-
-# GGUF metadata value type id -> struct format of a scalar (8 = string, 9 = array handled apart).
-_SCALAR_FORMATS = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING_TYPE = 8
-_ARRAY_TYPE = 9
 
 
 class ArtifactError(Exception):
@@ -160,80 +115,9 @@ def _require_digest(uri: str, expected: str, actual: str) -> None:
 
 
 def check_gguf_structure(path: Path, uri: str) -> None:
-    """Refuse a file that is not a GGUF, or whose tensor data ends past the end of the file."""
-    size = path.stat().st_size
+    """Refuse a file that is not a GGUF llama.cpp can safely open (`gguf_check`)."""
     with path.open("rb") as stream:
         try:
-            data_end = _gguf_data_end(stream)
-        except (struct.error, UnicodeDecodeError, ValueError) as error:
-            raise InvalidGGUFError(f"{uri}: not a readable GGUF file ({error})") from error
-    if data_end is not None and data_end > size:
-        raise InvalidGGUFError(f"{uri}: truncated GGUF: tensor data needs {data_end} bytes, file has {size}")
-
-
-def _gguf_data_end(stream: BinaryIO) -> int | None:
-    """Byte offset where the last tensor ends, or None when a tensor type has an unknown layout."""
-    magic = stream.read(4)
-    if magic != GGUF_MAGIC:
-        raise ValueError(f"magic bytes are {magic!r}, not {GGUF_MAGIC!r}")
-    (version,) = _unpack(stream, "<I")
-    if version not in SUPPORTED_GGUF_VERSIONS:
-        raise ValueError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
-    tensor_count, metadata_count = _unpack(stream, "<QQ")
-    alignment = DEFAULT_ALIGNMENT
-    for _ in range(metadata_count):
-        key = _read_string(stream)
-        (value_type,) = _unpack(stream, "<I")
-        value = _read_value(stream, value_type)
-        if key == "general.alignment":
-            alignment = int(value)
-    tensor_ends: list[int | None] = []
-    for _ in range(tensor_count):
-        _read_string(stream)
-        (dimension_count,) = _unpack(stream, "<I")
-        dimensions = _unpack(stream, "<" + "Q" * dimension_count)
-        tensor_type, offset = _unpack(stream, "<IQ")
-        tensor_ends.append(_tensor_end(offset, dimensions, tensor_type))
-    data_start = -(-stream.tell() // alignment) * alignment
-    if any(end is None for end in tensor_ends):
-        return None
-    return data_start + max((end for end in tensor_ends if end is not None), default=0)
-
-
-def _tensor_end(offset: int, dimensions: tuple[int, ...], tensor_type: int) -> int | None:
-    layout = GGML_BLOCK_LAYOUT.get(tensor_type)
-    if layout is None:
-        return None
-    elements_per_block, bytes_per_block = layout
-    element_count = 1
-    for dimension in dimensions:
-        element_count *= dimension
-    return offset + element_count // elements_per_block * bytes_per_block
-
-
-def _unpack(stream: BinaryIO, fmt: str) -> tuple:
-    size = struct.calcsize(fmt)
-    raw = stream.read(size)
-    if len(raw) != size:
-        raise ValueError("file ends inside the GGUF header")
-    return struct.unpack(fmt, raw)
-
-
-def _read_string(stream: BinaryIO) -> str:
-    (length,) = _unpack(stream, "<Q")
-    raw = stream.read(length)
-    if len(raw) != length:
-        raise ValueError("file ends inside the GGUF header")
-    return raw.decode("utf-8")
-
-
-def _read_value(stream: BinaryIO, value_type: int) -> object:
-    if value_type == _STRING_TYPE:
-        return _read_string(stream)
-    if value_type == _ARRAY_TYPE:
-        item_type, item_count = _unpack(stream, "<IQ")
-        return [_read_value(stream, item_type) for _ in range(item_count)]
-    scalar_format = _SCALAR_FORMATS.get(value_type)
-    if scalar_format is None:
-        raise ValueError(f"unknown GGUF metadata value type {value_type}")
-    return _unpack(stream, scalar_format)[0]
+            check_gguf(stream, path.stat().st_size)
+        except GGUFError as error:
+            raise InvalidGGUFError(f"{uri}: not a readable GGUF file: {error}") from error

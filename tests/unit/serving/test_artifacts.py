@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from baton_serving.artifacts import (
-    GGML_BLOCK_LAYOUT,
     ArtifactError,
     DigestMismatchError,
     InvalidGGUFError,
     fetch_verified,
 )
+from baton_serving.gguf_check import GGML_BLOCK_LAYOUT
 
 pytestmark = pytest.mark.unit
 
