@@ -55,9 +55,7 @@ def fetch_verified(uri: str, digest: str, cache_dir: Path | None = None) -> Veri
     downloads land in `cache_dir/sha256/<hex>.gguf` only after they verified, so a cached file is
     always whole.
     """
-    algorithm, _, expected = digest.lower().partition(":")
-    if algorithm != "sha256" or len(expected) != 64:
-        raise ArtifactError(f"{uri}: digest {digest!r} is not of the form sha256:<64 hex digits>")
+    expected = _expected_hex(uri, digest)
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         path = _download_into_cache(uri, expected, cache_dir or default_cache_dir())
@@ -76,6 +74,42 @@ def fetch_verified(uri: str, digest: str, cache_dir: Path | None = None) -> Veri
     _require_digest(uri, expected, actual)
     check_gguf_structure(path, uri)
     return VerifiedArtifact(path=path, digest=f"sha256:{actual}", size_bytes=path.stat().st_size)
+
+
+def verify_model_source(uri: str, digest: str) -> Path:
+    """The local file or model directory at `uri`, once its content matches `digest`: for engines
+    that read their weights themselves (vLLM), before they are constructed.
+
+    A directory's digest is the SHA-256 of its manifest, `sha256sum`'s lines sorted by path
+    (`<hex>  <relative path>\n` for every file below it, hidden ones included), so adding,
+    removing, renaming or changing any file changes it. A hub id or remote URL cannot be
+    checked before the engine downloads it, and is refused.
+    """
+    expected = _expected_hex(uri, digest)
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ArtifactError(f"{uri}: only a local file or directory can be checked against its digest")
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+    if path.is_file():
+        with path.open("rb") as stream:
+            actual = _sha256_of(stream)
+    elif path.is_dir():
+        actual = directory_digest(path).removeprefix("sha256:")
+    else:
+        raise ArtifactError(f"{uri}: no such file or directory {path}")
+    _require_digest(uri, expected, actual)
+    return path
+
+
+def directory_digest(directory: Path) -> str:
+    """`sha256:<hex>` of a model directory's manifest (see `verify_model_source`)."""
+    lines = []
+    for file in sorted(item for item in directory.rglob("*") if item.is_file() or item.is_symlink()):
+        if not file.is_file():  # a dangling link: nothing an engine could read
+            raise ArtifactError(f"{directory}: {file.relative_to(directory).as_posix()} is a broken link")
+        with file.open("rb") as stream:
+            lines.append(f"{_sha256_of(stream)}  {file.relative_to(directory).as_posix()}\n")
+    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _download_into_cache(uri: str, expected: str, cache_dir: Path) -> Path:
@@ -100,6 +134,13 @@ def _download_into_cache(uri: str, expected: str, cache_dir: Path) -> Path:
             raise
     os.replace(partial.name, target)
     return target
+
+
+def _expected_hex(uri: str, digest: str) -> str:
+    algorithm, _, expected = digest.lower().partition(":")
+    if algorithm != "sha256" or len(expected) != 64:
+        raise ArtifactError(f"{uri}: digest {digest!r} is not of the form sha256:<64 hex digits>")
+    return expected
 
 
 def _sha256_of(stream: BinaryIO) -> str:
