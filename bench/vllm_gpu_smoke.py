@@ -15,16 +15,18 @@ answers and timings. Exit code 0 means the path works.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-source", required=True, help="local model directory or hub-mirror id")
+    parser.add_argument("--model-source", required=True, help="local model directory or file")
     parser.add_argument(
-        "--digest", default="sha256:" + "0" * 64, help="pinned digest (recorded, not checked)"
+        "--digest", default=None, help="pinned digest (default: the directory's or file's own, computed here)"
     )
     parser.add_argument("--quantization", default="NONE", help="NONE, AWQ, GPTQ or FP8")
     parser.add_argument("--context", type=int, default=2048)
@@ -38,14 +40,22 @@ def main() -> None:
     from ray import serve
 
     from baton_serving.app import REVISION_HEADER, apply_serve_config, wait_until_running
+    from baton_serving.artifacts import directory_digest, verify_model_source
     from baton_serving.config import INGRESS_APP, PoolConfig, engine_app_name, render_serve_config
 
+    source = Path(args.model_source)
+    digest = args.digest or (
+        directory_digest(source)
+        if source.is_dir()
+        else "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    )
+    verify_model_source(args.model_source, digest)  # what the engine replica does before vLLM starts
     revision = {
         "name": "gpu-smoke",
         "engine": "vllm",
         "quantization": args.quantization,
         "context_length": args.context,
-        "artifact": {"uri": args.model_source, "digest": args.digest},
+        "artifact": {"uri": args.model_source, "digest": digest},
     }
     deployment = {"name": "smoke", "revisions": [revision], "route": {"weights": {"gpu-smoke": 100}}}
     pool = PoolConfig.model_validate({"pool": "gpu", "deployments": [deployment]})

@@ -968,6 +968,7 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
         return build_llm_deployment(
             LLMConfig(**render_llm_config(spec.deployment, revision)),
             deployment_cls=VllmEngineServer,
+            bind_kwargs={"artifact_digest": revision.artifact.digest},
             override_serve_options={"name": ENGINE_DEPLOYMENT},  # the name the ingress calls
         )
     return EngineServer.options(

@@ -39,12 +39,14 @@ class ArtifactRef(_Strict):
 
     uri: str = Field(
         description="Location of the weights: an absolute local path, `file://` (a mounted volume) "
-        "or `http(s)://` URL of a GGUF file; for vLLM a model directory or hub-mirror id.",
+        "or `http(s)://` URL of a GGUF file; for vLLM a local model directory or file (a hub id "
+        "cannot be checked against the digest before vLLM downloads it, and is refused).",
         min_length=1,
     )
     digest: str = Field(
-        description="Expected content digest of the artifact file, as `sha256:<64 lowercase hex>`. "
-        "A mismatch refuses the revision; it never serves.",
+        description="Expected content digest of the artifact file, as `sha256:<64 lowercase hex>` "
+        "(of a vLLM model directory: of its `sha256sum` manifest, `baton_serving.artifacts."
+        "directory_digest`). A mismatch refuses the revision; it never serves.",
         pattern=DIGEST_PATTERN,
     )
     size_bytes: int | None = Field(

@@ -61,12 +61,12 @@ def with_model_volume(body: dict[str, Any]) -> dict[str, Any]:
     cluster = body["spec"]["rayClusterConfig"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         spec = group["template"]["spec"]
-        spec["volumes"] = [
+        spec["volumes"].append(
             {"name": "models", "hostPath": {"path": str(catalog.cache_root()), "type": "Directory"}}
-        ]
+        )
         for container in spec["containers"]:
             container["imagePullPolicy"] = "Never"
-            container["volumeMounts"] = [{"name": "models", "mountPath": MODELS, "readOnly": True}]
+            container["volumeMounts"].append({"name": "models", "mountPath": MODELS, "readOnly": True})
     return body
 
 

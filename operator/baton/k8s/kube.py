@@ -31,6 +31,8 @@ from baton.api.common import GROUP, VERSION
 
 FIELD_MANAGER = "baton-operator"
 RAY_GROUP, RAY_VERSION, RAY_SERVICES = "ray.io", "v1", "rayservices"
+# The NetworkPolicy fencing each pool's Ray pods (baton.k8s.rayservice.network_policy).
+NETWORK_GROUP, NETWORK_VERSION, NETWORK_POLICIES = "networking.k8s.io", "v1", "networkpolicies"
 KSERVE_GROUP, KSERVE_VERSION, INFERENCE_SERVICES = "serving.kserve.io", "v1beta1", "inferenceservices"
 API_WRITES = MetricCounter(
     "baton_operator_api_writes", "Writes the operator made to the Kubernetes API, by resource.", ["resource"]

@@ -24,6 +24,9 @@ from baton.k8s.kube import (
     INFERENCE_SERVICES,
     KSERVE_GROUP,
     KSERVE_VERSION,
+    NETWORK_GROUP,
+    NETWORK_POLICIES,
+    NETWORK_VERSION,
     RAY_GROUP,
     RAY_SERVICES,
     RAY_VERSION,
@@ -33,7 +36,7 @@ from baton.k8s.kube import (
 )
 from baton.k8s.leader import LeaseElector
 from baton.k8s.pools import PODS
-from baton.k8s.rayservice import KUBERAY_POD_LABELS, POOL_LABEL
+from baton.k8s.rayservice import KUBERAY_POD_LABELS, POOL_LABEL, network_policy_name
 
 log = logging.getLogger("baton.operator")
 BATON_PLURALS = ("modelpools", "modeldeployments", "modelcandidates", "modelsources", "benchmarks")
@@ -74,6 +77,10 @@ def build_registry(
     @kopf.on.delete(GROUP, VERSION, "modelpools", registry=registry)
     def delete_ray_service(name: str, namespace: str, **_: Any) -> None:
         controller.kube.delete(RAY_GROUP, RAY_VERSION, RAY_SERVICES, namespace, name)  # the pool's RayService
+        # The fence goes last: the Ray pods never run without it.
+        controller.kube.delete(
+            NETWORK_GROUP, NETWORK_VERSION, NETWORK_POLICIES, namespace, network_policy_name(name)
+        )
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -21,8 +21,16 @@ from pydantic import ValidationError
 
 from baton.api import ModelDeployment, ModelPool
 from baton.api.common import Condition, ConditionStatus
-from baton.k8s.kube import RAY_GROUP, RAY_SERVICES, RAY_VERSION, Kube
-from baton.k8s.rayservice import POOL_LABEL, ray_service
+from baton.k8s.kube import (
+    NETWORK_GROUP,
+    NETWORK_POLICIES,
+    NETWORK_VERSION,
+    RAY_GROUP,
+    RAY_SERVICES,
+    RAY_VERSION,
+    Kube,
+)
+from baton.k8s.rayservice import POOL_LABEL, network_policy, ray_service
 from baton.k8s.store import Objects
 from baton.rollout import format_time, merge_conditions
 from baton.rollout.render import RenderedPool, render_pool
@@ -158,6 +166,10 @@ class Pools:
         manifest = ray_service(body, rendered)
         current = self.objects["rayservices"].get((namespace, manifest["metadata"]["name"]))
         if current is None or current.get("spec") != manifest["spec"]:
+            # The fence first: a Ray cluster never runs without it (apply_owned writes it only once).
+            await asyncio.to_thread(
+                self.kube.apply_owned, NETWORK_GROUP, NETWORK_VERSION, NETWORK_POLICIES, network_policy(body)
+            )
             await asyncio.to_thread(self.kube.apply_owned, RAY_GROUP, RAY_VERSION, RAY_SERVICES, manifest)
         previous = self.unschedulable.get((namespace, name), ())
         self.unschedulable[(namespace, name)] = rendered.unschedulable

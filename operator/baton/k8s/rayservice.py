@@ -43,6 +43,17 @@ _RUNNING = "RUNNING"
 _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 # A revision whose engine application runs while the ingress does not yet call its model ready.
 ENGINE_STARTING = "the engine application runs; the ingress does not report its model ready yet"
+# The pool image's unprivileged user (images/pool.Containerfile).
+RAY_UID = 1000
+# Ports of a Ray pod that others than the pool's own pods reach: Serve's HTTP proxy (clients, the
+# operator), Ray's metrics (Prometheus) and the dashboard (KubeRay deploys `serveConfigV2` through
+# it). GCS, raylets and object transfer are the pool's own business.
+SERVE_PORT, RAY_METRICS_PORT, DASHBOARD_PORT = 8000, 8080, 8265
+# The label KubeRay's Helm chart puts on its operator pods: only they may reach the dashboard.
+KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
+# Where Ray writes at run time (sessions, sockets, spilled objects, logs; `~/.cache`): the root file
+# system is read-only, so a Ray pod can change nothing of its image.
+_WRITABLE = {"tmp": "/tmp", "home": "/home/ray"}
 
 
 def _without_keys(config: PoolConfig) -> PoolConfig:
@@ -61,10 +72,42 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
     resources = {"cpu": workers.get("cpu", "2"), "memory": workers.get("memory", "8Gi")}
     if workers.get("gpus"):
         resources["nvidia.com/gpu"] = str(workers["gpus"])
-    container = {"name": "ray", "image": image, "resources": {"limits": resources, "requests": resources}}
-    # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random suffix,
-    # so the pool's label is what ties a pod to its pool (the operator watches pods by it).
-    pod_labels = {"labels": {POOL_LABEL: metadata["name"]}}
+
+    def template() -> dict[str, Any]:
+        """A Ray pod template (a new one for each group: a caller may change one group's)."""
+        container = {
+            "name": "ray",
+            "image": image,
+            "resources": {"limits": dict(resources), "requests": dict(resources)},
+            # KubeRay copies this onto the init container it adds to workers (`wait-gcs-ready`).
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+            },
+            "volumeMounts": [{"name": name, "mountPath": path} for name, path in _WRITABLE.items()],
+        }
+        return {
+            # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random
+            # suffix, so the pool's label is what ties a pod to its pool (the operator watches pods
+            # by it, the NetworkPolicy selects them by it).
+            "metadata": {"labels": {POOL_LABEL: metadata["name"]}},
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RAY_UID,
+                    "runAsGroup": RAY_UID,
+                    "fsGroup": RAY_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                # Ray pods call no Kubernetes API: no service-account token for a model's code to read.
+                "automountServiceAccountToken": False,
+                "containers": [container],
+                "volumes": [{"name": name, "emptyDir": {}} for name in _WRITABLE],
+            },
+        }
+
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -72,16 +115,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
             "name": metadata["name"],  # the pool's RayService has the pool's name
             "namespace": metadata.get("namespace", "default"),
             "labels": {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "ModelPool",
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [_owner(metadata)],
         },
         "spec": {
             "serveConfigV2": serve_config_text(render_serve_config(_without_keys(rendered.config))),
@@ -93,9 +127,12 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                 # to the Ray containers and sends it to the dashboard itself; Serve's HTTP proxy, which
                 # baton reads, does not ask for it.
                 "authOptions": {"mode": "token"},
+                # No `dashboard-host`: KubeRay's default (every address of the pod) is what lets it
+                # reach the dashboard through the head's Service; the token above and the pool's
+                # NetworkPolicy (`network_policy`) are what keep others out.
                 "headGroupSpec": {
-                    "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                    "template": {"metadata": pod_labels, "spec": {"containers": [container]}},
+                    "rayStartParams": {},
+                    "template": template(),
                 },
                 "workerGroupSpecs": [
                     {
@@ -104,11 +141,57 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                         "minReplicas": spec.get("workers", 1),
                         "maxReplicas": spec.get("workers", 1),
                         "rayStartParams": {},
-                        "template": {"metadata": pod_labels, "spec": {"containers": [container]}},
+                        "template": template(),
                     }
                 ],
             },
         },
+    }
+
+
+def network_policy(pool: dict[str, Any]) -> dict[str, Any]:
+    """The NetworkPolicy fencing a pool's Ray pods, owned by the ModelPool like its RayService.
+
+    Ray's GCS and dashboard run whatever code they are sent; token auth guards them, and this keeps
+    every pod but the pool's own and KubeRay's from reaching them at all (where the network plugin
+    enforces NetworkPolicies). Serve's HTTP port and Ray's metrics stay open to the cluster.
+    """
+    metadata = pool["metadata"]
+    own = {"podSelector": {"matchLabels": {POOL_LABEL: metadata["name"]}}}
+    kuberay = {"namespaceSelector": {}, "podSelector": {"matchLabels": KUBERAY_OPERATOR_LABELS}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(metadata["name"]),
+            "namespace": metadata.get("namespace", "default"),
+            "labels": {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"},
+            "ownerReferences": [_owner(metadata)],
+        },
+        "spec": {
+            "podSelector": own["podSelector"],
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [own]},
+                {"from": [kuberay], "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
+                {"ports": [{"protocol": "TCP", "port": port} for port in (SERVE_PORT, RAY_METRICS_PORT)]},
+            ],
+        },
+    }
+
+
+def network_policy_name(pool: str) -> str:
+    return f"{pool}-ray"
+
+
+def _owner(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelPool",
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 

@@ -1,5 +1,8 @@
 """The local data plane: a real Ray Serve on 127.0.0.1, driven the way KubeRay drives it in a cluster.
 
+All of Ray listens on loopback only and asks for a token (`ray_on_loopback`): a laptop's Ray must not
+run code sent to it from the network it is on.
+
 The rollout core renders a `PoolConfig`; this module applies it through `baton_serving`'s own
 declarative path (`render_serve_config` + `apply_serve_config`), reads revision health from the
 ingress (`/v1/baton/revisions`) and the ingress's Prometheus exposition (`/metrics`) — the same
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -28,6 +32,8 @@ from baton_serving.config import AuthConfig, DeploymentSpec, PoolConfig, Revisio
 
 logger = logging.getLogger("baton.local")
 
+LOOPBACK = "127.0.0.1"
+_ONE_MACHINE_RAY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 DRAIN_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 300.0
 # The id of the key a person, the demo's traffic and any local client use, and of the operator's
@@ -134,6 +140,25 @@ class LocalKeys:
         return {"Authorization": f"Bearer {self.client_key}"} if self.client_key else {}
 
 
+def ray_on_loopback() -> None:
+    """Make the next local `ray.init` listen on 127.0.0.1 only, with token authentication.
+
+    Call it before `ray.init(..., _node_ip_address=LOOPBACK)`.
+    """
+    # The GCS and raylet run whatever code they are sent: a local `ray.init` turns Ray's token
+    # authentication on unless RAY_AUTH_MODE says otherwise (the test suites set `disabled`), and
+    # this run's token is its own, in memory (Ray would otherwise keep one in ~/.ray).
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    # Ray binds every server (GCS, raylet, object manager, agents) to its node address, and on Linux
+    # turns a loopback one into the machine's network address; what it does on macOS (one-machine
+    # Ray, on loopback) is what a laptop needs. Ray reads the setting at import, so a Ray imported
+    # before is told as well; its processes inherit the variable.
+    os.environ[_ONE_MACHINE_RAY] = "0"
+    import ray._private.ray_constants
+
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 class LocalServe:
     """Ray (local, in this process) and Serve's HTTP proxy on 127.0.0.1:`port`.
 
@@ -145,7 +170,7 @@ class LocalServe:
         self.port = port
         self.keys = keys
         self.log_path = log_path
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{LOOPBACK}:{port}"
         self._applied: PoolConfig | None = None
         self._rendered: PoolConfig | None = None
         self._draining: dict[tuple[str, str], Draining] = {}
@@ -155,7 +180,7 @@ class LocalServe:
         import ray
         from ray import serve
 
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray_on_loopback()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.log_path is not None:
             route_ray_logging(self.log_path)
@@ -164,6 +189,7 @@ class LocalServe:
         on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             address="local",
+            _node_ip_address=LOOPBACK,
             num_cpus=max(4, os.cpu_count() or 2),
             include_dashboard=False,
             log_to_driver=False,
@@ -172,7 +198,7 @@ class LocalServe:
         )
         if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
             signal.signal(signal.SIGTERM, on_sigterm)
-        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        serve.start(http_options={"host": LOOPBACK, "port": self.port})
 
     def apply(self, config: PoolConfig) -> None:
         """Serve `config`; revisions it drops drain first. Returns once Serve accepted the config."""

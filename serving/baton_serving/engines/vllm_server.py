@@ -18,12 +18,20 @@ from ray import serve
 from ray.serve.llm.deployment import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
+from baton_serving.artifacts import verify_model_source
 from baton_serving.engines import GenerationRequest
 from baton_serving.engines.vllm import openai_body, payload_of, raise_for_error, stream_chunks
 
 
 class VllmEngineServer(LLMServer):
     """One vLLM revision; ready once constructed (Ray Serve LLM's constructor starts the engine)."""
+
+    async def __init__(self, llm_config: Any, *, artifact_digest: str, **kwargs: Any) -> None:
+        # vLLM reads the weights itself: they are checked against the revision's pin before it
+        # starts. A mismatch fails the replica's construction, so Serve reports the engine
+        # application DEPLOY_FAILED with this message and the revision is Failed; it never serves.
+        verify_model_source(llm_config.model_loading_config.model_source, artifact_digest)
+        await super().__init__(llm_config, **kwargs)
 
     async def status(self) -> dict[str, Any]:
         return {

@@ -114,6 +114,10 @@ def test_deployment_is_rendered_served_and_reported(cluster: Cluster, namespace:
     )  # fmt: skip
     owner = ray["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelPool", "cpu-small", True)
+    # The fence of the pool's Ray pods, accepted by the API server as rendered, before the RayService.
+    fence = cluster.get("networkpolicy", namespace, "cpu-small-ray")
+    assert fence is not None and fence["metadata"]["ownerReferences"] == ray["metadata"]["ownerReferences"]
+    assert fence["spec"]["podSelector"] == {"matchLabels": {"baton.dev/pool": "cpu-small"}}
     pending = wait_for(
         "status Pending", lambda: status_of(cluster, namespace, "medical").get("phase"), TIMEOUT
     )
@@ -229,6 +233,7 @@ def test_deleting_a_pool_deletes_its_ray_service(cluster: Cluster, namespace: st
         "RayService and pool gone",
         lambda: (
             cluster.get("rayservice", namespace, "cpu-small") is None
+            and cluster.get("networkpolicy", namespace, "cpu-small-ray") is None
             and cluster.get("modelpool", namespace, "cpu-small") is None
         ),
         TIMEOUT,

@@ -150,3 +150,41 @@ def test_a_default_schema_the_ingress_refuses_fails_only_the_requests_relying_on
         == 200
     )
     assert json.loads(httpx.get(f"{local_serve.url}/healthz", timeout=30).text)["status"] == "ok"
+
+
+def test_content_part_arrays_from_the_openai_client_are_served_as_text(deploy, client):
+    """OpenAI's client sends a message's text as `[{"type": "text", "text": ...}]` when asked to
+    (its typed `ChatCompletionContentPartTextParam`): the same answer as the plain string."""
+    parts = [{"type": "text", "text": "62 year old,"}, {"type": "text", "text": "crushing chest pain."}]
+    as_parts = client.chat.completions.create(
+        model="triage",
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Triage."}]},
+            {"role": "user", "content": parts},
+        ],
+        temperature=0,
+        seed=7,
+        max_tokens=8,
+        response_format={"type": "text"},
+    )
+    as_text = client.chat.completions.create(
+        model="triage",
+        messages=[
+            {"role": "system", "content": "Triage."},
+            {"role": "user", "content": "62 year old,\ncrushing chest pain."},
+        ],
+        temperature=0,
+        seed=7,
+        max_tokens=8,
+        response_format={"type": "text"},
+    )
+    assert as_parts.choices[0].message.content == as_text.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as refused:  # an image part is not text
+        client.chat.completions.create(
+            model="triage",
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}
+            ],
+            max_tokens=8,
+        )
+    assert refused.value.body["param"].startswith("messages[0].content"), refused.value.body

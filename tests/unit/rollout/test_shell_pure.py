@@ -17,7 +17,14 @@ from baton.k8s.kube import WRITE_TIMEOUT_S, Kube
 from baton.k8s.leader import LOST_LEADERSHIP_EXIT_CODE, LeaseElector
 from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.queue import WorkQueue
-from baton.k8s.rayservice import deployment_views, observe_revisions, ray_service, serve_config
+from baton.k8s.rayservice import (
+    DASHBOARD_PORT,
+    deployment_views,
+    network_policy,
+    observe_revisions,
+    ray_service,
+    serve_config,
+)
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, in_phase
@@ -60,6 +67,50 @@ def test_ray_service_is_owned_by_the_pool_and_carries_every_revision() -> None:
     assert names == ["baton", f"medical.{CHAMPION}", f"medical.{CANDIDATE}"]
     assert body["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
     assert body["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+
+
+def test_ray_pods_run_unprivileged_on_a_read_only_root_with_no_api_token() -> None:
+    cluster = rendered_ray_service(in_phase(Phase.CANARY))["spec"]["rayClusterConfig"]
+    assert "dashboard-host" not in cluster["headGroupSpec"]["rayStartParams"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    assert groups[0]["template"] is not groups[1]["template"]  # a caller may change one group's alone
+    for group in groups:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        }
+        mounted = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        scratch = {volume["name"] for volume in pod["volumes"] if volume.get("emptyDir") == {}}
+        assert mounted["/tmp"] in scratch  # Ray's sessions, sockets and spilled objects
+
+
+def test_a_pools_network_policy_lets_only_its_pods_and_kuberay_reach_the_dashboard_and_gcs() -> None:
+    policy = network_policy(POOL)
+    assert (
+        policy["metadata"]["ownerReferences"]
+        == rendered_ray_service(in_phase(Phase.CANARY))["metadata"]["ownerReferences"]
+    )
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["podSelector"] == {"matchLabels": {"baton.dev/pool": "cpu-small"}}
+    unrestricted = [rule for rule in spec["ingress"] if "from" not in rule]
+    open_ports = {port["port"] for rule in unrestricted for port in rule["ports"]}
+    assert open_ports == {8000, 8080}  # Serve's HTTP proxy and Ray's metrics; never 8265, 6379, 10001
+    dashboard = [
+        rule for rule in spec["ingress"] if DASHBOARD_PORT in {p["port"] for p in rule.get("ports", [])}
+    ]
+    assert [peer["podSelector"]["matchLabels"] for rule in dashboard for peer in rule["from"]] == [
+        {"app.kubernetes.io/name": "kuberay-operator"}
+    ]
+    everything = [rule for rule in spec["ingress"] if "ports" not in rule]
+    assert everything == [{"from": [{"podSelector": spec["podSelector"]}]}]
 
 
 def test_only_the_ingress_user_config_changes_with_the_weights() -> None:

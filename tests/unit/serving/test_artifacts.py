@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from baton_serving.artifacts import (
-    GGML_BLOCK_LAYOUT,
     ArtifactError,
     DigestMismatchError,
     InvalidGGUFError,
+    directory_digest,
     fetch_verified,
+    verify_model_source,
 )
 from baton_serving.config import FetchPolicy
+from baton_serving.gguf_check import GGML_BLOCK_LAYOUT
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +106,41 @@ def test_a_file_outside_the_roots_is_refused_before_a_byte_is_read(tmp_path):
         fetch_verified(str(tmp_path / "models" / ".." / "model.gguf"), digest, elsewhere)
     with pytest.raises(ArtifactError, match="not under an allowed local root"):
         fetch_verified("/var/run/secrets/kubernetes.io/serviceaccount/token", digest, FetchPolicy())
+        fetch_verified(str(tmp_path), "md5:abc")
+
+
+def model_directory(root: Path) -> Path:
+    """A vLLM-style checkpoint directory."""
+    (root / "tokenizer").mkdir(parents=True)
+    (root / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (root / "model.safetensors").write_bytes(b"\x00" * 4096)
+    (root / "tokenizer" / "tokenizer.json").write_text("{}")
+    return root
+
+
+def test_a_vllm_directory_is_verified_by_its_manifest_before_the_engine_starts(tmp_path):
+    directory = model_directory(tmp_path / "model")
+    digest = directory_digest(directory)
+    assert verify_model_source(str(directory), digest) == directory
+    assert verify_model_source(directory.as_uri(), digest) == directory
+    # Any change of a file, a name or the set of files changes the digest.
+    for change in (
+        lambda: (directory / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 4095),
+        lambda: (directory / "config.json").rename(directory / "config.yaml"),
+        lambda: (directory / ".extra").write_text("x"),
+    ):
+        change()
+        with pytest.raises(DigestMismatchError, match="digest mismatch"):
+            verify_model_source(str(directory), digest)
+        digest = directory_digest(directory)
+
+
+def test_a_vllm_file_is_verified_by_its_sha256_and_a_hub_id_is_refused(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    assert verify_model_source(str(weights), "sha256:" + hashlib.sha256(b"weights").hexdigest()) == weights
+    with pytest.raises(DigestMismatchError):
+        verify_model_source(str(weights), "sha256:" + "0" * 64)
+    for unverifiable in ("meta-llama/Llama-3.1-8B", "https://mirror.example/model", "s3://bucket/model"):
+        with pytest.raises(ArtifactError):
+            verify_model_source(unverifiable, "sha256:" + "0" * 64)
