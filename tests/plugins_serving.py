@@ -30,10 +30,12 @@ from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_APP,
     AuthConfig,
+    FetchPolicy,
     PoolConfig,
     engine_app_name,
     render_serve_config,
 )
+from tests.policies import opted_in
 
 DEPLOY_TIMEOUT_S = 300.0
 # Fresh per session, never on disk outside the session's keys directory.
@@ -69,12 +71,15 @@ class LocalServe:
 
     url: str
     auth: AuthConfig
+    fetch: FetchPolicy
 
     def deploy(self, pool: PoolConfig, timeout_s: float = DEPLOY_TIMEOUT_S) -> dict[str, Any]:
-        """Apply `pool` with the session's keys (unless it names its own keys directory); return
-        `/v1/baton/revisions` once every revision is ready or refused."""
+        """Apply `pool` with the session's keys and the tests' fetch policy (unless it names its
+        own); return `/v1/baton/revisions` once every revision is ready or refused."""
         if pool.auth == AuthConfig():
             pool = pool.model_copy(update={"auth": self.auth})
+        if pool.fetch == FetchPolicy():
+            pool = pool.model_copy(update={"fetch": self.fetch})
         apply_serve_config(render_serve_config(pool))
         names = [INGRESS_APP] + [
             engine_app_name(d.name, r.name) for d in pool.deployments for r in d.revisions
@@ -117,7 +122,9 @@ def local_serve(tmp_path_factory) -> Iterator[LocalServe]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield LocalServe(
-            url=f"http://127.0.0.1:{port}", auth=write_test_keys(tmp_path_factory.mktemp("keys"))
+            url=f"http://127.0.0.1:{port}",
+            auth=write_test_keys(tmp_path_factory.mktemp("keys")),
+            fetch=opted_in(tmp_path_factory.getbasetemp()),
         )
     finally:
         # The whole local cluster goes: no need for Serve's graceful drain of every replica.
