@@ -715,8 +715,9 @@ class OpenAIIngress:
             metrics.IN_FLIGHT.labels(*request.labels).dec()
         finished = time.perf_counter()
         answer = progress.answer()
-        # No time to first token is recorded: the client saw none (as for OpenAI's non-streaming answers).
-        await self._finish(request, None, answer)
+        # Decoded as a stream, so its first token has a time: a revision's TTFT and TPOT are measured
+        # on all of its traffic, not only on the streaming clients' share of it.
+        await self._finish(request, progress.first_token_at, answer)
         return Response(
             request.framing.end(answer, progress.timing(finished)),
             media_type="application/json",
