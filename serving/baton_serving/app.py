@@ -715,8 +715,8 @@ class OpenAIIngress:
             metrics.IN_FLIGHT.labels(*request.labels).dec()
         finished = time.perf_counter()
         answer = progress.answer()
-        # Decoded as a stream, so its first token has a time: a revision's TTFT and TPOT are measured
-        # on all of its traffic, not only on the streaming clients' share of it.
+        # Decoded as a stream, so its first token has a time: it counts in TTFT and TPOT like a
+        # streamed answer (an OpenAI unary answer has none at the ingress; the engine would have to say).
         await self._finish(request, progress.first_token_at, answer)
         return Response(
             request.framing.end(answer, progress.timing(finished)),

@@ -53,13 +53,14 @@ REQUEST_DURATION = Histogram(
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "baton_time_to_first_token_seconds",
-    "Time from receiving a request to its first output token, streamed or not (both decoded as a stream).",
+    "Time from receiving a request to its first output token, for answers the ingress decodes as a stream "
+    "(streaming requests, Ollama's non-streamed ones).",
     REVISION_LABELS,
     buckets=LATENCY_BUCKETS_SECONDS,
 )
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "baton_time_per_output_token_seconds",
-    "Mean time between output tokens after the first, per request, streamed or not.",
+    "Mean time between output tokens after the first, per answer the ingress decodes as a stream.",
     REVISION_LABELS,
     buckets=TOKEN_LATENCY_BUCKETS_SECONDS,
 )
