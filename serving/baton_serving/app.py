@@ -812,8 +812,9 @@ class OpenAIIngress:
             metrics.IN_FLIGHT.labels(*request.labels).dec()
         finished = time.perf_counter()
         answer = progress.answer()
-        # No time to first token is recorded: the client saw none (as for OpenAI's non-streaming answers).
-        await self._finish(request, None, answer)
+        # Decoded as a stream, so its first token has a time: it counts in TTFT and TPOT like a
+        # streamed answer (an OpenAI unary answer has none at the ingress; the engine would have to say).
+        await self._finish(request, progress.first_token_at, answer)
         return Response(
             request.framing.end(answer, progress.timing(finished)),
             media_type="application/json",

@@ -54,13 +54,14 @@ REQUEST_DURATION = Histogram(
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "baton_time_to_first_token_seconds",
-    "Time from receiving a streaming request to its first output token.",
+    "Time from receiving a request to its first output token, for answers the ingress decodes as a stream "
+    "(streaming requests, Ollama's non-streamed ones).",
     REVISION_LABELS,
     buckets=LATENCY_BUCKETS_SECONDS,
 )
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "baton_time_per_output_token_seconds",
-    "Mean time between output tokens after the first, per streaming request.",
+    "Mean time between output tokens after the first, per answer the ingress decodes as a stream.",
     REVISION_LABELS,
     buckets=TOKEN_LATENCY_BUCKETS_SECONDS,
 )

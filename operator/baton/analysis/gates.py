@@ -20,7 +20,7 @@ from statistics import fmean
 
 from baton.analysis.decision import decide
 from baton.analysis.gain import Footprint, gain_gate
-from baton.analysis.measurements import BenchmarkResult, Measurement
+from baton.analysis.measurements import ArmReadings, BenchmarkResult, Measurement
 from baton.analysis.offline import OfflinePolicy, offline_gate
 from baton.analysis.online import (
     ArmStats,
@@ -30,17 +30,18 @@ from baton.analysis.online import (
     assess,
 )
 from baton.analysis.outcome import GateOutcome
-from baton.analysis.sanity import SanityLimits, threshold_gate
+from baton.analysis.sanity import SanityLimits, evaluation_failed, relative_gate, threshold_gate
 from baton.api.candidate import BenchmarkScore
 from baton.api.decision import Gate, Verdict
-from baton.api.deployment import AnalysisSpec, OnlineMetric
+from baton.api.deployment import AnalysisSpec, MetricProvider, OnlineMetric
 from baton.api.deployment import MetricKind as SpecMetricKind
 
 # The effect each online test is tuned to detect fastest (the mSPRT mixture's standard deviation):
 # two points of error rate, 50 ms of latency, five points of schema validity.
 MIXTURE_SD = {SpecMetricKind.ERROR_RATE: 0.02, SpecMetricKind.LATENCY: 0.05, SpecMetricKind.VALIDITY: 0.05}
 # Latency differs between versions for reasons that are not regressions (answer length, a busy
-# laptop): the candidate is judged worse only when shown slower by more than this share.
+# laptop): the candidate is judged worse only when shown slower by more than this share (an
+# in-process latency metric's default `tolerance`).
 LATENCY_MARGIN_SHARE = 0.2
 # How much worse than the champion a candidate may be shown to be at most, for a guardrail to pass:
 # two points of error rate, five points of schema validity (latency: LATENCY_MARGIN_SHARE of the
@@ -129,12 +130,14 @@ def online_outcome(
     analysis: AnalysisSpec,
     champion: ArmSamples,
     candidate: ArmSamples,
-    external: Mapping[str, Measurement] | None = None,
+    external: Mapping[str, ArmReadings] | None = None,
 ) -> GateOutcome:
     """Each online metric of the spec judged on the window's samples; Continue while there is too little.
 
-    `external` holds readings of metrics answered by Prometheus (by metric name): those are
-    judged against their `maxValue` only, since Prometheus returns one number, not two arms.
+    `external` holds the readings of metrics answered by Prometheus (by metric name), one number
+    per arm read at one instant: judged against `maxValue` and, with `tolerance`, against the
+    champion's reading. A Prometheus metric without a reading is Inconclusive, never judged
+    in-process instead: the spec names its provider.
     With no online metric configured there is nothing to judge live: the deployment's other gates
     (validation requires one, or `ungated: true`) decide.
     """
@@ -157,10 +160,10 @@ def _metric_outcome(
     metric: OnlineMetric,
     champion: ArmSamples,
     candidate: ArmSamples,
-    reading: Measurement | None,
+    reading: ArmReadings | None,
 ) -> GateOutcome:
-    if reading is not None and metric.max_value is not None:
-        return threshold_gate(metric.name, reading, max_value=metric.max_value, alpha=analysis.alpha)
+    if metric.provider == MetricProvider.PROMETHEUS:
+        return _prometheus_outcome(analysis, metric, reading)
     kind = SpecMetricKind(metric.kind)
     margin = 0.0
     if kind == SpecMetricKind.ERROR_RATE:
@@ -172,7 +175,8 @@ def _metric_outcome(
     elif kind == SpecMetricKind.LATENCY:
         arms = (champion.latency, candidate.latency)
         test_kind, higher_is_better = MetricKind.MEAN, False
-        margin = LATENCY_MARGIN_SHARE * champion.latency.mean if champion.latency.n else 0.0
+        share = LATENCY_MARGIN_SHARE if metric.tolerance is None else metric.tolerance
+        margin = share * champion.latency.mean if champion.latency.n else 0.0
     else:
         arms = (
             ArmStats.proportion(champion.structured, champion.valid),
@@ -197,6 +201,32 @@ def _metric_outcome(
         max_value=metric.max_value,
     )
     return decide([guardrail, bound])
+
+
+def _prometheus_outcome(
+    analysis: AnalysisSpec, metric: OnlineMetric, reading: ArmReadings | None
+) -> GateOutcome:
+    """The candidate's reading against `maxValue`, and against the champion's x (1 + `tolerance`)."""
+    if reading is None:
+        return evaluation_failed(metric.name, "no Prometheus reading was taken")
+    outcomes = []
+    if metric.max_value is not None:
+        outcomes.append(
+            threshold_gate(metric.name, reading.candidate, max_value=metric.max_value, alpha=analysis.alpha)
+        )
+    if metric.tolerance is not None:
+        if reading.champion is None:
+            return evaluation_failed(metric.name, "the champion was not read on the candidate's window")
+        outcomes.append(
+            relative_gate(
+                metric.name,
+                reading.champion,
+                reading.candidate,
+                tolerance=metric.tolerance,
+                alpha=analysis.alpha,
+            )
+        )
+    return decide(outcomes)
 
 
 def _guardrail(

@@ -23,6 +23,15 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class ArmReadings:
+    """One metric read for both arms at the same instant; `champion` None when only the candidate's
+    value is judged (an absolute bound)."""
+
+    candidate: Measurement
+    champion: Measurement | None = None
+
+
+@dataclass(frozen=True)
 class PairedScores:
     """Per-item scores of both arms on the items that both answered, plus how many attempts failed."""
 

@@ -133,3 +133,34 @@ def threshold_gate(
     return GateOutcome(
         Verdict.PROMOTE, Gate.ONLINE, "WithinThreshold", f"{metric} = {value:g} {bound}", (evidence,)
     )
+
+
+def relative_gate(
+    metric: str, champion: Measurement, candidate: Measurement, *, tolerance: float, alpha: float = 0.05
+) -> GateOutcome:
+    """Candidate <= champion x (1 + tolerance), both read on one window; a missing arm never passes."""
+    for arm, reading in (("candidate", candidate), ("champion", champion)):
+        missing = check_measurement(f"{metric} ({arm})", reading)
+        if missing is not None:
+            return missing
+    assert champion.value is not None and candidate.value is not None
+    bound = champion.value * (1 + tolerance)
+    evidence = Evidence(
+        test="relative-threshold",
+        metric=metric,
+        n_champion=1,
+        n_candidate=1,
+        alpha=alpha,
+        margin=tolerance,
+        threshold=bound,
+        value=candidate.value,
+    )
+    breached = candidate.value > bound
+    return GateOutcome(
+        Verdict.REJECT if breached else Verdict.PROMOTE,
+        Gate.ONLINE,
+        "RelativeBoundBreached" if breached else "WithinRelativeBound",
+        f"{metric} = {candidate.value:g}, champion {champion.value:g}, required <= {bound:g} "
+        f"(champion x (1 + {tolerance:g}))",
+        (evidence,),
+    )

@@ -240,11 +240,32 @@ class OnlineMetric(BatonModel):
             reason="FieldValueRequired",
         ),
         Rule(
-            cel="self.provider != 'prometheus' || has(self.maxValue)",
-            holds=lambda self: self.provider != MetricProvider.PROMETHEUS or self.max_value is not None,
-            message="a prometheus metric needs maxValue: it is one reading, judged against that bound",
+            cel="self.provider != 'prometheus' || has(self.maxValue) || has(self.tolerance)",
+            holds=lambda self: (
+                self.provider != MetricProvider.PROMETHEUS
+                or self.max_value is not None
+                or self.tolerance is not None
+            ),
+            message=(
+                "a prometheus metric needs maxValue or tolerance: it is one reading per arm, judged "
+                "against a fixed bound or against the champion's"
+            ),
             field_path=".maxValue",
             reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.tolerance) || self.provider == 'prometheus' || self.kind == 'latency'",
+            holds=lambda self: (
+                self.tolerance is None
+                or self.provider == MetricProvider.PROMETHEUS
+                or self.kind == MetricKind.LATENCY
+            ),
+            message=(
+                "tolerance on an in-process metric applies to latency only: error rate and validity are "
+                "judged on their difference by the sequential test"
+            ),
+            field_path=".tolerance",
+            reason="FieldValueForbidden",
         ),
     )
 
@@ -261,6 +282,19 @@ class OnlineMetric(BatonModel):
     )
     max_value: float | None = Field(
         default=None, ge=0, description="Absolute SLO bound for the candidate (e.g. error rate 0.01)."
+    )
+    tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description=(
+            "Relative bound: the candidate may be at most the champion x (1 + tolerance), both measured "
+            "on the same window (`0.2`: at most 20 % slower). Prometheus: the query is run for each "
+            "arm's revision at the same evaluation instant, so a range in it (`[5m]`) covers the same "
+            "interval; a champion reading that is missing makes the metric Inconclusive. In-process "
+            "(latency only): the sequential test's margin as a share of the champion's mean latency "
+            "(default 0.2). Error rate and validity are always compared on their difference."
+        ),
     )
     critical: bool = Field(default=True, description="A critical metric vetoes on its own.")
 

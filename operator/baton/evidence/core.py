@@ -9,16 +9,17 @@ from __future__ import annotations
 from baton.analysis.decision import decide
 from baton.analysis.gain import Footprint
 from baton.analysis.gates import ArmSamples, benchmark_scores, offline_outcome, online_outcome
-from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, Measurement
+from baton.analysis.measurements import ArmReadings, BenchmarkResult, BenchmarkRun, Measurement
 from baton.analysis.online import ArmStats, counter_increase
 from baton.analysis.outcome import GateOutcome
 from baton.analysis.sanity import evaluation_failed
 from baton.analysis.scorers import compile_scorer
 from baton.evidence.providers import MetricProvider
 from baton.evidence.providers.benchmark import BenchmarkRunner
-from baton.evidence.providers.prometheus import PrometheusProvider, render_query
+from baton.evidence.providers.prometheus import InstantQuery, PrometheusProvider, render_query
 
 __all__ = [
+    "ArmReadings",
     "ArmSamples",
     "ArmStats",
     "BenchmarkResult",
@@ -26,6 +27,7 @@ __all__ = [
     "BenchmarkRunner",
     "Footprint",
     "GateOutcome",
+    "InstantQuery",
     "Measurement",
     "MetricProvider",
     "PrometheusProvider",

@@ -8,8 +8,10 @@ mid-step (its counters reset) loses nothing that was counted before. Shadow answ
 traffic and are left out. Errors are the 5xx answers; a client's 4xx is not the revision's doing, so
 it is neither a sample nor an error of it.
 
-Metrics with `provider: prometheus` are read from Prometheus instead; one without a `query`, or a
-shell without a Prometheus URL, is a failed measurement, never a pass.
+Metrics with `provider: prometheus` are read from Prometheus instead, the candidate's and (with a
+relative `tolerance`) the champion's query evaluated at one instant, so a range in the query covers
+the same window for both. One without a `query`, a shell without a Prometheus URL or an unreachable
+Prometheus is a failed measurement (Inconclusive), never a pass and never judged in-process.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from baton.api import ModelDeployment
 from baton.api.deployment import MetricProvider as MetricBackend
 from baton.evidence.core import (
+    ArmReadings,
     ArmSamples,
     ArmStats,
+    InstantQuery,
     Measurement,
     MetricProvider,
     PrometheusProvider,
@@ -180,20 +184,28 @@ class StepWindow:
 
 
 def external_readings(
-    deployment: ModelDeployment, revision: str, prometheus: MetricProvider[str, Measurement] | None
-) -> dict[str, Measurement]:
-    """The readings of the deployment's `provider: prometheus` metrics for the candidate, by metric name."""
+    deployment: ModelDeployment,
+    action: ObserveCanary,
+    prometheus: MetricProvider[InstantQuery, Measurement] | None,
+    at: datetime,
+) -> dict[str, ArmReadings]:
+    """The readings of the deployment's `provider: prometheus` metrics, by metric name: the candidate's,
+    and the champion's where a `tolerance` compares the two, both evaluated at `at`."""
     readings = {}
     for metric in deployment.spec.analysis.metrics:
         if metric.provider != MetricBackend.PROMETHEUS:
             continue
-        if not metric.query:
-            readings[metric.name] = Measurement("", None, "a prometheus metric needs query")
-        elif prometheus is None:
-            readings[metric.name] = Measurement(metric.query, None, "no Prometheus URL is configured")
-        else:
-            text = render_query(metric.query, deployment=deployment.metadata.name, revision=revision)
-            readings[metric.name] = prometheus.query(text)
+        revisions = [action.candidate] + ([action.champion] if metric.tolerance is not None else [])
+        measured = []
+        for revision in revisions:
+            if not metric.query:
+                measured.append(Measurement("", None, "a prometheus metric needs query"))
+            elif prometheus is None:
+                measured.append(Measurement(metric.query, None, "no Prometheus URL is configured"))
+            else:
+                text = render_query(metric.query, deployment=deployment.metadata.name, revision=revision)
+                measured.append(prometheus.query(InstantQuery(text, at.timestamp())))
+        readings[metric.name] = ArmReadings(*measured)
     return readings
 
 
@@ -216,7 +228,7 @@ class CanarySampler:
 
     def __init__(self, store: Store, prometheus_url: str | None = None) -> None:
         self.store = store
-        self.prometheus: MetricProvider[str, Measurement] | None = (
+        self.prometheus: MetricProvider[InstantQuery, Measurement] | None = (
             PrometheusProvider(prometheus_url) if prometheus_url else None
         )
         self._windows: dict[str, tuple[tuple[str, int, str], StepWindow]] = {}
@@ -249,7 +261,7 @@ class CanarySampler:
             mirrored = action.mirrored == action.champion
             champion = window.total.arm(mirrored_answers(action.champion) if mirrored else action.champion)
             candidate = window.total.arm(action.candidate)
-            external = external_readings(deployment, action.candidate, self.prometheus)
+            external = external_readings(deployment, action, self.prometheus, started)
             outcome = online_outcome(deployment.spec.analysis, champion, candidate, external)
         except Exception as error:
             failure = TaskFailure.of("canary sampling", error, failed + 1)

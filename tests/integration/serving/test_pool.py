@@ -415,6 +415,34 @@ def test_prometheus_scrapes_per_revision_rates(pool, local_serve, prometheus):
     assert set(rates) == {"champion", "candidate"}, rates
 
 
+def histogram_count(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f"{name}_count{{") and 'pool="test-pool"' in line
+    )
+
+
+def test_a_non_streamed_ollama_answer_records_its_time_to_first_token_and_per_token(pool, local_serve):
+    """Ollama's non-streamed answers are decoded as a stream at the ingress: their first token has a
+    time, so they count in TTFT and TPOT like streamed ones (OpenAI's unary answers do not yet)."""
+    names = ("baton_time_to_first_token_seconds", "baton_time_per_output_token_seconds")
+    before = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
+    body = {"model": "medical", "prompt": "The patient", "stream": False, "options": {"num_predict": 4}}
+    answers = [httpx.post(f"{local_serve.url}/api/generate", json=body, timeout=60) for _ in range(5)]
+    assert all(answer.status_code == 200 for answer in answers), [answer.text for answer in answers]
+    several = sum(answer.json()["eval_count"] > 1 for answer in answers)
+    deadline = time.monotonic() + 30
+    while True:
+        after = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
+        grown = [histogram_count(after, name) - histogram_count(before, name) for name in names]
+        if (grown[0] >= 5 and grown[1] >= several) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert grown[0] >= 5, grown
+    assert grown[1] >= several, (grown, several)
+
+
 def test_metrics_of_every_ingress_replica_are_exposed(pool, local_serve):
     """Whichever ingress process answers the scrape, it reports the requests both of them answered."""
     assert len(ingress_replicas(local_serve.url)) == 2

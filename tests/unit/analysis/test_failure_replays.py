@@ -22,7 +22,7 @@ import pytest
 from pydantic import ValidationError
 
 from baton.analysis.gates import ArmSamples, offline_outcome, online_outcome
-from baton.analysis.measurements import BenchmarkResult, BenchmarkRun, ItemResult, Measurement
+from baton.analysis.measurements import ArmReadings, BenchmarkResult, BenchmarkRun, ItemResult, Measurement
 from baton.analysis.outcome import GateOutcome
 from baton.analysis.sanity import evaluation_failed
 from baton.api import ModelDeployment, Phase, Verdict
@@ -75,7 +75,7 @@ def better_offline(resource: ModelDeployment) -> OfflineResult:
     return result
 
 
-def live(*arms: ArmSamples, external: dict[str, Measurement] | None = None) -> Sampler:
+def live(*arms: ArmSamples, external: dict[str, ArmReadings] | None = None) -> Sampler:
     """The window's samples, the same at every look (what the shells' samplers would hand over)."""
     return lambda resource, step, now: online_outcome(resource.spec.analysis, *arms, external)
 
@@ -129,7 +129,7 @@ def test_the_control_promotes_on_passing_gates() -> None:
 def test_argo_rollouts_4479_every_measurement_errored_is_inconclusive() -> None:
     metric = {"name": "ttft", "kind": "latency", "provider": "prometheus", "query": "q", "maxValue": 2.0}
     resource = benchmarking(metrics=[metric])
-    errored = {"ttft": Measurement("q", None, "Prometheus unreachable: ConnectError")}
+    errored = {"ttft": ArmReadings(Measurement("q", None, "Prometheus unreachable: ConnectError"))}
     done = drive(resource, live(*HEALTHY_TRAFFIC, external=errored), offline_result=better_offline(resource))
     assert ended(done) == (Phase.INCONCLUSIVE, "MeasurementFailed")
 
@@ -160,7 +160,7 @@ def test_flagger_1581_a_metric_that_is_never_evaluated_never_passes() -> None:
 def test_kayenta_nodata_is_inconclusive() -> None:
     metric = {"name": "p99", "kind": "latency", "provider": "prometheus", "query": "q", "maxValue": 2.0}
     resource = benchmarking(metrics=[metric])
-    empty = {"p99": Measurement("q", None)}
+    empty = {"p99": ArmReadings(Measurement("q", None))}
     done = drive(resource, live(*HEALTHY_TRAFFIC, external=empty), offline_result=better_offline(resource))
     assert ended(done) == (Phase.INCONCLUSIVE, "NoData")
 

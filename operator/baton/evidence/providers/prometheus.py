@@ -8,6 +8,7 @@ is refused rather than silently picking one: aggregate it in PromQL (`sum(...)`)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import httpx
 
@@ -20,6 +21,14 @@ def render_query(template: str, *, deployment: str, revision: str) -> str:
         if '"' in value or "\\" in value:
             raise ValueError(f"{name} {value!r} cannot be placed in a PromQL label matcher")
     return template.replace("{{deployment}}", deployment).replace("{{revision}}", revision)
+
+
+@dataclass(frozen=True)
+class InstantQuery:
+    """PromQL evaluated at `at` (Unix seconds), or now: arms read at one instant share every range."""
+
+    expr: str
+    at: float | None = None
 
 
 class PrometheusProvider:
@@ -35,25 +44,29 @@ class PrometheusProvider:
         except httpx.HTTPError:
             return False
 
-    def query(self, query: str) -> Measurement:
+    def query(self, query: InstantQuery | str) -> Measurement:
+        """One instant query (a plain string is evaluated now); failures are in the result."""
+        instant = query if isinstance(query, InstantQuery) else InstantQuery(query)
+        expr = instant.expr
+        params = {"query": expr} if instant.at is None else {"query": expr, "time": f"{instant.at:.3f}"}
         try:
-            response = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=self.timeout_s)
+            response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=self.timeout_s)
         except httpx.HTTPError as error:
             return Measurement(
-                query=query, value=None, error=f"Prometheus unreachable: {type(error).__name__}: {error}"
+                query=expr, value=None, error=f"Prometheus unreachable: {type(error).__name__}: {error}"
             )
         try:
             body = response.json()
         except ValueError:
             return Measurement(
-                query=query, value=None, error=f"Prometheus answered HTTP {response.status_code}, not JSON"
+                query=expr, value=None, error=f"Prometheus answered HTTP {response.status_code}, not JSON"
             )
         if response.status_code != 200 or body.get("status") != "success":
             detail = body.get("error", "") if isinstance(body, dict) else ""
             return Measurement(
-                query=query, value=None, error=f"Prometheus answered HTTP {response.status_code}: {detail}"
+                query=expr, value=None, error=f"Prometheus answered HTTP {response.status_code}: {detail}"
             )
-        return _measurement(query, body.get("data", {}))
+        return _measurement(expr, body.get("data", {}))
 
 
 def _measurement(query: str, data: dict) -> Measurement:
