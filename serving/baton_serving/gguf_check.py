@@ -102,15 +102,7 @@ def check_gguf(stream: BinaryIO, size: int) -> None:
     """Raise GGUFError unless the `size` bytes of `stream` are a GGUF whose header and tensor table
     are consistent: known versions and types, bounded counts, every tensor inside the file."""
     reader = _Reader(stream, size)
-    if reader.read(4) != GGUF_MAGIC:
-        raise GGUFError("not a GGUF file (wrong magic bytes)")
-    (version,) = reader.unpack("<I")
-    if version not in SUPPORTED_GGUF_VERSIONS:
-        raise GGUFError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
-    tensor_count, metadata_count = reader.unpack("<QQ")
-    # Each key-value pair takes at least 13 bytes, each tensor entry at least 24.
-    reader.bound(metadata_count, 13, "metadata key count")
-    reader.bound(tensor_count, 24, "tensor count")
+    tensor_count, metadata_count = _read_header(reader)
     metadata = _read_metadata(reader, metadata_count)
     alignment = metadata.get("general.alignment", (None, DEFAULT_ALIGNMENT))[1]
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
@@ -135,14 +127,24 @@ def read_metadata(stream: BinaryIO, size: int) -> dict[str, object]:
     """The header's key-value pairs, arrays with their items (chat template, vocabulary), read
     within the same bounds as `check_gguf`."""
     reader = _Reader(stream, size)
-    if reader.read(4) != GGUF_MAGIC:
-        raise GGUFError("not a GGUF file (wrong magic bytes)")
-    reader.unpack("<I")
-    _, metadata_count = reader.unpack("<QQ")
-    reader.bound(metadata_count, 13, "metadata key count")
+    _, metadata_count = _read_header(reader)
     return {
         key: value for key, (_, value) in _read_metadata(reader, metadata_count, keep_arrays=True).items()
     }
+
+
+def _read_header(reader: _Reader) -> tuple[int, int]:
+    """(tensor count, metadata key count) of a GGUF of a known version, both within the file."""
+    if reader.read(4) != GGUF_MAGIC:
+        raise GGUFError("not a GGUF file (wrong magic bytes)")
+    (version,) = reader.unpack("<I")
+    if version not in SUPPORTED_GGUF_VERSIONS:
+        raise GGUFError(f"GGUF version {version} is not one of {SUPPORTED_GGUF_VERSIONS}")
+    tensor_count, metadata_count = reader.unpack("<QQ")
+    # Each key-value pair takes at least 13 bytes, each tensor entry at least 24.
+    reader.bound(metadata_count, 13, "metadata key count")
+    reader.bound(tensor_count, 24, "tensor count")
+    return tensor_count, metadata_count
 
 
 def _read_metadata(reader: _Reader, count: int, keep_arrays: bool = False) -> dict[str, tuple[int, object]]:
@@ -188,12 +190,8 @@ def _read_array(reader: _Reader, label: str, item_type: int, item_count: int, ke
     """The array's items if `keep`, else none (skipped, checked against the file's size)."""
     if item_type == _STRING:
         reader.bound(item_count, 8, f"metadata {label} item count")
-        strings = (reader.string(f"metadata {label} item") for _ in range(item_count))
-        if keep:
-            return list(strings)
-        for _ in strings:
-            pass
-        return []
+        strings = [reader.string(f"metadata {label} item") for _ in range(item_count)]
+        return strings if keep else []
     scalar_format = _SCALAR_FORMATS.get(item_type)
     if scalar_format is None:  # nested arrays included: llama.cpp reads none
         raise GGUFError(f"metadata {label} is an array of unsupported type {item_type}")
