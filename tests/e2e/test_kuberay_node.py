@@ -37,6 +37,7 @@ from baton.k8s.rayservice import observe_revisions, ray_service, serve_config
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from baton_models import catalog
+from baton_serving.config import FetchPolicy
 from baton_serving.wire import REVISIONS_PATH
 from tests.e2e.test_operator_e2e import Traffic
 from tests.testbed import binaries
@@ -133,7 +134,10 @@ class RayPool:
 
     def apply(self, deployment: ModelDeployment) -> dict[str, Any]:
         """Renders the pool for `deployment` and applies its RayService (what the operator writes)."""
-        rendered = render_pool(ModelPool.model_validate(self.pool), [deployment])
+        # The chart's default policy: the pods read models under the model volume only.
+        rendered = render_pool(
+            ModelPool.model_validate(self.pool), [deployment], FetchPolicy(local_roots=[MODELS])
+        )
         assert not rendered.unschedulable
         body = with_model_volume(ray_service(self.pool, rendered))
         self.kubectl("apply", "-f", "-", input=json.dumps(body))  # KubeRay's own CRD accepts it

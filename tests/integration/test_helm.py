@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from baton.api import KINDS
 from baton.api.crd import render_all
 from baton.cli import main
 from baton.k8s.health import LIVEZ, READYZ
@@ -176,7 +177,7 @@ def test_rbac_enumerates_resources_and_verbs(mode: list[str]) -> None:
 
 def test_template_passes_server_side_dry_run(kube: ControlPlane, namespace: str) -> None:
     crds = kube.apply(*sorted((CHART / "crds").glob("*.yaml")))
-    assert len(crds) == 5
+    assert len(crds) == len(KINDS) == 6
     watched = f"{namespace}-models"
     assert kube.kubectl("create", "namespace", watched).returncode == 0
     for mode in ([], [f"--set=operator.watchNamespace={watched}"]):

@@ -152,6 +152,7 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, gguf) -> None
         {
             "pool": "image-test",
             "auth": {"enabled": False},  # as the operator renders a cluster pool (no keys mounted yet)
+            "fetch": {"localRoots": [MODELS]},  # the chart's default policy
             "deployments": [
                 {
                     "name": "medical",

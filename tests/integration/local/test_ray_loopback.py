@@ -28,9 +28,9 @@ STARTUP_TIMEOUT_S = 240
 SERVE = """
 import sys
 import ray
-from baton.local.dataplane import LocalServe
+from baton.local.dataplane import LocalKeys, LocalServe
 
-serve = LocalServe(int(sys.argv[1]))
+serve = LocalServe(int(sys.argv[1]), LocalKeys.disabled())
 serve.start()
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from baton_serving.config import PoolConfig
+from tests.plugins_serving import CLIENT_AUTH
 from tests.testbed.gguf_corpus import malformed_variants
 
 pytestmark = pytest.mark.integration
@@ -67,6 +68,7 @@ def test_malformed_candidates_fail_with_a_reason_and_the_champion_keeps_serving(
     answer = httpx.post(
         f"{local_serve.url}/v1/chat/completions",
         json={"model": "medical", "messages": [{"role": "user", "content": "Chest pain."}], "max_tokens": 8},
+        headers=CLIENT_AUTH,
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
