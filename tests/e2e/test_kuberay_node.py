@@ -704,7 +704,7 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
             SERVE_TIMEOUT_S,
         )
     (scores,) = scored
-    assert scores["benchmark"] == "medical-routing" and scores["items"] == len(benchmark.spec.items), scores
+    assert scores["benchmark"] == "medical-routing" and scores["items"] == len(benchmark.spec.inline), scores
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.revisions["medical-v1"] > 0, traffic.revisions
     operator.stop()
