@@ -131,12 +131,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {
-            "name": metadata["name"],  # the pool's RayService has the pool's name
-            "namespace": metadata.get("namespace", "default"),
-            "labels": _labels(metadata),
-            "ownerReferences": [_owner(metadata)],
-        },
+        "metadata": _owned(metadata, metadata["name"]),  # the pool's RayService has the pool's name
         "spec": {
             "serveConfigV2": serve_config_text(render_serve_config(config)),
             "rayClusterConfig": {
@@ -206,12 +201,7 @@ def benchmark_secret(pool: dict[str, Any], key: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": benchmark_secret_name(metadata["name"]),
-            "namespace": metadata.get("namespace", "default"),
-            "labels": _labels(metadata),
-            "ownerReferences": [_owner(metadata)],
-        },
+        "metadata": _owned(metadata, benchmark_secret_name(metadata["name"])),
         "type": "Opaque",
         "data": {BENCHMARK_KEY_ID: content},
     }
@@ -221,8 +211,14 @@ def benchmark_secret_name(pool: str) -> str:
     return f"{pool}-baton-operator-key"
 
 
-def _labels(metadata: Mapping[str, Any]) -> dict[str, str]:
-    return {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"}
+def _owned(pool: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The metadata of an object the ModelPool owns (deleted with it), in the pool's namespace."""
+    return {
+        "name": name,
+        "namespace": pool.get("namespace", "default"),
+        "labels": {POOL_LABEL: pool["name"], "app.kubernetes.io/managed-by": "baton"},
+        "ownerReferences": [_owner(pool)],
+    }
 
 
 def network_policy(pool: dict[str, Any]) -> dict[str, Any]:
@@ -238,12 +234,7 @@ def network_policy(pool: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": network_policy_name(metadata["name"]),
-            "namespace": metadata.get("namespace", "default"),
-            "labels": _labels(metadata),
-            "ownerReferences": [_owner(metadata)],
-        },
+        "metadata": _owned(metadata, network_policy_name(metadata["name"])),
         "spec": {
             "podSelector": own["podSelector"],
             "policyTypes": ["Ingress"],
