@@ -126,7 +126,7 @@ def artifact_server(namespace: str) -> list[dict[str, Any]]:
                     "name": "http",
                     "image": DEFAULT_RAY_IMAGE,
                     "command": [
-                        "python3",
+                        "python",
                         "-m",
                         "http.server",
                         str(ARTIFACT_PORT),
