@@ -660,7 +660,7 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
         "\noperator: ModelPool applied -> champion Serving from the model volume:",
         f"{time.monotonic() - began:.0f} s",
     )
-    secret = get("secret", benchmark_secret_name("cpu"))
+    secret = get("secret", benchmark_secret_name("cpu"), "--show-managed-fields")
     assert [field["manager"] for field in secret["metadata"]["managedFields"]] == ["baton-operator"]
     endpoint = f"http://{get('service', 'cpu-serve-svc')['spec']['clusterIP']}:8000"
     assert httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=60).status_code == 401
