@@ -28,7 +28,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -357,13 +357,18 @@ class RayPool:
         assert self.node.plane.kubectl("delete", *volumes).returncode == 0
 
 
-def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
-    node: Node, kuberay: KubeRay, smoke_artifacts, tmp_path
-) -> None:
+@pytest.fixture
+def ray(node: Node, kuberay: KubeRay, tmp_path: Path) -> Iterator[RayPool]:
+    """The pool, deleted afterwards whatever happened: its pods hold the node's two cores."""
+    pool = RayPool(node, kuberay, tmp_path)
+    yield pool
+    pool.delete()
+
+
+def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(ray: RayPool, smoke_artifacts) -> None:
     """The champion's file comes from the pool's model volume (a claim on the node's model directory);
     clients need a key of the pool's keySecrets; then two revisions download one file from the
     in-cluster mirror: the first verifies it into the cache claim, the second reuses it."""
-    ray = RayPool(node, kuberay, tmp_path)
     champion = revision("v1", smoke_artifacts["medical"])  # Q8_0, the factory's serving quantization
     began = time.monotonic()
     body = ray.apply(deployment(ray.namespace, champion))
@@ -475,7 +480,6 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     assert cached.stdout.split() == [f"{gguf.digest.removeprefix('sha256:')}.gguf"], cached
     print("\nKubeRay on the test bed, seconds from RayService applied:", json.dumps(seconds, indent=1))
     print(f"artifact of {gguf.size_bytes} bytes fetched and verified in the pod, seconds: {fetched}")
-    ray.delete()
 
 
 def answered(traffic: Traffic, revision: str, count: int, diagnose: Callable[[], str]) -> None:
@@ -489,10 +493,7 @@ def answered(traffic: Traffic, revision: str, count: int, diagnose: Callable[[],
     )
 
 
-def test_revisions_and_weights_change_in_place_under_load(
-    node: Node, kuberay: KubeRay, smoke_artifacts, tmp_path
-) -> None:
-    ray = RayPool(node, kuberay, tmp_path)
+def test_revisions_and_weights_change_in_place_under_load(ray: RayPool, smoke_artifacts) -> None:
     v1 = revision("v1", smoke_artifacts["medical"])
     v2 = revision("v2", smoke_artifacts["software"])  # another model file, another digest
     body = ray.apply(deployment(ray.namespace, v1))
@@ -565,7 +566,6 @@ def test_revisions_and_weights_change_in_place_under_load(
     assert answers["medical-v1"] == after_promotion["medical-v1"], (after_promotion, answers)
     assert identity() == before
     print(f"\nin-place updates under load: {dict(answers)} answered, {len(traffic.failures)} failed")
-    ray.delete()
 
 
 def operator_candidate(
@@ -588,8 +588,29 @@ def operator_candidate(
     }
 
 
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Processes a test started, stopped at its end (after the fixtures it requested later)."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def operator_namespace(node: Node, kuberay: KubeRay) -> Iterator[str]:
+    """A namespace for the operator's pool, deleted afterwards with the claims' volumes."""
+    namespace = f"operator-{uuid.uuid4().hex[:6]}"
+    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    yield namespace
+    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=180s")
+    assert deleted.returncode == 0, deleted.stderr
+    volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
+    assert node.plane.kubectl("delete", *volumes).returncode == 0
+
+
 def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_bad_candidates(
-    node: Node, kuberay: KubeRay, smoke_artifacts, tmp_path
+    node: Node, processes: list[Process], operator_namespace: str, smoke_artifacts, tmp_path
 ) -> None:
     """`baton operator` (a host process with the cluster's DNS, as the chart's pod would resolve) renders
     the pool itself: model volume, cache claim and keys from the ModelPool's spec, its benchmark key in
@@ -598,8 +619,7 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     candidate from the in-cluster mirror is downloaded, verified and benchmarked with the operator's key."""
     node.load_image(binaries.image_archive("pool"))
     node.plane.apply(BATON_CRDS)
-    namespace = f"operator-{uuid.uuid4().hex[:6]}"
-    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    namespace = operator_namespace
     secret_file = tmp_path / "operator-secret"
     secret_file.write_bytes(OPERATOR_SECRET)
     policy = in_cluster_policy(namespace).model_dump(mode="json", by_alias=True)
@@ -610,7 +630,9 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
             "--benchmark-key-file", secret_file,
         ]
     )  # fmt: skip
+    # Stopped after the namespace is gone: the ModelPool's finalizer is the operator's.
     operator = Process(argv, tmp_path / "operator.log", node.plane.env())
+    processes.append(operator)
 
     def get(*args: str) -> dict[str, Any]:
         return node.plane.get(*args, "-n", namespace)
@@ -663,7 +685,15 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     secret = get("secret", benchmark_secret_name("cpu"), "--show-managed-fields")
     assert [field["manager"] for field in secret["metadata"]["managedFields"]] == ["baton-operator"]
     endpoint = f"http://{get('service', 'cpu-serve-svc')['spec']['clusterIP']}:8000"
-    assert httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=60).status_code == 401
+
+    def status_without_key() -> int | None:
+        """The answer to a request with no key, once the Service routes (KubeRay labels serving pods)."""
+        try:
+            return httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=60).status_code
+        except httpx.TransportError:
+            return None
+
+    assert wait_for(status_without_key, "the Serve Service never answered", report, SERVE_TIMEOUT_S) == 401
     assert (
         httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, headers=CLIENT, timeout=60).status_code
         == 200
@@ -707,8 +737,3 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     assert scores["benchmark"] == "medical-routing" and scores["items"] == len(benchmark.spec.inline), scores
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.revisions["medical-v1"] > 0, traffic.revisions
-    operator.stop()
-    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=180s")
-    assert deleted.returncode == 0, deleted.stderr + report()
-    volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
-    assert node.plane.kubectl("delete", *volumes).returncode == 0
