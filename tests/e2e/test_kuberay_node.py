@@ -626,7 +626,8 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     argv = node.with_cluster_dns(
         [
             sys.executable, "-m", "baton.cli", "operator", "--namespace", namespace,
-            "--lease-namespace", namespace, "--fetch-policy", json.dumps(policy),
+            # Not the pool's namespace: the operator must outlive it (the ModelPool's finalizer is its).
+            "--lease-namespace", "default", "--fetch-policy", json.dumps(policy),
             "--benchmark-key-file", secret_file,
         ]
     )  # fmt: skip
@@ -660,7 +661,7 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
                 "domain": "medical",
                 "pool": "cpu",
                 "model": {"version": "v1", "artifact": revision("v1", champion).artifact.to_wire()},
-                "engine": {"contextLength": 256, "maxOutputTokens": 16},
+                "engine": {"contextLength": 256, "maxOutputTokens": 64},  # the suite asks for up to 64
                 "analysis": {
                     "benchmarks": [{"name": "medical-routing"}],
                     "minSamples": 10,
