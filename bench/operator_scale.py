@@ -169,6 +169,7 @@ def main() -> int:
             sys.executable, "-m", "baton.cli", "operator",
             "--namespace", NAMESPACE, "--lease-namespace", NAMESPACE,
             "--metrics-port", str(metrics_port), "--endpoint-template", "http://127.0.0.1:9",
+            "--no-auth",
         ]  # fmt: skip
         with log.open("wb") as out:
             operator = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=plane.env())

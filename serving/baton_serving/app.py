@@ -35,7 +35,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from baton_serving import metrics, ollama_protocol
-from baton_serving.artifacts import ArtifactError, fetch_verified
+from baton_serving.artifacts import MAX_ARTIFACT_BYTES, ArtifactError, fetch_verified
 from baton_serving.auth import AuthError, Caller
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
@@ -143,14 +143,19 @@ class EngineServer:
         self._name = f"{deployment}/{spec.name}"
         self._engine: LlamaCppEngine | None = None
         self._error: str | None = None
+        self._artifact_seconds: float | None = None
         uri = spec.artifact.uri
+        began = time.monotonic()
         try:
             artifact = fetch_verified(
                 uri,
                 spec.artifact.digest,
                 FetchPolicy.model_validate(fetch),
                 Path(artifact_cache_dir) if artifact_cache_dir else None,
+                spec.artifact.size_bytes or MAX_ARTIFACT_BYTES,
             )
+            # Downloaded and verified, or (from the cache) verified again: what a replica's start pays.
+            self._artifact_seconds = round(time.monotonic() - began, 3)
             # One slot per request the replica accepts: every accepted request decodes at once.
             self._engine = LlamaCppEngine(
                 artifact.path,
@@ -179,6 +184,7 @@ class EngineServer:
             "error": self._error,
             "pid": os.getpid(),
             "replica_id": context.replica_id.unique_id,
+            "artifact_seconds": self._artifact_seconds,
         }
         if self._engine is not None:
             status["restarts"] = self._engine.restarts  # how often its llama-server died

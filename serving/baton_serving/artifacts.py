@@ -55,18 +55,24 @@ def default_cache_dir() -> Path:
 
 
 def fetch_verified(
-    uri: str, digest: str, policy: FetchPolicy, cache_dir: Path | None = None
+    uri: str,
+    digest: str,
+    policy: FetchPolicy,
+    cache_dir: Path | None = None,
+    max_bytes: int = MAX_ARTIFACT_BYTES,
 ) -> VerifiedArtifact:
     """Return a local, verified copy of the GGUF at `uri` (local path, `file://` or `http(s)://`).
 
     `digest` is `sha256:<hex>`. Local files and mounted volumes are verified in place; HTTP
     downloads land in `cache_dir/sha256/<hex>.gguf` only after they verified, so a cached file is
-    always whole. `policy` says which URLs and local roots may be read at all.
+    always whole, and a cached file is hashed again before it is handed out (a shared cache volume
+    is only as trustworthy as whoever else writes it). A download longer than `max_bytes` (a
+    revision's declared size) is cut off. `policy` says which URLs and local roots may be read at all.
     """
     expected = _expected_hex(shown(uri), digest)
     try:
         if urlparse(uri).scheme in ("http", "https"):
-            path = _download_into_cache(uri, expected, policy, cache_dir or default_cache_dir())
+            path = _download_into_cache(uri, expected, policy, cache_dir or default_cache_dir(), max_bytes)
         else:
             path = local_path(uri, policy)
     except FetchError as error:
@@ -117,7 +123,7 @@ def directory_digest(directory: Path) -> str:
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def _download_into_cache(uri: str, expected: str, policy: FetchPolicy, cache_dir: Path) -> Path:
+def _download_into_cache(uri: str, expected: str, policy: FetchPolicy, cache_dir: Path, limit: int) -> Path:
     target = cache_dir / "sha256" / f"{expected}.gguf"
     if target.is_file():
         return target
@@ -125,7 +131,7 @@ def _download_into_cache(uri: str, expected: str, policy: FetchPolicy, cache_dir
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", delete=False) as partial:
         try:
-            for chunk in stream(uri, policy, MAX_ARTIFACT_BYTES, DOWNLOAD_DEADLINE_S):
+            for chunk in stream(uri, policy, limit, DOWNLOAD_DEADLINE_S):
                 digest.update(chunk)
                 partial.write(chunk)
             partial.flush()

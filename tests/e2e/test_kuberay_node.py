@@ -14,33 +14,50 @@ the removal of the old revision, each one new `serveConfigV2` applied to the sam
 client load. KubeRay applies them to the same RayCluster (no new cluster, no pod restarted) and no
 request fails.
 
-The factory's GGUFs reach the pods through a hostPath volume at /models: the test bed has one node,
-so the host's model directory is the node's. A cluster uses a model volume or an artifact URI.
+The factory's GGUFs reach the pods as a platform team's would: the ModelPool's model volume, a claim
+bound to a PersistentVolume on the node's model directory, mounted read-only at /models; and http
+artifacts from a mirror running in the cluster (a pod of the pool image behind a Service), which the
+pods download into the pool's cache claim after checking the digest. Clients send a key of the pool's
+keySecrets; the operator's benchmark key comes from the Secret it writes beside the pool. The last test
+runs `baton operator` itself against the pool: it renders all of that from the ModelPool's spec.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from baton.api import ModelDeployment, ModelPool
 from baton.api.deployment import ModelDeploymentStatus, Phase, RevisionStatus
-from baton.api.pool import DEFAULT_RAY_IMAGE
-from baton.k8s.rayservice import observe_revisions, ray_service, serve_config
+from baton.api.pool import ARTIFACT_CACHE_PATH, DEFAULT_RAY_IMAGE, MODELS_PATH
+from baton.k8s.rayservice import (
+    RAY_UID,
+    benchmark_key,
+    benchmark_secret,
+    benchmark_secret_name,
+    observe_revisions,
+    ray_service,
+    serve_config,
+)
 from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from baton_models import catalog
+from baton_models.benchmarks import benchmarks
 from baton_serving.config import FetchPolicy
 from baton_serving.wire import REVISIONS_PATH
 from tests.e2e.test_operator_e2e import Traffic
+from tests.integration.operator.fixtures import Process
 from tests.testbed import binaries
+from tests.testbed.controlplane import SERVICE_RANGE
 from tests.testbed.kuberay import KubeRay
 from tests.testbed.node import Node
 from tests.testbed.processes import wait_for
@@ -49,32 +66,100 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 BATON_CRDS = REPO / "manifests" / "crds"
-MODELS = "/models"  # where the Ray pods see the factory's model directory
 HEAD_TIMEOUT_S = 300.0
 SERVE_TIMEOUT_S = 600.0
 # One core and a little memory per Ray pod: the node has two cores, shared with the control plane.
 RAY_POD = {"cpu": "1", "memory": "3Gi"}
 CHAT = {"model": "medical", "messages": [{"role": "user", "content": "Chest pain."}], "max_tokens": 4}
+# A client key of the pool's `keySecrets`, and the operator's own secret (its benchmark key derives from it).
+CLIENT_KEY_ID, CLIENT_KEY = "tester", "k" * 40
+OPERATOR_SECRET = b"o" * 48
+CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
+ARTIFACT_PORT = 8080
 
 
-def with_model_volume(body: dict[str, Any]) -> dict[str, Any]:
-    """The test bed's one addition to the rendered RayService: the host's model directory at MODELS."""
-    cluster = body["spec"]["rayClusterConfig"]
-    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
-        spec = group["template"]["spec"]
-        spec["volumes"].append(
-            {"name": "models", "hostPath": {"path": str(catalog.cache_root()), "type": "Directory"}}
-        )
-        for container in spec["containers"]:
-            container["imagePullPolicy"] = "Never"
-            container["volumeMounts"].append({"name": "models", "mountPath": MODELS, "readOnly": True})
-    return body
+def claim(namespace: str, name: str, host_path: Path, *, read_only: bool) -> list[dict[str, Any]]:
+    """A PersistentVolume on the node's `host_path`, bound to the claim `name` in `namespace` (by the
+    controller-manager's binder): what a platform team's storage class would provision."""
+    volume = f"{namespace}-{name}"
+    mode = "ReadOnlyMany" if read_only else "ReadWriteOnce"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": [mode],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(host_path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": name},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": [mode],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
 
 
-def revision(version: str, gguf: catalog.Artifact) -> RevisionStatus:
-    """A revision of `medical` serving `gguf`, as the pods see it under MODELS."""
+def artifact_server(namespace: str) -> list[dict[str, Any]]:
+    """An HTTP mirror in the cluster: the pool image's Python serving the models claim, behind a Service."""
+    labels = {"app": "artifacts"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "artifacts", "namespace": namespace, "labels": labels},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": RAY_UID},
+            # No resource requests: the two Ray pods take the node's two cores.
+            "containers": [
+                {
+                    "name": "http",
+                    "image": DEFAULT_RAY_IMAGE,
+                    "command": [
+                        "python",
+                        "-m",
+                        "http.server",
+                        str(ARTIFACT_PORT),
+                        "--directory",
+                        MODELS_PATH,
+                    ],
+                    "readinessProbe": {"tcpSocket": {"port": ARTIFACT_PORT}, "periodSeconds": 1},
+                    "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH, "readOnly": True}],
+                }
+            ],
+            "volumes": [
+                {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+            ],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "artifacts", "namespace": namespace},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": ARTIFACT_PORT}]},
+    }
+    return [pod, service]
+
+
+def on_volume(gguf: catalog.Artifact) -> str:
+    """Where the Ray pods see `gguf` on the models claim."""
+    return f"{MODELS_PATH}/{Path(gguf.path).relative_to(catalog.cache_root())}"
+
+
+def revision(version: str, gguf: catalog.Artifact, uri: str | None = None) -> RevisionStatus:
+    """A revision of `medical` serving `gguf`, from the models claim unless `uri` names it elsewhere."""
     artifact = {
-        "uri": f"{MODELS}/{Path(gguf.path).relative_to(catalog.cache_root())}",
+        "uri": uri or on_volume(gguf),
         "digest": gguf.digest,
         "quantization": gguf.quantization,
         "sizeBytes": gguf.size_bytes,
@@ -106,23 +191,86 @@ def deployment(namespace: str, champion: RevisionStatus, **status: Any) -> Model
     return spec.model_copy(update={"status": ModelDeploymentStatus(champion=champion, **status)})
 
 
-class RayPool:
-    """The ModelPool `cpu` in a namespace of its own, its RayService rendered as the operator does."""
+def client_keys(namespace: str) -> dict[str, Any]:
+    """The pool's `keySecrets` entry: one client key file, as docs/security.md shows a user adding it."""
+    entry = json.dumps({"key": CLIENT_KEY, "deployments": ["medical"]})
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "clients", "namespace": namespace},
+        "stringData": {CLIENT_KEY_ID: entry},
+    }
 
-    def __init__(self, node: Node, kuberay: KubeRay) -> None:
+
+def pool_document(**spec: Any) -> dict[str, Any]:
+    """The ModelPool `cpu`: models from the `models` claim, downloads in `downloads`, keys in `clients`."""
+    return {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelPool",
+        "metadata": {"name": "cpu"},
+        "spec": {
+            "workers": 1,
+            "workerResources": RAY_POD,
+            "modelVolume": {"persistentVolumeClaim": {"claimName": "models"}},
+            "artifactCache": {"persistentVolumeClaim": {"claimName": "downloads"}},
+            "keySecrets": ["clients"],
+            **spec,
+        },
+    }
+
+
+def storage(node: Node, namespace: str, downloads: Path) -> list[dict[str, Any]]:
+    """The pool's claims (the factory's models, read-only; an empty download cache) and its client keys."""
+    downloads.mkdir(parents=True)
+    downloads.chmod(0o777)  # a hostPath volume keeps the host's owner: the Ray user (1000) writes here
+    return [
+        *claim(namespace, "models", catalog.cache_root(), read_only=True),
+        *claim(namespace, "downloads", downloads, read_only=False),
+        client_keys(namespace),
+    ]
+
+
+def in_cluster_policy(namespace: str) -> FetchPolicy:
+    """The chart's default policy (local files under /models only) plus the test's opt-in: plain http
+    to the in-cluster mirror's Service name, on the Service network."""
+    return FetchPolicy(
+        schemes=["https", "http"],
+        hosts=[f"artifacts.{namespace}.svc"],
+        allowed_networks=[SERVICE_RANGE],
+        local_roots=[MODELS_PATH],
+    )
+
+
+class RayPool:
+    """The ModelPool `cpu` in a namespace of its own, its RayService rendered as the operator does.
+
+    Its models come from a claim bound to the factory's model directory on the node, downloads go to
+    a claim of their own, and its keys are the test's client key and the operator's benchmark key.
+    """
+
+    def __init__(self, node: Node, kuberay: KubeRay, workdir: Path) -> None:
         self.node, self.kuberay = node, kuberay
         self.namespace = f"kuberay-{uuid.uuid4().hex[:6]}"
         node.load_image(binaries.image_archive("pool"))
         node.plane.apply(BATON_CRDS)
         assert node.plane.kubectl("create", "namespace", self.namespace).returncode == 0
-        pool_doc = {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelPool",
-            "metadata": {"name": "cpu", "namespace": self.namespace},
-            "spec": {"workers": 1, "workerResources": RAY_POD},
-        }
-        created = self.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(pool_doc))
+        document = pool_document()
+        document["metadata"]["namespace"] = self.namespace
+        created = self.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(document))
         self.pool = json.loads(created)
+        key = benchmark_key(OPERATOR_SECRET, self.namespace, "cpu")
+        self.benchmark_headers = {"Authorization": f"Bearer {key}"}
+        objects = [*storage(node, self.namespace, workdir / "downloads"), benchmark_secret(self.pool, key)]
+        self.apply_objects([*objects, *artifact_server(self.namespace)])
+        self.policy = in_cluster_policy(self.namespace)
+
+    def apply_objects(self, objects: list[dict[str, Any]]) -> None:
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        )
+
+    def artifact_url(self, gguf: catalog.Artifact) -> str:
+        return f"http://artifacts.{self.namespace}.svc{on_volume(gguf).removeprefix(MODELS_PATH)}"
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         result = self.node.plane.kubectl(*args, input=input)
@@ -134,12 +282,9 @@ class RayPool:
 
     def apply(self, deployment: ModelDeployment) -> dict[str, Any]:
         """Renders the pool for `deployment` and applies its RayService (what the operator writes)."""
-        # The chart's default policy: the pods read models under the model volume only.
-        rendered = render_pool(
-            ModelPool.model_validate(self.pool), [deployment], FetchPolicy(local_roots=[MODELS])
-        )
+        rendered = render_pool(ModelPool.model_validate(self.pool), [deployment], self.policy)
         assert not rendered.unschedulable
-        body = with_model_volume(ray_service(self.pool, rendered))
+        body = ray_service(self.pool, rendered, keys=True)
         self.kubectl("apply", "-f", "-", input=json.dumps(body))  # KubeRay's own CRD accepts it
         return body
 
@@ -208,12 +353,22 @@ class RayPool:
     def delete(self) -> None:
         deleted = self.node.plane.kubectl("delete", "namespace", self.namespace, "--timeout=180s")
         assert deleted.returncode == 0, deleted.stderr + self.report()
+        volumes = [f"persistentvolume/{self.namespace}-{name}" for name in ("models", "downloads")]
+        assert self.node.plane.kubectl("delete", *volumes).returncode == 0
 
 
-def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
-    node: Node, kuberay: KubeRay, smoke_artifacts
-) -> None:
-    ray = RayPool(node, kuberay)
+@pytest.fixture
+def ray(node: Node, kuberay: KubeRay, tmp_path: Path) -> Iterator[RayPool]:
+    """The pool, deleted afterwards whatever happened: its pods hold the node's two cores."""
+    pool = RayPool(node, kuberay, tmp_path)
+    yield pool
+    pool.delete()
+
+
+def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(ray: RayPool, smoke_artifacts) -> None:
+    """The champion's file comes from the pool's model volume (a claim on the node's model directory);
+    clients need a key of the pool's keySecrets; then two revisions download one file from the
+    in-cluster mirror: the first verifies it into the cache claim, the second reuses it."""
     champion = revision("v1", smoke_artifacts["medical"])  # Q8_0, the factory's serving quantization
     began = time.monotonic()
     body = ray.apply(deployment(ray.namespace, champion))
@@ -233,6 +388,9 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     seconds["head pod Running"] = time.monotonic() - began
     assert head["spec"]["nodeName"] == "baton-node"
     assert head["spec"]["containers"][0]["image"] == DEFAULT_RAY_IMAGE  # the pool image, imported above
+    volumes = {volume["name"]: volume for volume in head["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert not any("hostPath" in volume for volume in volumes.values())  # the test added none
     # KubeRay's readiness probe on the head asks the raylet and the GCS: Ray's head has started.
     wait_for(lambda: ray.ready("head"), "the head pod never became Ready", ray.report, HEAD_TIMEOUT_S)
     seconds["head pod Ready"] = time.monotonic() - began
@@ -270,11 +428,58 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(
     seconds["model ready (through the Serve Service)"] = time.monotonic() - began
     health, _ = observe_revisions("medical", service, engines=revisions)
     assert health["medical-v1"].state == RevisionState.READY, health
-    answer = httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=120)
+    # The door, through the Serve Service: no key 401, the client key of the pool's Secret 200.
+    refused = httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=120)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "missing_api_key", refused.text
+    wrong = httpx.post(
+        f"{endpoint}/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer " + "x" * 40}
+    )
+    assert wrong.status_code == 401, wrong.text
+    answer = httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, headers=CLIENT, timeout=120)
     assert answer.status_code == 200, answer.text
     assert answer.json()["usage"]["completion_tokens"] > 0
+    # The operator's key (the pool's own, from its Secret) may pin a revision.
+    pinned = httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        json=CHAT,
+        headers={**ray.benchmark_headers, "X-Baton-Revision": "medical-v1"},
+        timeout=120,
+    )
+    assert pinned.status_code == 200 and pinned.headers["X-Baton-Revision"] == "medical-v1", pinned.text
+
+    # An http(s) artifact: the pod downloads it from the in-cluster mirror (by its Service's cluster
+    # DNS name, opted into the fetch policy), checks its digest and serves it. A second revision of
+    # the same file finds it verified in the cache claim (possibly from the other pod).
+    gguf = smoke_artifacts["software"]
+    wait_for(lambda: ray.get("pod", "artifacts").get("status", {}).get("podIP"), "no mirror", ray.report, 120)
+    fetched: dict[str, float] = {}
+    for name in ("web", "web-again"):
+        candidate = revision(name, gguf, uri=ray.artifact_url(gguf))
+        ray.apply(
+            deployment(ray.namespace, champion, phase=Phase.CANARY, candidate=candidate, canary_weight=0)
+        )
+        wanted = {"medical-v1", candidate.revision}
+        engines = wait_for(
+            lambda wanted=wanted: ray.engines(endpoint, wanted),
+            f"{wanted} never ready",
+            ray.report,
+            SERVE_TIMEOUT_S,
+        )
+        fetched[candidate.revision] = engines[candidate.revision]["artifact_seconds"]
+        pinned = httpx.post(
+            f"{endpoint}/v1/chat/completions",
+            json=CHAT,
+            headers={**ray.benchmark_headers, "X-Baton-Revision": candidate.revision},
+            timeout=120,
+        )
+        assert pinned.headers.get("X-Baton-Revision") == candidate.revision, pinned.text
+    cached = ray.node.plane.kubectl(
+        "exec", "-n", ray.namespace, ray.pods("head")[0]["metadata"]["name"], "--",
+        "ls", f"{ARTIFACT_CACHE_PATH}/sha256",
+    )  # fmt: skip
+    assert cached.stdout.split() == [f"{gguf.digest.removeprefix('sha256:')}.gguf"], cached
     print("\nKubeRay on the test bed, seconds from RayService applied:", json.dumps(seconds, indent=1))
-    ray.delete()
+    print(f"artifact of {gguf.size_bytes} bytes fetched and verified in the pod, seconds: {fetched}")
 
 
 def answered(traffic: Traffic, revision: str, count: int, diagnose: Callable[[], str]) -> None:
@@ -288,10 +493,7 @@ def answered(traffic: Traffic, revision: str, count: int, diagnose: Callable[[],
     )
 
 
-def test_revisions_and_weights_change_in_place_under_load(
-    node: Node, kuberay: KubeRay, smoke_artifacts
-) -> None:
-    ray = RayPool(node, kuberay)
+def test_revisions_and_weights_change_in_place_under_load(ray: RayPool, smoke_artifacts) -> None:
     v1 = revision("v1", smoke_artifacts["medical"])
     v2 = revision("v2", smoke_artifacts["software"])  # another model file, another digest
     body = ray.apply(deployment(ray.namespace, v1))
@@ -336,7 +538,7 @@ def test_revisions_and_weights_change_in_place_under_load(
         # After the bake: the old revision's application is removed.
         (dict(phase=Phase.PROMOTED), {"medical-v2"}, "medical-v2"),
     ]
-    with Traffic(endpoint, limit=100_000) as traffic:
+    with Traffic(endpoint, limit=100_000, headers=CLIENT) as traffic:
         answered(traffic, "medical-v1", 5, ray.report)
         for status, serving, answering in steps:
             champion = v2 if status["phase"] != Phase.CANARY else v1
@@ -364,4 +566,175 @@ def test_revisions_and_weights_change_in_place_under_load(
     assert answers["medical-v1"] == after_promotion["medical-v1"], (after_promotion, answers)
     assert identity() == before
     print(f"\nin-place updates under load: {dict(answers)} answered, {len(traffic.failures)} failed")
-    ray.delete()
+
+
+def operator_candidate(
+    name: str, uri: str, gguf: catalog.Artifact, digest: str | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelCandidate",
+        "metadata": {"name": f"medical-{name}"},
+        "spec": {
+            "deployment": "medical",
+            "version": name,
+            "artifact": {
+                "uri": uri,
+                "digest": digest or gguf.digest,
+                "quantization": gguf.quantization,
+                "sizeBytes": gguf.size_bytes,
+            },
+        },
+    }
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Processes a test started, stopped at its end (after the fixtures it requested later)."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def operator_namespace(node: Node, kuberay: KubeRay) -> Iterator[str]:
+    """A namespace for the operator's pool, deleted afterwards with the claims' volumes."""
+    namespace = f"operator-{uuid.uuid4().hex[:6]}"
+    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    yield namespace
+    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=180s")
+    assert deleted.returncode == 0, deleted.stderr
+    volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
+    assert node.plane.kubectl("delete", *volumes).returncode == 0
+
+
+def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_bad_candidates(
+    node: Node, processes: list[Process], operator_namespace: str, smoke_artifacts, tmp_path
+) -> None:
+    """`baton operator` (a host process with the cluster's DNS, as the chart's pod would resolve) renders
+    the pool itself: model volume, cache claim and keys from the ModelPool's spec, its benchmark key in
+    a Secret it writes. A candidate whose download has the wrong digest and one whose file is missing
+    from the volume are Failed with the reason while the champion serves every client request; a
+    candidate from the in-cluster mirror is downloaded, verified and benchmarked with the operator's key."""
+    node.load_image(binaries.image_archive("pool"))
+    node.plane.apply(BATON_CRDS)
+    namespace = operator_namespace
+    secret_file = tmp_path / "operator-secret"
+    secret_file.write_bytes(OPERATOR_SECRET)
+    policy = in_cluster_policy(namespace).model_dump(mode="json", by_alias=True)
+    argv = node.with_cluster_dns(
+        [
+            sys.executable, "-m", "baton.cli", "operator", "--namespace", namespace,
+            # Not the pool's namespace: the operator must outlive it (the ModelPool's finalizer is its).
+            "--lease-namespace", "default", "--fetch-policy", json.dumps(policy),
+            "--benchmark-key-file", secret_file,
+        ]
+    )  # fmt: skip
+    # Stopped after the namespace is gone: the ModelPool's finalizer is the operator's.
+    operator = Process(argv, tmp_path / "operator.log", node.plane.env())
+    processes.append(operator)
+
+    def get(*args: str) -> dict[str, Any]:
+        return node.plane.get(*args, "-n", namespace)
+
+    def report() -> str:
+        pods = node.plane.kubectl("get", "pods,pvc,rayservices", "-n", namespace, "-o", "wide").stdout
+        statuses = {
+            kind: [item.get("status") for item in get(kind).get("items", [])]
+            for kind in ("modeldeployments", "modelcandidates")
+        }
+        return f"{pods}\n{json.dumps(statuses, indent=1)[-4000:]}\n--- operator ---\n{operator.tail()}"
+
+    (benchmark,) = [b for b in benchmarks("medical", 16) if b.metadata.name == "medical-routing"]
+    champion = smoke_artifacts["medical"]
+    documents = [
+        *storage(node, namespace, tmp_path / "downloads"),
+        *artifact_server(namespace),
+        pool_document(),
+        benchmark.to_wire(),
+        {
+            "apiVersion": "baton.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "medical"},
+            "spec": {
+                "domain": "medical",
+                "pool": "cpu",
+                "model": {"version": "v1", "artifact": revision("v1", champion).artifact.to_wire()},
+                "engine": {"contextLength": 256, "maxOutputTokens": 64},  # the suite asks for up to 64
+                "analysis": {
+                    "benchmarks": [{"name": "medical-routing"}],
+                    "minSamples": 10,
+                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
+                },
+            },
+        },
+    ]
+    applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+    assert applied.returncode == 0, applied.stderr
+    began = time.monotonic()
+    wait_for(
+        lambda: get("modeldeployment", "medical").get("status", {}).get("phase") == "Serving",
+        "the champion never served",
+        report,
+        HEAD_TIMEOUT_S + SERVE_TIMEOUT_S,
+    )
+    print(
+        "\noperator: ModelPool applied -> champion Serving from the model volume:",
+        f"{time.monotonic() - began:.0f} s",
+    )
+    secret = get("secret", benchmark_secret_name("cpu"), "--show-managed-fields")
+    assert [field["manager"] for field in secret["metadata"]["managedFields"]] == ["baton-operator"]
+    endpoint = f"http://{get('service', 'cpu-serve-svc')['spec']['clusterIP']}:8000"
+
+    def status_without_key() -> int | None:
+        """The answer to a request with no key, once the Service routes (KubeRay labels serving pods)."""
+        try:
+            return httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, timeout=60).status_code
+        except httpx.TransportError:
+            return None
+
+    assert wait_for(status_without_key, "the Serve Service never answered", report, SERVE_TIMEOUT_S) == 401
+    assert (
+        httpx.post(f"{endpoint}/v1/chat/completions", json=CHAT, headers=CLIENT, timeout=60).status_code
+        == 200
+    )
+
+    def candidate_status(name: str) -> dict[str, Any]:
+        return get("modelcandidate", f"medical-{name}").get("status") or {}
+
+    software = smoke_artifacts["software"]
+    url = f"http://artifacts.{namespace}.svc{on_volume(software).removeprefix(MODELS_PATH)}"
+    bad = [
+        (operator_candidate("wrong", url, software, digest="sha256:" + "f" * 64), "digest mismatch"),
+        (operator_candidate("missing", f"{MODELS_PATH}/no-such-model.gguf", software), "no such file"),
+    ]
+    with Traffic(endpoint, headers=CLIENT) as traffic:
+        for document, reason in bad:
+            name = document["spec"]["version"]
+            assert (
+                node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(document)).returncode
+                == 0
+            )
+            failed = wait_for(
+                lambda name=name: candidate_status(name).get("phase") == "Failed" and candidate_status(name),
+                f"candidate {name} never Failed",
+                report,
+                SERVE_TIMEOUT_S,
+            )
+            assert reason in failed["decision"]["message"], failed
+            assert get("modeldeployment", "medical")["status"]["champion"]["version"] == "v1"
+        # A good download, benchmarked through the Serve Service with the operator's own key (which
+        # alone may pin the candidate): scores on every item of the suite.
+        good = operator_candidate("web", url, software)
+        assert node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(good)).returncode == 0
+        scored = wait_for(
+            lambda: candidate_status("web").get("scores"),
+            "candidate web was never benchmarked",
+            report,
+            SERVE_TIMEOUT_S,
+        )
+    (scores,) = scored
+    assert scores["benchmark"] == "medical-routing" and scores["items"] == len(benchmark.spec.inline), scores
+    assert traffic.failures == [], traffic.failures[:5]
+    assert traffic.revisions["medical-v1"] > 0, traffic.revisions

@@ -86,8 +86,8 @@ def candidate(version: str, artifact: dict) -> str:
 class Traffic:
     """A bounded background client: one request at a time, every outcome and answering revision kept."""
 
-    def __init__(self, base_url: str, limit: int = 2000) -> None:
-        self.base_url, self.limit = base_url, limit
+    def __init__(self, base_url: str, limit: int = 2000, headers: dict[str, str] | None = None) -> None:
+        self.base_url, self.limit, self.headers = base_url, limit, headers or {}
         self.revisions: Counter[str] = Counter()
         self.failures: list[str] = []
         self.stopped = threading.Event()
@@ -113,7 +113,9 @@ class Traffic:
                     return
                 try:
                     response = client.post(
-                        "/v1/chat/completions", json=body, headers={"X-Baton-Session": f"s{index}"}
+                        "/v1/chat/completions",
+                        json=body,
+                        headers={**self.headers, "X-Baton-Session": f"s{index}"},
                     )
                     if response.status_code == 200:
                         self.revisions[response.headers.get("X-Baton-Revision", "?")] += 1

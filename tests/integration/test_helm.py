@@ -267,7 +267,9 @@ def test_helm_install_creates_crds_operator_and_rbac(kube: ControlPlane, namespa
         assert not can("patch", "modeldeployments.baton.dev"), "the operator must never write spec"
         assert not can("delete", "modeldeployments.baton.dev")
         assert not can("update", "modeldeployments.baton.dev", "status"), "status is patched, never replaced"
-        assert not can("get", "secrets")
+        # Each pool's benchmark key is written into a Secret beside it; no Secret is ever read.
+        assert can("create", "secrets") and can("patch", "secrets")
+        assert not any(can(verb, "secrets") for verb in ("get", "list", "watch", "update", "delete"))
         # The pools' Ray pods are read (their conditions), never changed.
         assert can("watch", "pods") and can("list", "pods")
         assert not any(can(verb, "pods") for verb in ("get", "create", "patch", "delete"))

@@ -151,7 +151,7 @@ def test_pool_image_serves_a_gguf_through_ray_serve(ray_head: str, gguf) -> None
     pool = PoolConfig.model_validate(
         {
             "pool": "image-test",
-            "auth": {"enabled": False},  # as the operator renders a cluster pool (no keys mounted yet)
+            "auth": {"enabled": False},  # the image is under test here; keys: tests/e2e/test_kuberay_node.py
             "fetch": {"localRoots": [MODELS]},  # the chart's default policy
             "deployments": [
                 {

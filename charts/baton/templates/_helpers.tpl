@@ -43,3 +43,8 @@ app.kubernetes.io/part-of: baton
 {{- define "baton.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The Secret holding the operator's own secret (apiKeys): the chart's, or the one named. */}}
+{{- define "baton.operatorKeySecret" -}}
+{{- default (printf "%s-operator-key" (include "baton.fullname" .)) .Values.apiKeys.existingSecret }}
+{{- end }}

@@ -34,6 +34,7 @@ _KEPT_KEYWORDS = {
     "maximum",
     "minItems",
     "maxItems",
+    "maxProperties",
     "format",
     "additionalProperties",
     "x-kubernetes-validations",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from baton.options import fetch_policy_option
+from baton_serving.auth import MIN_KEY_CHARS
 from baton_serving.config import FetchPolicy
 
 
@@ -43,6 +44,20 @@ from baton_serving.config import FetchPolicy
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics server.")
 @fetch_policy_option("Default: https to public addresses only, no local paths.")
+@click.option(
+    "--benchmark-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The operator's secret (at least 32 characters; the chart mounts its Secret here). Each pool "
+    "then requires API keys, and the operator writes the pool's own benchmark key, derived from this "
+    "secret, into a Secret beside the pool. One of this and --no-auth is required.",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Render pools without API keys: anyone who reaches a pool's Serve port may call it and pin "
+    "revisions. Only for pools nobody else can reach.",
+)
 def operator_command(
     namespace: str | None,
     lease_namespace: str,
@@ -55,8 +70,11 @@ def operator_command(
     metrics_port: int | None,
     metrics_host: str,
     fetch_policy: FetchPolicy | None,
+    benchmark_key_file: Path | None,
+    no_auth: bool,
 ) -> None:
     """Run the Kubernetes operator: rollouts, canaries, promotions and rollbacks of ModelDeployments."""
+    secret = _benchmark_secret(benchmark_key_file, no_auth)
     from baton.k8s import health
     from baton.k8s.controller import Settings
     from baton.k8s.operator import run_operator
@@ -71,6 +89,7 @@ def operator_command(
         prometheus_url=prometheus_url,
         workers=workers,
         fetch=fetch_policy or FetchPolicy(),
+        benchmark_secret=secret,
     )
     run_operator(
         settings,
@@ -81,6 +100,19 @@ def operator_command(
         identity=identity,
         health=probes,
     )
+
+
+def _benchmark_secret(path: Path | None, no_auth: bool) -> bytes | None:
+    """The operator's secret from its file; fails closed: no file means keys off only when asked."""
+    if (path is None) == (not no_auth):
+        raise click.UsageError("give exactly one of --benchmark-key-file and --no-auth")
+    if path is None:
+        return None
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_KEY_CHARS:
+        short = f"{path}: shorter than {MIN_KEY_CHARS} characters"
+        raise click.BadParameter(short, param_hint="--benchmark-key-file")
+    return secret
 
 
 @click.command("pool-runner")

@@ -105,6 +105,9 @@ class Settings:
     benchmark_concurrency: int = 2
     # What users' URLs and paths may be read (benchmark items, sources; artifacts, in the pools).
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    # The operator's own secret, from which each pool's benchmark key is derived
+    # (`rayservice.benchmark_key`); None: pools serve without API keys (`baton operator --no-auth`).
+    benchmark_secret: bytes | None = None
 
 
 class Controller:
@@ -125,6 +128,7 @@ class Controller:
             prometheus_url=settings.prometheus_url,
             benchmark_concurrency=settings.benchmark_concurrency,
             fetch=settings.fetch,
+            benchmark_secret=settings.benchmark_secret,
         )
         self.pools = Pools(
             kube,
@@ -132,6 +136,7 @@ class Controller:
             self.clock,
             lambda ns, name: self.work.enqueue((DEPLOYMENT, ns, name)),
             settings.fetch,
+            settings.benchmark_secret,
         )
         self.rendered_at: dict[Key, float] = {}  # event-loop time of each pool's last render
         # Per RayService (namespace, name): what each deployment last saw of it (deployment_views).

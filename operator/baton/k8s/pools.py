@@ -30,7 +30,13 @@ from baton.k8s.kube import (
     RAY_VERSION,
     Kube,
 )
-from baton.k8s.rayservice import POOL_LABEL, network_policy, ray_service
+from baton.k8s.rayservice import (
+    POOL_LABEL,
+    benchmark_key,
+    benchmark_secret,
+    network_policy,
+    ray_service,
+)
 from baton.k8s.store import Objects
 from baton.rollout import format_time, merge_conditions
 from baton.rollout.render import RenderedPool, render_pool
@@ -141,11 +147,14 @@ class Pools:
         clock: Callable[[], datetime],
         wake_deployment: Callable[[str, str], None],
         fetch: FetchPolicy,
+        secret: bytes | None,
     ) -> None:
         self.kube = kube
         self.objects = objects
         self.clock = clock
         self.fetch = fetch
+        self.secret = secret  # the operator's own: each pool's benchmark key derives from it
+        self.keys_written: dict[tuple[str, str], str] = {}  # (namespace, pool) -> the pool's uid
         self.wake_deployment = wake_deployment
         self.unschedulable: dict[tuple[str, str], tuple[str, ...]] = {}
 
@@ -163,7 +172,14 @@ class Pools:
             and (deployment := deployment_or_none(document)) is not None
         ]
         rendered = render_pool(pool, members, self.fetch)
-        manifest = ray_service(body, rendered)
+        if self.secret is not None and self.keys_written.get((namespace, name)) != body["metadata"]["uid"]:
+            # Before the RayService whose pods mount it (a pod waits for a missing Secret). Written
+            # once per pool and process: the operator cannot read Secrets back to compare (no `get`),
+            # and a restarted operator with a rotated secret writes the new keys.
+            key = benchmark_key(self.secret, namespace, name)
+            await asyncio.to_thread(self.kube.apply_secret, benchmark_secret(body, key))
+            self.keys_written[(namespace, name)] = body["metadata"]["uid"]
+        manifest = ray_service(body, rendered, keys=self.secret is not None)
         current = self.objects["rayservices"].get((namespace, manifest["metadata"]["name"]))
         if current is None or current.get("spec") != manifest["spec"]:
             # The fence first: a Ray cluster never runs without it (apply_owned writes it only once).

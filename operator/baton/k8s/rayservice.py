@@ -9,6 +9,9 @@ change in place: only the ingress application's `user_config` differs between tw
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 from collections.abc import Mapping
@@ -17,14 +20,14 @@ from typing import Any
 import yaml
 
 from baton.api.common import API_VERSION
-from baton.api.pool import DEFAULT_RAY_IMAGE
+from baton.api.pool import ARTIFACT_CACHE_PATH, MODELS_PATH, ArtifactCache, ModelPoolSpec, ModelVolume
 from baton.rollout.model import RevisionHealth, RevisionState
 from baton.rollout.render import RenderedPool
+from baton_serving.auth import ALL_DEPLOYMENTS, ApiKey, KeyRole
 from baton_serving.config import (
     INGRESS_APP,
     INGRESS_DEPLOYMENT,
     AuthConfig,
-    PoolConfig,
     engine_app_name,
     render_serve_config,
 )
@@ -54,30 +57,47 @@ KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
 # Where Ray writes at run time (sessions, sockets, spilled objects, logs; `~/.cache`): the root file
 # system is read-only, so a Ray pod can change nothing of its image.
 _WRITABLE = {"tmp": "/tmp", "home": "/home/ray"}
+MODELS_VOLUME, CACHE_VOLUME, KEYS_VOLUME = "models", "artifact-cache", "api-keys"
+# The id of the operator's key file in every pool's keys directory (reserved: a client key of this id
+# would collide with it in the projected volume).
+BENCHMARK_KEY_ID = "baton-operator"
+# The operator's benchmarks and canary probes must not be throttled by a client-sized quota.
+BENCHMARK_REQUESTS_PER_MINUTE, BENCHMARK_MAX_CONCURRENT = 60_000, 64
 
 
-def _without_keys(config: PoolConfig) -> PoolConfig:
-    """The cluster's pools serve without API keys for now: nothing mounts a keys Secret into the
-    RayService's pods yet, nor gives the operator its benchmark key, so keys on would refuse every
-    client and every benchmark (docs/security.md, "In a cluster")."""
-    return config.model_copy(update={"auth": AuthConfig(enabled=False)})
+def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dict[str, Any]:
+    """The RayService manifest for a pool, owned by the ModelPool (deleted with it).
 
-
-def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
-    """The RayService manifest for a pool, owned by the ModelPool (deleted with it)."""
+    `keys`: the pool requires API keys, read from the pool's keys Secrets and the operator's own
+    (`benchmark_secret`), mounted at the ingress's keys directory in every Ray pod (an ingress
+    replica may run on any of them). Without, anyone who reaches the Serve port may call and pin.
+    """
     metadata = pool["metadata"]
-    spec = pool.get("spec", {})
-    workers = spec.get("workerResources", {})
-    image = spec.get("rayImage", DEFAULT_RAY_IMAGE)
-    resources = {"cpu": workers.get("cpu", "2"), "memory": workers.get("memory", "8Gi")}
-    if workers.get("gpus"):
-        resources["nvidia.com/gpu"] = str(workers["gpus"])
+    spec = ModelPoolSpec.model_validate(pool.get("spec", {}))
+    workers = spec.worker_resources
+    resources = {"cpu": workers.cpu, "memory": workers.memory}
+    if workers.gpus:
+        resources["nvidia.com/gpu"] = str(workers.gpus)
+    volumes = [{"name": name, "emptyDir": {}} for name in _WRITABLE]
+    mounts = [{"name": name, "mountPath": path} for name, path in _WRITABLE.items()]
+    volumes.append(_cache_volume(spec.artifact_cache))
+    mounts.append({"name": CACHE_VOLUME, "mountPath": ARTIFACT_CACHE_PATH})
+    if spec.model_volume is not None:
+        volumes.append(_model_volume(spec.model_volume))
+        mounts.append({"name": MODELS_VOLUME, "mountPath": MODELS_PATH, "readOnly": True})
+    auth = AuthConfig(enabled=keys)
+    if keys:
+        secrets = [benchmark_secret_name(metadata["name"]), *spec.key_secrets]
+        sources = [{"secret": {"name": secret}} for secret in secrets]
+        volumes.append({"name": KEYS_VOLUME, "projected": {"sources": sources}})
+        mounts.append({"name": KEYS_VOLUME, "mountPath": auth.keys_dir, "readOnly": True})
+    config = rendered.config.model_copy(update={"auth": auth, "artifact_cache_dir": ARTIFACT_CACHE_PATH})
 
     def template() -> dict[str, Any]:
         """A Ray pod template (a new one for each group: a caller may change one group's)."""
         container = {
             "name": "ray",
-            "image": image,
+            "image": spec.ray_image,
             "resources": {"limits": dict(resources), "requests": dict(resources)},
             # KubeRay copies this onto the init container it adds to workers (`wait-gcs-ready`).
             "securityContext": {
@@ -86,7 +106,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                 "readOnlyRootFilesystem": True,
                 "runAsNonRoot": True,
             },
-            "volumeMounts": [{"name": name, "mountPath": path} for name, path in _WRITABLE.items()],
+            "volumeMounts": [dict(mount) for mount in mounts],
         }
         return {
             # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random
@@ -104,21 +124,16 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                 # Ray pods call no Kubernetes API: no service-account token for a model's code to read.
                 "automountServiceAccountToken": False,
                 "containers": [container],
-                "volumes": [{"name": name, "emptyDir": {}} for name in _WRITABLE],
+                "volumes": json.loads(json.dumps(volumes)),
             },
         }
 
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {
-            "name": metadata["name"],  # the pool's RayService has the pool's name
-            "namespace": metadata.get("namespace", "default"),
-            "labels": {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"},
-            "ownerReferences": [_owner(metadata)],
-        },
+        "metadata": _owned(metadata, metadata["name"]),  # the pool's RayService has the pool's name
         "spec": {
-            "serveConfigV2": serve_config_text(render_serve_config(_without_keys(rendered.config))),
+            "serveConfigV2": serve_config_text(render_serve_config(config)),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
                 # `ray start` in a fresh pod runs without token auth (Ray enables it by default only for a
@@ -137,15 +152,72 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                 "workerGroupSpecs": [
                     {
                         "groupName": "models",
-                        "replicas": spec.get("workers", 1),
-                        "minReplicas": spec.get("workers", 1),
-                        "maxReplicas": spec.get("workers", 1),
+                        "replicas": spec.workers,
+                        "minReplicas": spec.workers,
+                        "maxReplicas": spec.workers,
                         "rayStartParams": {},
                         "template": template(),
                     }
                 ],
             },
         },
+    }
+
+
+def _model_volume(volume: ModelVolume) -> dict[str, Any]:
+    """The pod volume of a model volume: its one source, read-only wherever the source can say so."""
+    ((kind, source),) = volume.to_wire().items()
+    if kind != "image":  # an image volume is read-only by nature and has no such field
+        source = source | {"readOnly": True}
+    return {"name": MODELS_VOLUME, kind: source}
+
+
+def _cache_volume(cache: ArtifactCache) -> dict[str, Any]:
+    if cache.persistent_volume_claim is not None:
+        return {"name": CACHE_VOLUME, "persistentVolumeClaim": cache.persistent_volume_claim.to_wire()}
+    return {"name": CACHE_VOLUME, "emptyDir": {"sizeLimit": cache.size_limit}}
+
+
+def benchmark_key(secret: bytes, namespace: str, pool: str) -> str:
+    """The operator's benchmark key for one pool, derived from its own secret (the chart's Secret).
+
+    One key per pool: the key sits in a Secret of the pool's namespace, where that namespace's
+    admins may read it, and it must not let them pin revisions of another namespace's pools.
+    """
+    return hmac.new(secret, f"{namespace}/{pool}".encode(), hashlib.sha256).hexdigest()
+
+
+def benchmark_secret(pool: dict[str, Any], key: str) -> dict[str, Any]:
+    """The Secret holding the operator's key file for one pool, owned by the ModelPool."""
+    metadata = pool["metadata"]
+    entry = ApiKey(
+        key=key,
+        deployments=[ALL_DEPLOYMENTS],
+        role=KeyRole.BENCHMARK,
+        requests_per_minute=BENCHMARK_REQUESTS_PER_MINUTE,
+        max_concurrent=BENCHMARK_MAX_CONCURRENT,
+    )
+    content = base64.b64encode(entry.model_dump_json().encode()).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _owned(metadata, benchmark_secret_name(metadata["name"])),
+        "type": "Opaque",
+        "data": {BENCHMARK_KEY_ID: content},
+    }
+
+
+def benchmark_secret_name(pool: str) -> str:
+    return f"{pool}-baton-operator-key"
+
+
+def _owned(pool: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The metadata of an object the ModelPool owns (deleted with it), in the pool's namespace."""
+    return {
+        "name": name,
+        "namespace": pool.get("namespace", "default"),
+        "labels": {POOL_LABEL: pool["name"], "app.kubernetes.io/managed-by": "baton"},
+        "ownerReferences": [_owner(pool)],
     }
 
 
@@ -162,12 +234,7 @@ def network_policy(pool: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": network_policy_name(metadata["name"]),
-            "namespace": metadata.get("namespace", "default"),
-            "labels": {POOL_LABEL: metadata["name"], "app.kubernetes.io/managed-by": "baton"},
-            "ownerReferences": [_owner(metadata)],
-        },
+        "metadata": _owned(metadata, network_policy_name(metadata["name"])),
         "spec": {
             "podSelector": own["podSelector"],
             "policyTypes": ["Ingress"],

@@ -26,6 +26,7 @@ from baton.evidence.samples import CanarySampler, parse_exposition
 from baton.evidence.sources import SourcePoller
 from baton.k8s.kube import Kube
 from baton.k8s.queue import RETRY_S, WorkQueue
+from baton.k8s.rayservice import benchmark_key
 from baton.k8s.store import KubeStore, Objects
 from baton.rollout import (
     ObserveCanary,
@@ -58,6 +59,7 @@ class EvidenceTasks:
         prometheus_url: str | None,
         benchmark_concurrency: int,
         fetch: FetchPolicy,
+        benchmark_secret: bytes | None,
     ) -> None:
         self.kube = kube
         self.objects = objects
@@ -66,6 +68,7 @@ class EvidenceTasks:
         self.clock = clock
         self.prometheus_url = prometheus_url
         self.fetch = fetch
+        self.benchmark_secret = benchmark_secret
         self.benchmark = BenchmarkSettings(fetch=fetch, concurrency=benchmark_concurrency)
         self.offline: dict[tuple[str, str], OfflineResult] = {}
         self.online: dict[tuple[str, str], OnlineResult] = {}
@@ -76,7 +79,8 @@ class EvidenceTasks:
         return KubeStore(self.kube, self.objects, namespace)
 
     def ingress(self, namespace: str, pool: str) -> Ingress:
-        return Ingress(self.endpoint(namespace, pool), DATA_PLANE_CLIENT)
+        key = None if self.benchmark_secret is None else benchmark_key(self.benchmark_secret, namespace, pool)
+        return Ingress(self.endpoint(namespace, pool), DATA_PLANE_CLIENT, api_key=key)
 
     def _start(
         self,

@@ -156,6 +156,9 @@ def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
             endpoint,
             "--fetch-policy",
             json.dumps(policy if fetch is None else fetch),
+            # The pool runner serves on loopback with no keys Secret to mount (the door is tested in
+            # tests/integration/serving and, on a cluster, tests/e2e/test_kuberay_node.py).
+            "--no-auth",
             *extra_args,
         )
         process = Process(argv, tmp_path / f"operator-{len(started)}.log", cluster.plane.env())

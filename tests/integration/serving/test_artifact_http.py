@@ -73,3 +73,26 @@ def test_a_missing_file_on_the_mirror_is_refused(mirror, tmp_path):
     base, _ = mirror
     with pytest.raises(ArtifactError, match="HTTP 404"):
         fetch_verified(f"{base}/absent.gguf", "sha256:" + "2" * 64, opted_in(), tmp_path / "cache")
+
+
+def test_a_download_longer_than_the_declared_size_is_cut_off_and_never_cached(mirror, smoke, tmp_path):
+    base, root = mirror
+    shutil.copy(smoke.path, root / "model.gguf")
+    cache = tmp_path / "cache"
+    with pytest.raises(ArtifactError, match="larger than"):
+        fetch_verified(f"{base}/model.gguf", smoke.digest, opted_in(), cache, max_bytes=smoke.size_bytes - 1)
+    assert list((cache / "sha256").iterdir()) == []
+    assert fetch_verified(f"{base}/model.gguf", smoke.digest, opted_in(), cache, max_bytes=smoke.size_bytes)
+
+
+def test_a_cached_file_changed_on_the_cache_volume_is_refused(mirror, smoke, tmp_path):
+    """A shared cache volume is written by every pod of the pool: a cached file is hashed again."""
+    base, root = mirror
+    shutil.copy(smoke.path, root / "model.gguf")
+    cache = tmp_path / "cache"
+    cached = fetch_verified(f"{base}/model.gguf", smoke.digest, opted_in(), cache).path
+    with cached.open("r+b") as file:
+        file.seek(-1, 2)
+        file.write(b"\x00" if file.read(1) != b"\x00" else b"\x01")
+    with pytest.raises(DigestMismatchError):
+        fetch_verified(f"{base}/model.gguf", smoke.digest, opted_in(), cache)

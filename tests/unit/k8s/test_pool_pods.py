@@ -264,7 +264,7 @@ def test_a_pod_that_cannot_start_keeps_the_pool_from_ready_even_with_a_running_r
         "spec": {},
     }
     rendered = render_pool(ModelPool.model_validate(body), [])
-    pools = Pools(None, {}, lambda: datetime(2026, 12, 2, tzinfo=UTC), lambda *_: None, FetchPolicy())  # type: ignore[arg-type]
+    pools = Pools(None, {}, lambda: datetime(2026, 12, 2, tzinfo=UTC), lambda *_: None, FetchPolicy(), None)  # type: ignore[arg-type]
     running = {"status": {"serviceStatus": "Running"}}
 
     def conditions(pods: list[dict]) -> dict[str, dict]:

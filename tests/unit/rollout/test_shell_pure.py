@@ -40,7 +40,7 @@ POOL = {
 
 
 def rendered_ray_service(resource) -> dict:
-    return ray_service(POOL, render_pool(ModelPool.model_validate(POOL), [resource]))
+    return ray_service(POOL, render_pool(ModelPool.model_validate(POOL), [resource]), keys=True)
 
 
 def with_status(body: dict, apps: dict[str, str], observed: int | None = 1) -> dict:
