@@ -28,6 +28,50 @@ CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
 KSERVE_CRD = CRDS.parent / "third_party" / "inferenceservices.serving.kserve.io.yaml"
 
 
+# The files whose tests use the `node` (directly or through `kuberay`). The machine has room for one
+# node (its address on `lo`, its iptables rules, containerd's store in $BATON_CACHE), so under
+# pytest-xdist (`.ci/test -n 2`) these files are one unit of work, run by one worker one test after
+# another. The scheduler sees only test ids, not fixtures: a test that uses the node from a file not
+# listed here fails under xdist, with the reason.
+NODE_TEST_FILES = frozenset(
+    {
+        "tests/e2e/test_helm_node.py",
+        "tests/e2e/test_kuberay_node.py",
+        "tests/e2e/test_node_services.py",
+        "tests/integration/test_images.py",
+    }
+)
+
+
+def _test_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not hasattr(item.config, "workerinput"):  # not an xdist worker: nothing runs beside this process
+        return
+    file = _test_file(item.nodeid)
+    if "node" in getattr(item, "fixturenames", ()) and file not in NODE_TEST_FILES:
+        pytest.fail(
+            f"{file} uses the test bed's node: add it to NODE_TEST_FILES in tests/testbed/fixtures.py, "
+            "so that one worker runs every test that uses the node",
+            pytrace=False,
+        )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whatever `--dist` says: each file's tests on one worker (its module-scoped fixtures, such as a
+    pool deployed once, start once), and the node's files together as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = _test_file(nodeid)
+            return "node" if file in NODE_TEST_FILES else file
+
+    return FileScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def kube(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """A running etcd + kube-apiserver with RBAC; KUBECONFIG points at it for the whole session."""
