@@ -973,7 +973,7 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
             override_serve_options={"name": ENGINE_DEPLOYMENT},  # the name the ingress calls
         )
     return EngineServer.options(
-        num_replicas=revision.num_replicas,
+        **revision.serve_replica_options(),
         max_ongoing_requests=revision.max_ongoing_requests,
         ray_actor_options={**replica_actor_options(revision), "runtime_env": {"env_vars": REPLICA_ENV}},
     ).bind(

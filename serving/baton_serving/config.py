@@ -67,6 +67,33 @@ class ReplicaResources(_Strict):
     )
 
 
+class Autoscaling(_Strict):
+    """More engine replicas while requests wait, fewer when they stop (Ray Serve autoscaling).
+
+    The revision's `num_replicas` is the fewest it runs; Serve adds replicas up to `max_replicas`
+    while the ongoing requests per replica stay above the target. Never below one: a canary under
+    analysis keeps its replicas.
+    """
+
+    max_replicas: int = Field(ge=1, description="Most engine replicas of the revision.")
+    target_ongoing_requests: float | None = Field(
+        default=None,
+        gt=0,
+        description="Ongoing requests per replica Serve scales to (default: half the replica's slots, "
+        "`max_ongoing_requests`, so a replica is added before its slots are full).",
+    )
+    upscale_delay_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long the load must stay above the target before Serve adds replicas.",
+    )
+    downscale_delay_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long the load must stay below the target before Serve removes replicas.",
+    )
+
+
 class RevisionSpec(_Strict):
     """One servable model version of a deployment: an artifact plus how to run it."""
 
@@ -84,13 +111,46 @@ class RevisionSpec(_Strict):
     threads: int = Field(
         default=1, ge=1, description="CPU threads llama.cpp uses for decoding in one replica."
     )
-    num_replicas: int = Field(default=1, ge=1, description="Engine replicas of this revision.")
+    num_replicas: int = Field(
+        default=1, ge=1, description="Engine replicas of this revision; the fewest with `autoscaling`."
+    )
     max_ongoing_requests: int = Field(
         default=16, ge=1, description="Requests one replica accepts before Serve queues them."
     )
     resources: ReplicaResources = Field(
         default_factory=ReplicaResources, description="Per-replica resources (derived when unset)."
     )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Replicas between `num_replicas` and a maximum, by load; unset: fixed."
+    )
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> RevisionSpec:
+        if self.autoscaling is not None and self.autoscaling.max_replicas < self.num_replicas:
+            raise ValueError("autoscaling.max_replicas: less than num_replicas (the fewest replicas)")
+        return self
+
+    @property
+    def most_replicas(self) -> int:
+        """The replicas the revision may run at once (what memory must be reserved for)."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
+
+    def serve_replica_options(self) -> dict[str, Any]:
+        """Ray Serve's replica count options: `num_replicas`, or an `autoscaling_config` from it."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        scaling = self.autoscaling
+        target = scaling.target_ongoing_requests or max(1.0, self.max_ongoing_requests / 2)
+        return {
+            "autoscaling_config": {
+                "min_replicas": self.num_replicas,
+                "initial_replicas": self.num_replicas,
+                "max_replicas": scaling.max_replicas,
+                "target_ongoing_requests": target,
+                "upscale_delay_s": scaling.upscale_delay_s,
+                "downscale_delay_s": scaling.downscale_delay_s,
+            }
+        }
 
 
 class RoutePolicy(_Strict):

@@ -67,6 +67,12 @@ class ModelPoolSpec(BatonModel):
     memory_headroom_percent: int = Field(
         default=20, ge=0, le=90, description="Share of pool memory kept free when packing models."
     )
+    ingress_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Replicas of the pool's OpenAI ingress (every domain of the pool goes through them).",
+    )
 
 
 class ModelPoolStatus(BatonModel):

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from baton.api.common import Artifact
-from baton.api.deployment import ModelDeployment, RevisionStatus, Runtime
+from baton.api.deployment import EngineSettings, ModelDeployment, RevisionStatus, Runtime
 from baton.api.pool import ModelPool
+from baton.rollout.machine import parse_duration
 from baton.rollout.traffic import traffic_split
 from baton_serving.config import (
     ArtifactRef,
+    Autoscaling,
     DeploymentSpec,
     EngineKind,
     FetchPolicy,
@@ -129,6 +131,7 @@ def render_pool(
     config = PoolConfig(
         pool=pool.metadata.name,
         deployments=[_deployment_spec(deployment, placed) for deployment in placed_champions],
+        ingress_replicas=pool.spec.ingress_replicas,
         fetch=fetch,
     )
     return RenderedPool(config, requested, capacity, tuple(unschedulable))
@@ -140,7 +143,10 @@ def _champion(deployment: ModelDeployment) -> RevisionStatus:
 
 
 def _need(deployment: ModelDeployment, revision: RevisionStatus) -> int:
-    return revision_memory_bytes(revision.artifact, deployment.spec.engine.replicas)
+    """Memory for the most replicas the revision may run: a scaled-up revision must still fit."""
+    engine = deployment.spec.engine
+    most = engine.autoscaling.max_replicas if engine.autoscaling is not None else engine.replicas
+    return revision_memory_bytes(revision.artifact, most)
 
 
 def _others(deployment: ModelDeployment) -> list[RevisionStatus]:
@@ -186,4 +192,17 @@ def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> Rev
         context_length=engine.context_length,
         threads=engine.threads or 1,
         num_replicas=engine.replicas,
+        autoscaling=_autoscaling(engine),
+    )
+
+
+def _autoscaling(engine: EngineSettings) -> Autoscaling | None:
+    scaling = engine.autoscaling
+    if scaling is None:
+        return None
+    return Autoscaling(
+        max_replicas=scaling.max_replicas,
+        target_ongoing_requests=scaling.target_ongoing_requests,
+        upscale_delay_s=parse_duration(scaling.scale_up_delay),
+        downscale_delay_s=parse_duration(scaling.scale_down_delay),
     )

@@ -135,3 +135,34 @@ def test_the_endpoint_contract_reaches_the_ingress_routing_table() -> None:
     assert (route.max_output_tokens, route.default_json_schema) == (32, schema)
     (plain,) = route_table(render_pool(pool(), [in_phase(Phase.CANARY)]).config).deployments
     assert (plain.max_output_tokens, plain.default_json_schema) == (256, None)
+
+
+def test_autoscaling_reaches_serve_and_packing_reserves_the_most_replicas() -> None:
+    """Both revisions, the canary too, scale between `replicas` and `maxReplicas`, never below one."""
+    scaled = deployment(
+        in_phase(Phase.CANARY).status,
+        engine={
+            "replicas": 2,
+            "autoscaling": {"maxReplicas": 5, "scaleUpDelay": "5s", "scaleDownDelay": "1m"},
+        },
+    )
+    rendered = render_pool(pool("64Gi"), [scaled])
+    (spec,) = rendered.config.deployments
+    options = [revision.serve_replica_options()["autoscaling_config"] for revision in spec.revisions]
+    assert len(options) == 2  # champion and candidate alike
+    for scaling in options:
+        assert (scaling["min_replicas"], scaling["initial_replicas"], scaling["max_replicas"]) == (2, 2, 5)
+        assert (scaling["upscale_delay_s"], scaling["downscale_delay_s"]) == (5.0, 60.0)
+        assert scaling["target_ongoing_requests"] == 8  # half of a replica's 16 slots
+    fixed = render_pool(pool("64Gi"), [in_phase(Phase.CANARY)])
+    assert rendered.memory_requested_bytes == 5 * fixed.memory_requested_bytes
+
+
+def test_ingress_replicas_come_from_the_pool() -> None:
+    spec = pool().model_copy(update={"spec": pool().spec.model_copy(update={"ingress_replicas": 3})})
+    config = render_pool(spec, [in_phase(Phase.SERVING)]).config
+    assert config.ingress_replicas == 3
+    from baton_serving.config import IngressArgs, render_serve_config
+
+    ingress = render_serve_config(config)["applications"][0]
+    assert IngressArgs.model_validate(ingress["args"]).ingress_replicas == 3
