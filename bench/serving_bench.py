@@ -191,6 +191,9 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) 
     from ray import serve
 
     from baton_serving.app import apply_serve_config, wait_until_running
+    from baton_serving.config import SERVE_PROCESS_ENV
+
+    os.environ.update(SERVE_PROCESS_ENV)  # Ray's processes (the proxy, the controller) inherit it
     from baton_serving.config import INGRESS_APP, PoolConfig, render_serve_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -208,7 +211,12 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) 
         deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
         # Without keys, as llama.cpp's server runs (bench/auth_bench.py measures what keys cost).
         pool = PoolConfig.model_validate(
-            {"pool": "bench", "deployments": [deployment], "auth": {"enabled": False}}
+            {
+                "pool": "bench",
+                "deployments": [deployment],
+                "auth": {"enabled": False},
+                "fetch": {"local_roots": [str(gguf.parent)]},  # the policy refuses unnamed roots
+            }
         )
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)

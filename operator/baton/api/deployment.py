@@ -68,6 +68,11 @@ class EngineAutoscaling(BatonModel):
         description="Requests in progress per replica that Serve scales to (default: half a "
         "replica's parallel slots, so a replica is added before the slots are full).",
     )
+    look_back: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="The window over which the requests in progress are averaged.",
+    )
     scale_up_delay: str = Field(
         default="30s",
         pattern=DURATION_PATTERN,

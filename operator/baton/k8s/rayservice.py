@@ -23,6 +23,7 @@ from baton.rollout.render import RenderedPool
 from baton_serving.config import (
     INGRESS_APP,
     INGRESS_DEPLOYMENT,
+    SERVE_PROCESS_ENV,
     AuthConfig,
     PoolConfig,
     engine_app_name,
@@ -87,6 +88,8 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool) -> dict[str, Any]:
                 "runAsNonRoot": True,
             },
             "volumeMounts": [{"name": name, "mountPath": path} for name, path in _WRITABLE.items()],
+            # Serve's HTTP proxy and controller start from `ray start`, not from a replica's runtime env.
+            "env": [{"name": name, "value": value} for name, value in SERVE_PROCESS_ENV.items()],
         }
         return {
             # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random

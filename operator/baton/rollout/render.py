@@ -203,6 +203,7 @@ def _autoscaling(engine: EngineSettings) -> Autoscaling | None:
     return Autoscaling(
         max_replicas=scaling.max_replicas,
         target_ongoing_requests=scaling.target_ongoing_requests,
+        look_back_period_s=parse_duration(scaling.look_back),
         upscale_delay_s=parse_duration(scaling.scale_up_delay),
         downscale_delay_s=parse_duration(scaling.scale_down_delay),
     )

@@ -143,7 +143,12 @@ def test_autoscaling_reaches_serve_and_packing_reserves_the_most_replicas() -> N
         in_phase(Phase.CANARY).status,
         engine={
             "replicas": 2,
-            "autoscaling": {"maxReplicas": 5, "scaleUpDelay": "5s", "scaleDownDelay": "1m"},
+            "autoscaling": {
+                "maxReplicas": 5,
+                "lookBack": "10s",
+                "scaleUpDelay": "5s",
+                "scaleDownDelay": "1m",
+            },
         },
     )
     rendered = render_pool(pool("64Gi"), [scaled])
@@ -152,7 +157,8 @@ def test_autoscaling_reaches_serve_and_packing_reserves_the_most_replicas() -> N
     assert len(options) == 2  # champion and candidate alike
     for scaling in options:
         assert (scaling["min_replicas"], scaling["initial_replicas"], scaling["max_replicas"]) == (2, 2, 5)
-        assert (scaling["upscale_delay_s"], scaling["downscale_delay_s"]) == (5.0, 60.0)
+        delays = (scaling["look_back_period_s"], scaling["upscale_delay_s"], scaling["downscale_delay_s"])
+        assert delays == (10.0, 5.0, 60.0)
         assert scaling["target_ongoing_requests"] == 8  # half of a replica's 16 slots
     fixed = render_pool(pool("64Gi"), [in_phase(Phase.CANARY)])
     assert rendered.memory_requested_bytes == 5 * fixed.memory_requested_bytes
