@@ -68,6 +68,9 @@ class LevelResult:
     concurrency: int
     samples: list[Sample]
     wall_s: float
+    # Requests the server closed the connection on before answering (httpx's RemoteProtocolError):
+    # counted, not fatal, so a server that drops connections is measured as doing so.
+    dropped: int = 0
 
     def ttft_quantile(self, q: float) -> float:
         values = sorted(sample.ttft_s for sample in self.samples)
@@ -112,19 +115,25 @@ async def run_level(
     queue: asyncio.Queue[str] = asyncio.Queue()
     for index in range(requests):
         queue.put_nowait(prompts[index % len(prompts)])
-    samples: list[Sample] = []
+    level = LevelResult(concurrency, [], 0.0)
+
+    async def attempt(client: httpx.AsyncClient, prompt: str) -> None:
+        try:
+            level.samples.append(await one_request(client, url, model, prompt, max_tokens))
+        except httpx.RemoteProtocolError:
+            level.dropped += 1
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
-            prompt = queue.get_nowait()
-            samples.append(await one_request(client, url, model, prompt, max_tokens))
+            await attempt(client, queue.get_nowait())
 
     async with httpx.AsyncClient(timeout=300) as client:
-        await one_request(client, url, model, prompts[0], max_tokens)  # warm-up
+        await attempt(client, prompts[0])  # warm-up
+        level.samples.clear()
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return LevelResult(concurrency, samples, wall)
+        level.wall_s = time.perf_counter() - started
+    return level
 
 
 def free_port() -> int:
@@ -266,10 +275,14 @@ def interleaved(
         order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             for concurrency, requests in levels.items():
-                level = asyncio.run(
-                    run_level(urls[name], "bench", prompts, concurrency, requests, max_tokens)
-                )
+                try:
+                    level = asyncio.run(
+                        run_level(urls[name], "bench", prompts, concurrency, requests, max_tokens)
+                    )
+                except httpx.HTTPError as error:  # say which server failed, at which level
+                    raise RuntimeError(f"{name}, c={concurrency}, round {index}: {error!r}") from error
                 results[name][concurrency].samples.extend(level.samples)
+                results[name][concurrency].dropped += level.dropped
                 results[name][concurrency].wall_s += level.wall_s
     return results
 
@@ -332,6 +345,9 @@ def report(results: dict[str, dict[int, LevelResult]]) -> dict:
             rows[label]["goal"] = goal
             cells = "".join(f"{values[name]:14.2f}" for name in names)
             print(f"{label:24}{cells}{ours / theirs:9.3f}  {goal}")
+        dropped = {name: level.dropped for name, level in levels.items()}
+        rows[f"c={concurrency} dropped"] = dropped
+        print(f"{f'c={concurrency} dropped':24}" + "".join(f"{dropped[name]:14d}" for name in names))
     return rows
 
 
