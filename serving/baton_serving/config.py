@@ -462,8 +462,8 @@ def route_table(pool: PoolConfig) -> RouteTable:
 # The `serveConfigV2` rendering. Ray-free on purpose: the operator renders pools without loading Ray.
 
 # Ray Serve's documented low-overhead settings (what `RAY_SERVE_THROUGHPUT_OPTIMIZED` turns on), one
-# by one, for every Ray process of a pool, Serve's HTTP proxy included (measured: its round trip
-# 6.2 -> 3.6 ms, docs/serving.md): user code and the handle router share the event loop (every
+# by one, for every Ray process of a pool, Serve's HTTP proxy included (it costs most of a request's
+# time on the Ray path, docs/serving.md): user code and the handle router share the event loop (every
 # replica here is fully async, so it is safe), Serve's own calls go over gRPC, access logs are
 # buffered. Not the umbrella flag: it also turns on "direct ingress", an HTTP port of its own in
 # every replica, engines included, beside the proxy's, which no NetworkPolicy or key rule expects.
