@@ -128,6 +128,7 @@ def main() -> None:
     from ray import serve
 
     from baton_models import catalog
+    from baton_serving.config import SERVE_PROCESS_ENV
 
     model = catalog.ensure("medical", "v2", "Q4_K_M", score=False)
     keys_dir = Path(tempfile.mkdtemp(prefix="baton-auth-bench-"))
@@ -136,6 +137,7 @@ def main() -> None:
         "with": ({"keys_dir": str(keys_dir)}, {"Authorization": f"Bearer {key}"}),
         "without": ({"enabled": False}, {}),
     }
+    os.environ.update(SERVE_PROCESS_ENV)  # Ray's processes (the proxy, the controller) inherit it
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -68,6 +68,9 @@ class LevelResult:
     concurrency: int
     samples: list[Sample]
     wall_s: float
+    # Requests the server closed the connection on before answering (httpx's RemoteProtocolError):
+    # counted, not fatal, so a server that drops connections is measured as doing so.
+    dropped: int = 0
 
     def ttft_quantile(self, q: float) -> float:
         values = sorted(sample.ttft_s for sample in self.samples)
@@ -112,19 +115,25 @@ async def run_level(
     queue: asyncio.Queue[str] = asyncio.Queue()
     for index in range(requests):
         queue.put_nowait(prompts[index % len(prompts)])
-    samples: list[Sample] = []
+    level = LevelResult(concurrency, [], 0.0)
+
+    async def attempt(client: httpx.AsyncClient, prompt: str) -> None:
+        try:
+            level.samples.append(await one_request(client, url, model, prompt, max_tokens))
+        except httpx.RemoteProtocolError:
+            level.dropped += 1
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
-            prompt = queue.get_nowait()
-            samples.append(await one_request(client, url, model, prompt, max_tokens))
+            await attempt(client, queue.get_nowait())
 
     async with httpx.AsyncClient(timeout=300) as client:
-        await one_request(client, url, model, prompts[0], max_tokens)  # warm-up
+        await attempt(client, prompts[0])  # warm-up
+        level.samples.clear()
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return LevelResult(concurrency, samples, wall)
+        level.wall_s = time.perf_counter() - started
+    return level
 
 
 def free_port() -> int:
@@ -191,6 +200,9 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) 
     from ray import serve
 
     from baton_serving.app import apply_serve_config, wait_until_running
+    from baton_serving.config import SERVE_PROCESS_ENV
+
+    os.environ.update(SERVE_PROCESS_ENV)  # Ray's processes (the proxy, the controller) inherit it
     from baton_serving.config import INGRESS_APP, PoolConfig, render_serve_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -208,7 +220,12 @@ def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) 
         deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
         # Without keys, as llama.cpp's server runs (bench/auth_bench.py measures what keys cost).
         pool = PoolConfig.model_validate(
-            {"pool": "bench", "deployments": [deployment], "auth": {"enabled": False}}
+            {
+                "pool": "bench",
+                "deployments": [deployment],
+                "auth": {"enabled": False},
+                "fetch": {"local_roots": [str(gguf.parent)]},  # the policy refuses unnamed roots
+            }
         )
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)
@@ -258,10 +275,14 @@ def interleaved(
         order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             for concurrency, requests in levels.items():
-                level = asyncio.run(
-                    run_level(urls[name], "bench", prompts, concurrency, requests, max_tokens)
-                )
+                try:
+                    level = asyncio.run(
+                        run_level(urls[name], "bench", prompts, concurrency, requests, max_tokens)
+                    )
+                except httpx.HTTPError as error:  # say which server failed, at which level
+                    raise RuntimeError(f"{name}, c={concurrency}, round {index}: {error!r}") from error
                 results[name][concurrency].samples.extend(level.samples)
+                results[name][concurrency].dropped += level.dropped
                 results[name][concurrency].wall_s += level.wall_s
     return results
 
@@ -324,6 +345,9 @@ def report(results: dict[str, dict[int, LevelResult]]) -> dict:
             rows[label]["goal"] = goal
             cells = "".join(f"{values[name]:14.2f}" for name in names)
             print(f"{label:24}{cells}{ours / theirs:9.3f}  {goal}")
+        dropped = {name: level.dropped for name, level in levels.items()}
+        rows[f"c={concurrency} dropped"] = dropped
+        print(f"{f'c={concurrency} dropped':24}" + "".join(f"{dropped[name]:14d}" for name in names))
     return rows
 
 

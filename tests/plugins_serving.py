@@ -29,6 +29,7 @@ from baton_serving.auth import ALL_DEPLOYMENTS, ApiKey, KeyRole
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_APP,
+    SERVE_PROCESS_ENV,
     AuthConfig,
     FetchPolicy,
     PoolConfig,
@@ -114,6 +115,7 @@ class LocalServe:
 def local_serve(tmp_path_factory) -> Iterator[LocalServe]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.update(SERVE_PROCESS_ENV)  # the pool's settings reach Serve's proxy as in a cluster
     import ray
     from ray import serve
 

@@ -40,6 +40,7 @@ from baton_serving.auth import AuthError, Caller
 from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_DEPLOYMENT,
+    SERVE_PROCESS_ENV,
     AuthConfig,
     DeploymentRoute,
     EngineArgs,
@@ -97,9 +98,6 @@ STATUS_RECHECK_INTERVAL_S = 5.0
 # How long `reconfigure` waits for the first status of newly routed revisions (see there).
 FIRST_STATUS_WAIT_S = 5.0
 STREAM_BATCH_INTERVAL_S = 0.02
-# Ray Serve's documented low-overhead mode: user code and the handle router share the replica's
-# event loop, and handle calls go over gRPC. Both replica kinds are fully async, so it is safe.
-REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -948,7 +946,7 @@ class OpenAIIngress:
 def build_ingress_app(args: dict[str, Any]) -> serve.Application:
     """`import_path` builder of the ingress application (`baton_serving.app:build_ingress_app`)."""
     spec = IngressArgs.model_validate(args)
-    env = {metrics.MULTIPROC_ENV: str(metrics.default_multiprocess_dir(spec.pool)), **REPLICA_ENV}
+    env = {metrics.MULTIPROC_ENV: str(metrics.default_multiprocess_dir(spec.pool)), **SERVE_PROCESS_ENV}
     return OpenAIIngress.options(
         num_replicas=spec.ingress_replicas,
         user_config=RouteTable(deployments=[]).model_dump(mode="json"),
@@ -979,9 +977,9 @@ def build_engine_app(args: dict[str, Any]) -> serve.Application:
             override_serve_options={"name": ENGINE_DEPLOYMENT},  # the name the ingress calls
         )
     return EngineServer.options(
-        num_replicas=revision.num_replicas,
+        **revision.serve_replica_options(),
         max_ongoing_requests=revision.max_ongoing_requests,
-        ray_actor_options={**replica_actor_options(revision), "runtime_env": {"env_vars": REPLICA_ENV}},
+        ray_actor_options={**replica_actor_options(revision), "runtime_env": {"env_vars": SERVE_PROCESS_ENV}},
     ).bind(
         spec.deployment,
         revision.model_dump(mode="json"),

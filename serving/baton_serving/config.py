@@ -67,6 +67,36 @@ class ReplicaResources(_Strict):
     )
 
 
+class Autoscaling(_Strict):
+    """More engine replicas while requests wait, fewer when they stop (Ray Serve autoscaling).
+
+    The revision's `num_replicas` is the fewest it runs; Serve adds replicas up to `max_replicas`
+    while the ongoing requests per replica stay above the target. Never below one: a canary under
+    analysis keeps its replicas.
+    """
+
+    max_replicas: int = Field(ge=1, description="Most engine replicas of the revision.")
+    target_ongoing_requests: float | None = Field(
+        default=None,
+        gt=0,
+        description="Ongoing requests per replica Serve scales to (default: half the replica's slots, "
+        "`max_ongoing_requests`, so a replica is added before its slots are full).",
+    )
+    look_back_period_s: float = Field(
+        default=30.0, gt=0, description="The window over which the ongoing requests are averaged."
+    )
+    upscale_delay_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long the load must stay above the target before Serve adds replicas.",
+    )
+    downscale_delay_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long the load must stay below the target before Serve removes replicas.",
+    )
+
+
 class RevisionSpec(_Strict):
     """One servable model version of a deployment: an artifact plus how to run it."""
 
@@ -84,13 +114,47 @@ class RevisionSpec(_Strict):
     threads: int = Field(
         default=1, ge=1, description="CPU threads llama.cpp uses for decoding in one replica."
     )
-    num_replicas: int = Field(default=1, ge=1, description="Engine replicas of this revision.")
+    num_replicas: int = Field(
+        default=1, ge=1, description="Engine replicas of this revision; the fewest with `autoscaling`."
+    )
     max_ongoing_requests: int = Field(
         default=16, ge=1, description="Requests one replica accepts before Serve queues them."
     )
     resources: ReplicaResources = Field(
         default_factory=ReplicaResources, description="Per-replica resources (derived when unset)."
     )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Replicas between `num_replicas` and a maximum, by load; unset: fixed."
+    )
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> RevisionSpec:
+        if self.autoscaling is not None and self.autoscaling.max_replicas < self.num_replicas:
+            raise ValueError("autoscaling.max_replicas: less than num_replicas (the fewest replicas)")
+        return self
+
+    @property
+    def most_replicas(self) -> int:
+        """The replicas the revision may run at once (what memory must be reserved for)."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.num_replicas
+
+    def serve_replica_options(self) -> dict[str, Any]:
+        """Ray Serve's replica count options: `num_replicas`, or an `autoscaling_config` from it."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        scaling = self.autoscaling
+        target = scaling.target_ongoing_requests or max(1.0, self.max_ongoing_requests / 2)
+        return {
+            "autoscaling_config": {
+                "min_replicas": self.num_replicas,
+                "initial_replicas": self.num_replicas,
+                "max_replicas": scaling.max_replicas,
+                "target_ongoing_requests": target,
+                "look_back_period_s": scaling.look_back_period_s,
+                "upscale_delay_s": scaling.upscale_delay_s,
+                "downscale_delay_s": scaling.downscale_delay_s,
+            }
+        }
 
 
 class RoutePolicy(_Strict):
@@ -396,6 +460,22 @@ def route_table(pool: PoolConfig) -> RouteTable:
 
 # ---------------------------------------------------------------------------------------------
 # The `serveConfigV2` rendering. Ray-free on purpose: the operator renders pools without loading Ray.
+
+# Ray Serve's documented low-overhead settings (what `RAY_SERVE_THROUGHPUT_OPTIMIZED` turns on), one
+# by one, for every Ray process of a pool, Serve's HTTP proxy included (it costs most of a request's
+# time on the Ray path, docs/serving.md): user code and the handle router share the event loop (every
+# replica here is fully async, so it is safe), Serve's own calls go over gRPC, access logs are
+# buffered. Not the umbrella flag: it also turns on "direct ingress", an HTTP port of its own in
+# every replica, engines included, beside the proxy's, which no NetworkPolicy or key rule expects.
+SERVE_PROCESS_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_PROXY_USE_GRPC": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
 
 INGRESS_APP = "baton"
 INGRESS_DEPLOYMENT = "OpenAIIngress"

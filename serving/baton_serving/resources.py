@@ -1,7 +1,9 @@
 """Replica resources derived from the artifact, so many small models pack into one pool.
 
 A 20 MB test model and a 5 GB production model should not reserve the same CPU and memory: when a
-revision leaves its resources unset, the reservation follows the weights' size.
+revision leaves its resources unset, the reservation follows the weights' size. The memory figure is
+the one both planes use: Ray reserves it per replica, and the operator packs revisions into a pool by
+it (`baton.rollout.render`), so a revision the operator declares as fitting is one Ray can place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ MIB = 1 << 20
 RUNTIME_OVERHEAD_BYTES = 256 * MIB
 # Weights are memory-mapped and read once; the rest of the working set grows with them.
 WEIGHTS_MEMORY_FACTOR = 1.2
+# What an artifact whose size is not declared is assumed to weigh.
+UNKNOWN_ARTIFACT_BYTES = 2 << 30
 # An artifact this large keeps all of its decoding threads busy; smaller ones reserve a share.
 FULL_CPU_ARTIFACT_BYTES = 512 * MIB
 MIN_CPU_SHARE = 0.05
@@ -32,9 +36,13 @@ def replica_actor_options(revision: RevisionSpec) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": num_cpus}
     if requested.num_gpus:
         options["num_gpus"] = requested.num_gpus
-    memory = requested.memory_bytes
-    if memory is None and size is not None:
-        memory = math.ceil(size * WEIGHTS_MEMORY_FACTOR) + RUNTIME_OVERHEAD_BYTES
-    if memory is not None:
-        options["memory"] = memory
+    options["memory"] = replica_memory_bytes(revision)
     return options
+
+
+def replica_memory_bytes(revision: RevisionSpec) -> int:
+    """Memory one engine replica of `revision` needs (Ray's `memory` reservation)."""
+    if revision.resources.memory_bytes is not None:
+        return revision.resources.memory_bytes
+    size = revision.artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES
+    return math.ceil(size * WEIGHTS_MEMORY_FACTOR) + RUNTIME_OVERHEAD_BYTES

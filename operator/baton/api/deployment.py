@@ -53,6 +53,38 @@ class ModelVersion(BatonModel):
     provenance: Provenance | None = Field(default=None, description="Where this version came from.")
 
 
+class EngineAutoscaling(BatonModel):
+    """Replicas added while requests wait and removed when the load falls (Ray Serve autoscaling).
+
+    Each revision, the champion and a canary alike, runs at least `engine.replicas` and at most
+    `maxReplicas`; never none, so a canary under analysis always has replicas to answer.
+    """
+
+    max_replicas: int = Field(ge=1, le=64, description="Most engine replicas per revision.")
+    target_ongoing_requests: float | None = Field(
+        default=None,
+        gt=0,
+        le=4096,
+        description="Requests in progress per replica that Serve scales to (default: half a "
+        "replica's parallel slots, so a replica is added before the slots are full).",
+    )
+    look_back: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="The window over which the requests in progress are averaged.",
+    )
+    scale_up_delay: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description="How long the load stays above the target before a replica is added.",
+    )
+    scale_down_delay: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How long the load stays below the target before a replica is removed.",
+    )
+
+
 class EngineSettings(BatonModel):
     """Engine knobs that apply to every revision of the deployment."""
 
@@ -62,7 +94,13 @@ class EngineSettings(BatonModel):
             holds=lambda self: self.max_output_tokens < self.context_length,
             message="maxOutputTokens must be less than contextLength: the prompt needs room in the window",
             field_path=".maxOutputTokens",
-        )
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || self.autoscaling.maxReplicas >= self.replicas",
+            holds=lambda self: self.autoscaling is None or self.autoscaling.max_replicas >= self.replicas,
+            message="autoscaling.maxReplicas must be at least replicas (the fewest replicas)",
+            field_path=".autoscaling.maxReplicas",
+        ),
     )
 
     context_length: int = Field(default=512, ge=16, le=131072, description="Context window in tokens.")
@@ -78,7 +116,14 @@ class EngineSettings(BatonModel):
         ),
     )
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads per llama.cpp replica.")
-    replicas: int = Field(default=1, ge=1, le=64, description="Engine replicas per revision.")
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="Engine replicas per revision; the fewest with `autoscaling`."
+    )
+    autoscaling: EngineAutoscaling | None = Field(
+        default=None,
+        description="Scale each revision between `replicas` and `autoscaling.maxReplicas` by its "
+        "requests in progress; unset: always `replicas`.",
+    )
 
 
 class StructuredOutput(BatonModel):

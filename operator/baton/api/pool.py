@@ -183,6 +183,12 @@ class ModelPoolSpec(BatonModel):
         "name is the key id; docs/security.md). Mounted into every Ray pod beside the operator's own "
         "benchmark key (id `baton-operator`, reserved); a key added to a Secret applies within a minute.",
     )
+    ingress_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Replicas of the pool's OpenAI ingress (every domain of the pool goes through them).",
+    )
 
 
 class ModelPoolStatus(BatonModel):

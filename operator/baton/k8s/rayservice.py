@@ -27,6 +27,7 @@ from baton_serving.auth import ALL_DEPLOYMENTS, ApiKey, KeyRole
 from baton_serving.config import (
     INGRESS_APP,
     INGRESS_DEPLOYMENT,
+    SERVE_PROCESS_ENV,
     AuthConfig,
     engine_app_name,
     render_serve_config,
@@ -107,6 +108,8 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
                 "runAsNonRoot": True,
             },
             "volumeMounts": [dict(mount) for mount in mounts],
+            # Serve's HTTP proxy and controller start from `ray start`, not from a replica's runtime env.
+            "env": [{"name": name, "value": value} for name, value in SERVE_PROCESS_ENV.items()],
         }
         return {
             # KubeRay copies template labels onto the pods; its own ray.io/cluster carries a random

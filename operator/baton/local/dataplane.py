@@ -28,7 +28,14 @@ from pathlib import Path
 from baton.evidence.ingress import Ingress
 from baton.rollout import RevisionHealth, RevisionState
 from baton_serving.auth import KeyRole, ensure_key_file
-from baton_serving.config import AuthConfig, DeploymentSpec, PoolConfig, RevisionSpec, RoutePolicy
+from baton_serving.config import (
+    SERVE_PROCESS_ENV,
+    AuthConfig,
+    DeploymentSpec,
+    PoolConfig,
+    RevisionSpec,
+    RoutePolicy,
+)
 
 logger = logging.getLogger("baton.local")
 
@@ -182,6 +189,7 @@ class LocalServe:
 
         ray_on_loopback()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.update(SERVE_PROCESS_ENV)  # Serve's proxy and controller inherit it
         if self.log_path is not None:
             route_ray_logging(self.log_path)
         # ray.init replaces the SIGTERM handler with one that aborts the process; keep the caller's,

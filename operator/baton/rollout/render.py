@@ -19,12 +19,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from baton.api.common import Artifact
-from baton.api.deployment import ModelDeployment, RevisionStatus, Runtime
+from baton.api.deployment import EngineSettings, ModelDeployment, RevisionStatus, Runtime
 from baton.api.pool import ModelPool
+from baton.rollout.machine import parse_duration
 from baton.rollout.traffic import traffic_split
 from baton_serving.config import (
     ArtifactRef,
+    Autoscaling,
     DeploymentSpec,
     EngineKind,
     FetchPolicy,
@@ -32,14 +33,9 @@ from baton_serving.config import (
     RevisionSpec,
     RoutePolicy,
 )
+from baton_serving.resources import replica_memory_bytes
 
 STRICT_FETCH = FetchPolicy()
-
-# What an engine replica needs beyond its weights (KV cache, runtime, Ray worker), and what is
-# assumed for an artifact whose size is not declared.
-REPLICA_OVERHEAD_BYTES = 96 * 2**20
-WEIGHTS_MEMORY_FACTOR = 1.2
-UNKNOWN_ARTIFACT_BYTES = 2 * 2**30
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _QUANTITY_FACTORS = {
@@ -73,12 +69,6 @@ def parse_quantity(text: str) -> int:
         raise ValueError(f"not a quantity: {text!r} (expected e.g. 8Gi, 512Mi)")
     number, suffix = match.groups()
     return int(float(number) * _QUANTITY_FACTORS[suffix])
-
-
-def revision_memory_bytes(artifact: Artifact, replicas: int) -> int:
-    """Memory one revision needs across its replicas."""
-    weights = artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES
-    return replicas * (int(weights * WEIGHTS_MEMORY_FACTOR) + REPLICA_OVERHEAD_BYTES)
 
 
 def pool_capacity_bytes(pool: ModelPool) -> int:
@@ -129,6 +119,7 @@ def render_pool(
     config = PoolConfig(
         pool=pool.metadata.name,
         deployments=[_deployment_spec(deployment, placed) for deployment in placed_champions],
+        ingress_replicas=pool.spec.ingress_replicas,
         fetch=fetch,
     )
     return RenderedPool(config, requested, capacity, tuple(unschedulable))
@@ -140,7 +131,10 @@ def _champion(deployment: ModelDeployment) -> RevisionStatus:
 
 
 def _need(deployment: ModelDeployment, revision: RevisionStatus) -> int:
-    return revision_memory_bytes(revision.artifact, deployment.spec.engine.replicas)
+    """Memory for the most replicas the revision may run (a scaled-up revision must still fit), by
+    the data plane's own per-replica figure, the one Ray reserves."""
+    spec = _revision_spec(deployment, revision)
+    return spec.most_replicas * replica_memory_bytes(spec)
 
 
 def _others(deployment: ModelDeployment) -> list[RevisionStatus]:
@@ -186,4 +180,18 @@ def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> Rev
         context_length=engine.context_length,
         threads=engine.threads or 1,
         num_replicas=engine.replicas,
+        autoscaling=_autoscaling(engine),
+    )
+
+
+def _autoscaling(engine: EngineSettings) -> Autoscaling | None:
+    scaling = engine.autoscaling
+    if scaling is None:
+        return None
+    return Autoscaling(
+        max_replicas=scaling.max_replicas,
+        target_ongoing_requests=scaling.target_ongoing_requests,
+        look_back_period_s=parse_duration(scaling.look_back),
+        upscale_delay_s=parse_duration(scaling.scale_up_delay),
+        downscale_delay_s=parse_duration(scaling.scale_down_delay),
     )

@@ -46,7 +46,7 @@ def render_llm_config(deployment: str, revision: RevisionSpec, accelerator_type:
         "llm_engine": "vLLM",
         "engine_kwargs": engine_kwargs,
         "deployment_config": {
-            "num_replicas": revision.num_replicas,
+            **revision.serve_replica_options(),
             "max_ongoing_requests": revision.max_ongoing_requests,
             "ray_actor_options": actor_options,
         },

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from baton.api import ModelPool, Phase
-from baton.rollout.render import REPLICA_OVERHEAD_BYTES, parse_quantity, render_pool, revision_memory_bytes
+from baton.rollout.render import parse_quantity, render_pool
 from baton_serving.config import EngineKind, Quantization
+from baton_serving.resources import RUNTIME_OVERHEAD_BYTES
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, DIGEST, deployment, in_phase
 
 pytestmark = pytest.mark.unit
@@ -91,8 +94,8 @@ def test_other_pools_kserve_and_undeclared_deployments_are_left_out() -> None:
 
 def test_packing_leaves_out_what_does_not_fit_champions_first() -> None:
     size = 300 * MiB
-    need = revision_memory_bytes(sized(in_phase(Phase.SERVING), size).status.champion.artifact, 1)
-    assert need == int(size * 1.2) + REPLICA_OVERHEAD_BYTES
+    need = render_pool(pool("64Gi"), [sized(in_phase(Phase.SERVING), size)]).memory_requested_bytes
+    assert need == math.ceil(size * 1.2) + RUNTIME_OVERHEAD_BYTES
     canary = sized(in_phase(Phase.CANARY), size)
     members = [canary, *(named(canary, name) for name in ("aerospace", "construction", "software"))]
     # room for exactly four revisions: all four champions fit, no candidate does
@@ -135,3 +138,59 @@ def test_the_endpoint_contract_reaches_the_ingress_routing_table() -> None:
     assert (route.max_output_tokens, route.default_json_schema) == (32, schema)
     (plain,) = route_table(render_pool(pool(), [in_phase(Phase.CANARY)]).config).deployments
     assert (plain.max_output_tokens, plain.default_json_schema) == (256, None)
+
+
+def test_autoscaling_reaches_serve_and_packing_reserves_the_most_replicas() -> None:
+    """Both revisions, the canary too, scale between `replicas` and `maxReplicas`, never below one."""
+    scaled = deployment(
+        in_phase(Phase.CANARY).status,
+        engine={
+            "replicas": 2,
+            "autoscaling": {
+                "maxReplicas": 5,
+                "lookBack": "10s",
+                "scaleUpDelay": "5s",
+                "scaleDownDelay": "1m",
+            },
+        },
+    )
+    rendered = render_pool(pool("64Gi"), [scaled])
+    (spec,) = rendered.config.deployments
+    options = [revision.serve_replica_options()["autoscaling_config"] for revision in spec.revisions]
+    assert len(options) == 2  # champion and candidate alike
+    for scaling in options:
+        assert (scaling["min_replicas"], scaling["initial_replicas"], scaling["max_replicas"]) == (2, 2, 5)
+        delays = (scaling["look_back_period_s"], scaling["upscale_delay_s"], scaling["downscale_delay_s"])
+        assert delays == (10.0, 5.0, 60.0)
+        assert scaling["target_ongoing_requests"] == 8  # half of a replica's 16 slots
+    fixed = render_pool(pool("64Gi"), [in_phase(Phase.CANARY)])
+    assert rendered.memory_requested_bytes == 5 * fixed.memory_requested_bytes
+
+
+def test_ingress_replicas_come_from_the_pool() -> None:
+    spec = pool().model_copy(update={"spec": pool().spec.model_copy(update={"ingress_replicas": 3})})
+    config = render_pool(spec, [in_phase(Phase.SERVING)]).config
+    assert config.ingress_replicas == 3
+    from baton_serving.config import IngressArgs, render_serve_config
+
+    ingress = render_serve_config(config)["applications"][0]
+    assert IngressArgs.model_validate(ingress["args"]).ingress_replicas == 3
+
+
+def test_the_operator_packs_by_what_ray_reserves() -> None:
+    """One memory model: a pool's accounting is the sum of the replicas' Ray `memory` reservations."""
+    from baton_serving.resources import replica_actor_options
+
+    members = [
+        sized(in_phase(Phase.CANARY), 5 * MiB),
+        deployment(in_phase(Phase.SERVING).status),
+    ]  # the second: size unknown
+    members[1].metadata.name = "software"
+    rendered = render_pool(pool("64Gi"), members)
+    reserved = sum(
+        revision.num_replicas * replica_actor_options(revision)["memory"]
+        for spec in rendered.config.deployments
+        for revision in spec.revisions
+    )
+    assert len([r for spec in rendered.config.deployments for r in spec.revisions]) == 3
+    assert rendered.memory_requested_bytes == reserved

@@ -84,3 +84,23 @@ def test_serve_config_is_accepted_by_ray_serve_schema():
 def test_route_table_carries_what_the_ingress_validates_against():
     table = route_table(PoolConfig.model_validate(pool({"v1": 1})))
     assert table.deployments[0].revisions[0].context_length == 2048
+
+
+def test_autoscaling_bounds_are_checked_and_fixed_replicas_stay_fixed():
+    from baton_serving.config import RevisionSpec
+
+    revision = {"name": "v1", "artifact": {"uri": "/models/v1.gguf", "digest": DIGEST}}
+    assert RevisionSpec.model_validate({**revision, "num_replicas": 3}).serve_replica_options() == {
+        "num_replicas": 3
+    }
+    with pytest.raises(ValidationError, match=r"autoscaling\.max_replicas: less than num_replicas"):
+        RevisionSpec.model_validate({**revision, "num_replicas": 3, "autoscaling": {"max_replicas": 2}})
+    scaled = RevisionSpec.model_validate(
+        {
+            **revision,
+            "max_ongoing_requests": 1,
+            "autoscaling": {"max_replicas": 4, "target_ongoing_requests": 0.5},
+        }
+    )
+    assert scaled.most_replicas == 4
+    assert scaled.serve_replica_options()["autoscaling_config"]["target_ongoing_requests"] == 0.5
