@@ -145,11 +145,13 @@ class EngineServer:
         self._error: str | None = None
         uri = spec.artifact.uri
         try:
-            artifact = fetch_verified(
-                uri,
-                spec.artifact.digest,
-                FetchPolicy.model_validate(fetch),
-                Path(artifact_cache_dir) if artifact_cache_dir else None,
+            policy = FetchPolicy.model_validate(fetch)
+            cache = Path(artifact_cache_dir) if artifact_cache_dir else None
+            artifact = fetch_verified(uri, spec.artifact.digest, policy, cache)
+            # An adapter is a file of its own, held to its own pin before llama.cpp opens either.
+            adapter = spec.artifact.adapter
+            adapter_path = (
+                fetch_verified(adapter.uri, adapter.digest, policy, cache).path if adapter else None
             )
             # One slot per request the replica accepts: every accepted request decodes at once.
             self._engine = LlamaCppEngine(
@@ -158,6 +160,7 @@ class EngineServer:
                 spec.threads,
                 slots=spec.max_ongoing_requests,
                 limits=RequestLimits.model_validate(limits),
+                adapter=adapter_path,
             )
         except ArtifactError as error:
             self._error = str(error)

@@ -24,6 +24,7 @@ from baton.api.deployment import ModelDeployment, RevisionStatus, Runtime
 from baton.api.pool import ModelPool
 from baton.rollout.traffic import traffic_split
 from baton_serving.config import (
+    AdapterRef,
     ArtifactRef,
     DeploymentSpec,
     EngineKind,
@@ -76,8 +77,10 @@ def parse_quantity(text: str) -> int:
 
 
 def revision_memory_bytes(artifact: Artifact, replicas: int) -> int:
-    """Memory one revision needs across its replicas."""
-    weights = artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES
+    """Memory one revision needs across its replicas (an adapter's base counted whole in each: the
+    kernel shares a memory-mapped base between processes, but not every weight type stays mapped)."""
+    adapter = artifact.adapter.size_bytes or 0 if artifact.adapter is not None else 0
+    weights = (artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES) + adapter
     return replicas * (int(weights * WEIGHTS_MEMORY_FACTOR) + REPLICA_OVERHEAD_BYTES)
 
 
@@ -178,9 +181,17 @@ def _deployment_spec(deployment: ModelDeployment, placed: set[str]) -> Deploymen
 def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> RevisionSpec:
     engine = deployment.spec.engine
     artifact = revision.artifact
+    adapter = artifact.adapter
     return RevisionSpec(
         name=revision.revision,
-        artifact=ArtifactRef(uri=artifact.uri, digest=artifact.digest, size_bytes=artifact.size_bytes),
+        artifact=ArtifactRef(
+            uri=artifact.uri,
+            digest=artifact.digest,
+            size_bytes=artifact.size_bytes,
+            adapter=None
+            if adapter is None
+            else AdapterRef(uri=adapter.uri, digest=adapter.digest, size_bytes=adapter.size_bytes),
+        ),
         engine=_ENGINES[Runtime(deployment.spec.runtime)],
         quantization=artifact.quantization,
         context_length=engine.context_length,
