@@ -78,20 +78,20 @@ def test_a_dataset_that_is_not_text_is_refused() -> None:
         parse_dataset(b"\xff\xfe")
 
 
-def test_the_recipe_hash_covers_what_determines_the_weights_and_not_where_files_lie(tmp_path) -> None:
-    job = TuneJob(
+def tune_job(tmp_path, **fields) -> TuneJob:
+    defaults = {"steps": 1, "batch_size": 1, "learning_rate": 1e-3, "warmup": 0, "seed": 0}
+    return TuneJob(
         name="m",
         base=tmp_path / "a",
         base_digest="sha256:" + "a" * 64,
         dataset=tmp_path / "d",
         dataset_digest="sha256:" + "b" * 64,
-        steps=5,
-        batch_size=2,
-        learning_rate=1e-3,
-        warmup=1,
-        seed=0,
-        quantizations=("Q8_0",),
+        **defaults | fields,
     )
+
+
+def test_the_recipe_hash_covers_what_determines_the_weights_and_not_where_files_lie(tmp_path) -> None:
+    job = tune_job(tmp_path, steps=5, batch_size=2, warmup=1, quantizations=("Q8_0",))
     assert job.recipe_hash == job.model_copy(update={"base": tmp_path / "b", "name": "n"}).recipe_hash
     for change in ({"seed": 1}, {"steps": 6}, {"dataset_digest": "sha256:" + "c" * 64}):
         assert job.model_copy(update=change).recipe_hash != job.recipe_hash
@@ -107,19 +107,7 @@ SHAPE = Shape(vocab=260, hidden=256, layers=1, heads=4, kv_heads=2, ffn=256, con
 
 
 def lora_job(tmp_path, rank: int) -> TuneJob:
-    return TuneJob(
-        name="m",
-        base=tmp_path / "a",
-        base_digest="sha256:" + "a" * 64,
-        dataset=tmp_path / "d",
-        dataset_digest="sha256:" + "b" * 64,
-        steps=1,
-        batch_size=1,
-        learning_rate=1e-3,
-        warmup=0,
-        seed=0,
-        lora=LoraJob(rank=rank, alpha=16, targets=TARGETS),
-    )
+    return tune_job(tmp_path, lora=LoraJob(rank=rank, alpha=16, targets=TARGETS))
 
 
 def test_an_adapter_starts_as_the_base_and_trains_only_its_own_matrices() -> None:

@@ -93,6 +93,17 @@ class Rules:
         schema["x-kubernetes-validations"] = [rule.wire() for rule in self.rules]
 
 
+def listed_once(field: str, attribute: str, what: str) -> Rule:
+    """The rule that no item of the list `field` (`attribute` in Python) appears twice."""
+    return Rule(
+        cel=f"self.{field}.all(q, self.{field}.exists_one(x, x == q))",
+        holds=lambda self: len(set(getattr(self, attribute))) == len(getattr(self, attribute)),
+        message=f"each {what} may be listed once",
+        field_path=f".{field}",
+        reason="FieldValueDuplicate",
+    )
+
+
 def with_rules(*rules: Rule) -> ConfigDict:
     """The model config of a BatonModel whose instances must satisfy `rules`."""
     return BatonModel.model_config | ConfigDict(json_schema_extra=Rules(*rules))

@@ -28,6 +28,7 @@ from baton.api.common import (
     Quantization,
     Resource,
     Rule,
+    listed_once,
     with_rules,
 )
 
@@ -60,15 +61,7 @@ class LoraTarget(StrEnum):
 class LoraSettings(BatonModel):
     """Low-rank adapters: `W x + alpha/rank * B A x` beside each targeted weight of every block."""
 
-    model_config = with_rules(
-        Rule(
-            cel="self.targetModules.all(t, self.targetModules.exists_one(x, x == t))",
-            holds=lambda self: len(set(self.target_modules)) == len(self.target_modules),
-            message="each target module may be listed once",
-            field_path=".targetModules",
-            reason="FieldValueDuplicate",
-        ),
-    )
+    model_config = with_rules(listed_once("targetModules", "target_modules", "target module"))
 
     rank: int = Field(
         default=8,
