@@ -427,6 +427,7 @@ def _print_how_to_call(console: Console, endpoint: str, key_file: Path | None, d
 def run_tune_demo(options: DemoOptions) -> int:
     """Serve medical v1, tune it on the shipped examples, and show the tuned version promoted (exit 0)."""
     from baton.api import TuningPhase
+    from baton.local.runtime import laptop_fetch_policy
     from baton.local.store import LocalStore
     from baton.local.tuning import load_tuning, run_tuning
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
@@ -458,7 +459,10 @@ def run_tune_demo(options: DemoOptions) -> int:
         hyper = tuning.spec.hyperparameters
         dataset = example.with_name("medical.jsonl")
         console.log(f"modeltuning/{tuning.metadata.name}: {hyper.steps} steps on {dataset}")
-        tuned = run_tuning(store, tuning, _tuning_progress(console)) if loop.serving else tuning
+        # The shipped dataset lies in the repository, wherever it was cloned (not always under home).
+        laptop = laptop_fetch_policy()
+        policy = laptop.model_copy(update={"local_roots": [*laptop.local_roots, str(dataset.parent)]})
+        tuned = run_tuning(store, tuning, _tuning_progress(console), policy) if loop.serving else tuning
         status = tuned.status
         ok = status is not None and status.phase == TuningPhase.SUCCEEDED
         console.log(
