@@ -149,10 +149,10 @@ class TuneJob(BaseModel):
     @property
     def recipe_hash(self) -> str:
         """Everything that determines the output but the file locations: the digests stand for the files."""
-        unset = {key for key in ("lora",) if getattr(self, key) is None}  # a full job hashes as before
-        recipe = self.model_dump(
-            mode="json", exclude={"name", "base", "dataset", "base_uri", "base_quantization", *unset}
-        )
+        exclude = {"name", "base", "dataset", "base_uri", "base_quantization"}
+        if self.lora is None:
+            exclude.add("lora")  # a full job hashes as it did before LoRA existed
+        recipe = self.model_dump(mode="json", exclude=exclude)
         recipe["factoryRevision"] = FACTORY_REVISION
         canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
