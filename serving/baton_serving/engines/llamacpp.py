@@ -9,7 +9,7 @@ every revision it serves; and it never batches requests with different adapters 
 domains sharing one server would decode in turn. Separate servers over one base file share the
 base's pages anyway: llama.cpp memory-maps the GGUF, and the kernel keeps one copy of a file's
 pages for every process mapping it (for weight types llama.cpp does not repack on load: F16 and
-Q8_0 stay mapped on x86, Q4_K is repacked into private memory under AVX2).
+Q8_0 stay mapped on x86; by ggml-cpu/repack.cpp, Q4_K is repacked into private memory under AVX2).
 
 Why a server process and not llama-cpp-python's in-process `Llama`: `Llama` decodes one request at
 a time, so concurrent clients queue behind each other (8 clients: 72x llama-server's time to first
