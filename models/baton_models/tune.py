@@ -4,8 +4,10 @@ A tuning starts from a served GGUF file, not from a checkpoint only the factory 
 deployment serves can be tuned, and the base is pinned by the same digest the deployment pins.
 Its weights are dequantized by gguf-py, trained on the answers of the dataset (loss on the
 assistant's tokens only, as the factory trains), exported with the factory's writer and quantized
-by llama.cpp. Same base, data, hyperparameters and seed -> same bytes: the trainer runs on one
-thread with deterministic kernels and a seeded batch order, and the GGUF writer adds no time stamps.
+by llama.cpp. With `lora`, the base stays frozen and only low-rank adapters train (`lora.py`):
+the output is one llama.cpp GGUF LoRA adapter, served over the base file as pinned. Same base,
+data, hyperparameters and seed -> same bytes: the trainer runs on one thread with deterministic
+kernels and a seeded batch order, and the GGUF writer adds no time stamps.
 
 The job runs as its own process (`python -m baton_models tune JOB OUT`) and speaks JSON Lines on
 stdout: `progress` events while it trains, then one `done` (files and provenance) or `failed`
@@ -112,6 +114,16 @@ def _line_problem(line: str) -> str | None:
     return None
 
 
+class LoraJob(BaseModel):
+    """Low-rank adapters instead of a full fine-tune."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(ge=1, description="Rank of each adapter.")
+    alpha: float = Field(gt=0, description="Scale numerator: updates are scaled by alpha / rank.")
+    targets: tuple[str, ...] = Field(min_length=1, description="Block weights adapted (lora.TARGETS).")
+
+
 class TuneJob(BaseModel):
     """What one tuning run is given: files with their expected digests, hyperparameters, outputs."""
 
@@ -127,12 +139,20 @@ class TuneJob(BaseModel):
     learning_rate: float = Field(gt=0, description="Peak AdamW learning rate.")
     warmup: int = Field(ge=0, description="Linear warm-up steps.")
     seed: int = Field(ge=0, description="Seed of the batch order.")
-    quantizations: tuple[str, ...] = Field(min_length=1, description="Output quantizations.")
+    quantizations: tuple[str, ...] = Field(
+        default=(), description="Output quantizations of a full fine-tune (a LoRA run has none)."
+    )
+    lora: LoraJob | None = Field(default=None, description="Train adapters over the frozen base.")
+    base_uri: str = Field(default="", description="Where the shell found the base (a LoRA candidate's).")
+    base_quantization: str = Field(default="", description="The base's quantization (echoed likewise).")
 
     @property
     def recipe_hash(self) -> str:
         """Everything that determines the output but the file locations: the digests stand for the files."""
-        recipe = self.model_dump(mode="json", exclude={"name", "base", "dataset"})
+        exclude = {"name", "base", "dataset", "base_uri", "base_quantization"}
+        if self.lora is None:
+            exclude.add("lora")  # a full job hashes as it did before LoRA existed
+        recipe = self.model_dump(mode="json", exclude=exclude)
         recipe["factoryRevision"] = FACTORY_REVISION
         canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -207,9 +227,11 @@ Progress = Callable[[int, float], None]
 def fine_tune(
     job: TuneJob, base: Base, pairs: list[tuple[str, str]], progress: Progress
 ) -> dict[str, np.ndarray]:
-    """The base's weights after `job.steps` steps on `pairs`; `progress(step, loss)` after each step."""
+    """After `job.steps` steps on `pairs`, the base's weights (a full fine-tune) or the adapter's
+    tensors (`job.lora`); `progress(step, loss)` after each step."""
     import torch
 
+    from baton_models.lora import adapter_tensors, attach, largest_rank
     from baton_models.model import TinyLlama
     from baton_models.train import deterministic, encode_pairs, learning_rate, optimizer, train_step
 
@@ -217,6 +239,15 @@ def fine_tune(
     torch.manual_seed(job.seed)
     model = TinyLlama(base.shape)
     model.load_weights(base.weights)
+    adapters = None
+    if job.lora is not None:
+        largest, weight = largest_rank(model, job.lora.targets)
+        if job.lora.rank > largest:
+            raise TuneError(
+                f"spec.lora.rank: {job.lora.rank} is larger than the base allows ({largest}: "
+                f"{weight} is {largest} wide)"
+            )
+        adapters = attach(model, job.lora.targets, job.lora.rank, job.lora.alpha, job.seed)
     model.train()
     optim = optimizer(model, job.learning_rate)
     order = torch.Generator().manual_seed(job.seed)
@@ -227,16 +258,22 @@ def fine_tune(
         loss = train_step(model, optim, (inputs[batch], targets[batch], lengths[batch]), rate)
         progress(step + 1, loss.item())
     model.eval()
-    return model.export()
+    return model.export() if adapters is None else adapter_tensors(adapters)
 
 
 def run(job: TuneJob, out: Path, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Check the inputs' digests, tune, export and quantize; returns the `done` event."""
+    from baton_models.lora import TARGETS
+
     unknown = [q for q in job.quantizations if q not in FTYPES]
     if unknown:
         raise TuneError(
             f"quantizations: {', '.join(unknown)} not made here; choose from {', '.join(QUANTIZATIONS)}"
         )
+    if (job.lora is None) != bool(job.quantizations):
+        raise TuneError("quantizations: a full fine-tune writes at least one, a LoRA run none")
+    if job.lora is not None and not set(job.lora.targets) <= set(TARGETS):
+        raise TuneError(f"spec.lora.targetModules: choose from {', '.join(TARGETS)}")
     for what, path, expected in (
         ("base", job.base, job.base_digest),
         ("dataset", job.dataset, job.dataset_digest),
@@ -267,21 +304,7 @@ def run(job: TuneJob, out: Path, emit: Callable[[dict[str, Any]], None]) -> dict
     weights = fine_tune(job, base, pairs, progress)
     seconds = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
-    f16 = out / f"{job.name}.F16.gguf"
-    write_f16(f16, job.name, base.shape, base.tokenizer, weights)
-    files = []
-    for quantization in job.quantizations:
-        path = f16 if quantization == "F16" else out / f"{job.name}.{quantization}.gguf"
-        if path != f16:
-            quantize(f16, path, quantization)
-        files.append(
-            {
-                "quantization": quantization,
-                "path": str(path),
-                "digest": sha256_file(path),
-                "sizeBytes": path.stat().st_size,
-            }
-        )
+    files = _lora_files(job, out, weights) if job.lora is not None else _full_files(job, out, base, weights)
     return {
         "event": "done",
         "files": files,
@@ -295,6 +318,33 @@ def run(job: TuneJob, out: Path, emit: Callable[[dict[str, Any]], None]) -> dict
             "codeVersion": f"baton {__version__} (factory revision {FACTORY_REVISION})",
         },
     }
+
+
+def _file(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "digest": sha256_file(path), "sizeBytes": path.stat().st_size}
+
+
+def _lora_files(job: TuneJob, out: Path, tensors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The one output of a LoRA run: the base as pinned, with the adapter to serve over it."""
+    from baton_models.lora import write_adapter
+
+    assert job.lora is not None
+    adapter = out / f"{job.name}.lora.gguf"
+    write_adapter(adapter, job.name, tensors, job.lora.alpha)
+    base = {"quantization": job.base_quantization, "uri": job.base_uri, "digest": job.base_digest}
+    return [base | {"sizeBytes": job.base.stat().st_size, "adapter": _file(adapter)}]
+
+
+def _full_files(job: TuneJob, out: Path, base: Base, weights: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    f16 = out / f"{job.name}.F16.gguf"
+    write_f16(f16, job.name, base.shape, base.tokenizer, weights)
+    files = []
+    for quantization in job.quantizations:
+        path = f16 if quantization == "F16" else out / f"{job.name}.{quantization}.gguf"
+        if path != f16:
+            quantize(f16, path, quantization)
+        files.append({"quantization": quantization, **_file(path)})
+    return files
 
 
 def main(job_path: Path, out: Path) -> int:

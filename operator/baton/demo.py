@@ -9,7 +9,8 @@ which is what the end-to-end test asserts.
 
 `baton demo --tune` tells the other way a version arrives: the medical team's JSON Lines file
 (`manifests/examples/tuning/`) fine-tunes the serving v1 champion through a ModelTuning, and the
-tuned candidate must pass the same benchmark and canary gate and be promoted.
+tuned candidate must pass the same benchmark and canary gate and be promoted. `--lora` trains a
+LoRA adapter over the champion instead: the promoted version is the same base file plus the adapter.
 
 The shipped examples (`manifests/examples/`) are cluster manifests whose artifacts live on a
 volume; here they are rendered against the locally built models (real paths, real digests).
@@ -65,6 +66,7 @@ class DemoOptions:
     domains: tuple[str, ...] | None = None
     timeout_s: float = 1200.0
     tune: bool = False
+    lora: bool = False  # with `tune`: a LoRA adapter over the champion instead of a full fine-tune
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
 
 
 TUNING_EXAMPLE = EXAMPLES_DIR / "tuning" / "medical-tuning.yaml"
+LORA_EXAMPLE = EXAMPLES_DIR / "tuning" / "medical-lora.yaml"
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -424,6 +427,7 @@ def _print_how_to_call(console: Console, endpoint: str, key_file: Path | None, d
 def run_tune_demo(options: DemoOptions) -> int:
     """Serve medical v1, tune it on the shipped examples, and show the tuned version promoted (exit 0)."""
     from baton.api import TuningPhase
+    from baton.local.runtime import laptop_fetch_policy
     from baton.local.store import LocalStore
     from baton.local.tuning import load_tuning, run_tuning
     from baton.local.view import decisions_table, deployments_table, make_console, table_width
@@ -432,7 +436,8 @@ def run_tune_demo(options: DemoOptions) -> int:
     width = table_width(console)
     started = time.monotonic()
     deadline = started + options.timeout_s
-    tuning = load_tuning(TUNING_EXAMPLE)
+    example = LORA_EXAMPLE if options.lora else TUNING_EXAMPLE
+    tuning = load_tuning(example)
     domain = tuning.spec.deployment
     console.rule(f"baton demo --tune: the {domain} team's data in, a measured candidate out")
     models = build_models((domain,), ("v1",), console)
@@ -452,9 +457,12 @@ def run_tune_demo(options: DemoOptions) -> int:
         resources, options, store, console, deadline, (domain,), clients=2, how_to_call=False
     ) as loop:
         hyper = tuning.spec.hyperparameters
-        dataset = TUNING_EXAMPLE.with_name("medical.jsonl")
+        dataset = example.with_name("medical.jsonl")
         console.log(f"modeltuning/{tuning.metadata.name}: {hyper.steps} steps on {dataset}")
-        tuned = run_tuning(store, tuning, _tuning_progress(console)) if loop.serving else tuning
+        # The shipped dataset lies in the repository, wherever it was cloned (not always under home).
+        laptop = laptop_fetch_policy()
+        policy = laptop.model_copy(update={"local_roots": [*laptop.local_roots, str(dataset.parent)]})
+        tuned = run_tuning(store, tuning, _tuning_progress(console), policy) if loop.serving else tuning
         status = tuned.status
         ok = status is not None and status.phase == TuningPhase.SUCCEEDED
         console.log(
@@ -469,6 +477,8 @@ def run_tune_demo(options: DemoOptions) -> int:
             deadline,
         )
         console.print(deployments_table(loop.runtime.deployments.values(), width=width))
+        serving = loop.runtime.deployments[domain].status
+        champion = serving.champion.to_wire() if serving and serving.champion else None
         report = loop.traffic.stop()
     every_decision = store.decisions()
     console.print(decisions_table(every_decision, width))
@@ -480,6 +490,7 @@ def run_tune_demo(options: DemoOptions) -> int:
         "decisions": [_wire(r) for r in final],
         "elapsedSeconds": round(elapsed, 1),
         "tuning": (tuned.status.to_wire() if ok and tuned.status else None),
+        "champion": champion,
         "failures": report.failures,
     }
     (options.state_dir / "demo-report.json").write_text(json.dumps(body, indent=2) + "\n")

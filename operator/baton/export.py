@@ -105,6 +105,11 @@ def _eos_text(metadata: dict[str, object]) -> str:
 
 def export(champion: Champion, fmt: ExportFormat, out: Path, policy: FetchPolicy) -> Path:
     """Write the champion in `fmt` under `out`, reading it under `policy`; returns the written GGUF's path."""
+    if champion.artifact.adapter is not None:
+        # The base alone would answer as another model; an export of both files is not built yet.
+        raise ArtifactError(
+            f"{champion.deployment}: the champion is a LoRA adapter over a base; only whole models export"
+        )
     verified = fetch_verified(champion.artifact.uri, champion.artifact.digest, policy)
     target = out if fmt is ExportFormat.OLLAMA else out / PUBLISHER / champion.deployment
     target.mkdir(parents=True, exist_ok=True)

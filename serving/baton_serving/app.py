@@ -41,6 +41,8 @@ from baton_serving.config import (
     ENGINE_DEPLOYMENT,
     INGRESS_DEPLOYMENT,
     SERVE_PROCESS_ENV,
+    AdapterRef,
+    ArtifactRef,
     AuthConfig,
     DeploymentRoute,
     EngineArgs,
@@ -145,22 +147,26 @@ class EngineServer:
         uri = spec.artifact.uri
         began = time.monotonic()
         try:
-            artifact = fetch_verified(
-                uri,
-                spec.artifact.digest,
-                FetchPolicy.model_validate(fetch),
-                Path(artifact_cache_dir) if artifact_cache_dir else None,
-                spec.artifact.size_bytes or MAX_ARTIFACT_BYTES,
-            )
+            policy = FetchPolicy.model_validate(fetch)
+            cache = Path(artifact_cache_dir) if artifact_cache_dir else None
+
+            def verified(ref: ArtifactRef | AdapterRef) -> Path:
+                cap = ref.size_bytes or MAX_ARTIFACT_BYTES  # a download longer than declared is cut off
+                return fetch_verified(ref.uri, ref.digest, policy, cache, cap).path
+
+            artifact_path = verified(spec.artifact)
+            # An adapter is a file of its own, held to its own pin before llama.cpp opens either.
+            adapter_path = verified(spec.artifact.adapter) if spec.artifact.adapter else None
             # Downloaded and verified, or (from the cache) verified again: what a replica's start pays.
             self._artifact_seconds = round(time.monotonic() - began, 3)
             # One slot per request the replica accepts: every accepted request decodes at once.
             self._engine = LlamaCppEngine(
-                artifact.path,
+                artifact_path,
                 spec.context_length,
                 spec.threads,
                 slots=spec.max_ongoing_requests,
                 limits=RequestLimits.model_validate(limits),
+                adapter=adapter_path,
             )
         except ArtifactError as error:
             self._error = str(error)

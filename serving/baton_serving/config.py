@@ -34,6 +34,18 @@ class EngineKind(StrEnum):
     VLLM = "vllm"
 
 
+class AdapterRef(_Strict):
+    """A LoRA adapter (llama.cpp GGUF) applied over a revision's weights, pinned by its own digest."""
+
+    uri: str = Field(min_length=1, description="Location of the adapter file, as for the artifact's `uri`.")
+    digest: str = Field(
+        description="Expected content digest of the adapter file, as `sha256:<64 lowercase hex>`. A "
+        "mismatch refuses the revision; it never serves.",
+        pattern=DIGEST_PATTERN,
+    )
+    size_bytes: int | None = Field(default=None, ge=1, description="Size of the adapter in bytes.")
+
+
 class ArtifactRef(_Strict):
     """Where a model's weights live, pinned by content digest."""
 
@@ -54,6 +66,12 @@ class ArtifactRef(_Strict):
         ge=1,
         description="Size of the artifact in bytes, used to derive replica memory when `resources` "
         "leaves it unset.",
+    )
+    adapter: AdapterRef | None = Field(
+        default=None,
+        description="A LoRA adapter llama.cpp applies over these weights (`--lora`); both files are "
+        "checked against their digests before llama.cpp opens either. llama.cpp revisions only (a "
+        "vLLM revision with one fails to deploy).",
     )
 
 

@@ -45,4 +45,9 @@ def replica_memory_bytes(revision: RevisionSpec) -> int:
     if revision.resources.memory_bytes is not None:
         return revision.resources.memory_bytes
     size = revision.artifact.size_bytes or UNKNOWN_ARTIFACT_BYTES
+    # An adapter's base is counted whole in each replica: the kernel shares a memory-mapped base
+    # between processes, but not every weight type stays mapped (Q4_K is repacked into private memory).
+    adapter = revision.artifact.adapter
+    if adapter is not None:
+        size += adapter.size_bytes or UNKNOWN_ARTIFACT_BYTES
     return math.ceil(size * WEIGHTS_MEMORY_FACTOR) + RUNTIME_OVERHEAD_BYTES

@@ -22,6 +22,7 @@ from baton.api.common import (
     Quantization,
     Resource,
     Rule,
+    listed_once,
     with_rules,
 )
 from baton.api.decision import Decision
@@ -191,13 +192,7 @@ class ModelSourceSpec(BatonModel):
             holds=lambda self: sum(getattr(self, kind) is not None for kind in _KINDS) == 1,
             message=f"exactly one of {', '.join(_KINDS)} must be set",
         ),
-        Rule(
-            cel="self.quantizations.all(q, self.quantizations.exists_one(x, x == q))",
-            holds=lambda self: len(set(self.quantizations)) == len(self.quantizations),
-            message="each quantization may be listed once",
-            field_path=".quantizations",
-            reason="FieldValueDuplicate",
-        ),
+        listed_once("quantizations", "quantizations", "quantization"),
     )
 
     deployment: str = Field(

@@ -93,6 +93,17 @@ class Rules:
         schema["x-kubernetes-validations"] = [rule.wire() for rule in self.rules]
 
 
+def listed_once(field: str, attribute: str, what: str) -> Rule:
+    """The rule that no item of the list `field` (`attribute` in Python) appears twice."""
+    return Rule(
+        cel=f"self.{field}.all(q, self.{field}.exists_one(x, x == q))",
+        holds=lambda self: len(set(getattr(self, attribute))) == len(getattr(self, attribute)),
+        message=f"each {what} may be listed once",
+        field_path=f".{field}",
+        reason="FieldValueDuplicate",
+    )
+
+
 def with_rules(*rules: Rule) -> ConfigDict:
     """The model config of a BatonModel whose instances must satisfy `rules`."""
     return BatonModel.model_config | ConfigDict(json_schema_extra=Rules(*rules))
@@ -125,8 +136,28 @@ class ArtifactFormat(StrEnum):
     SAFETENSORS = "safetensors"
 
 
+class Adapter(BatonModel):
+    """A LoRA adapter in llama.cpp's GGUF format (`general.type = adapter`), pinned by its own digest."""
+
+    uri: str = Field(min_length=1, description="Where the adapter file is, as for the artifact's `uri`.")
+    digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description="sha256 digest of the adapter file, `sha256:<64 hex>`. A mismatch fails the model.",
+    )
+    size_bytes: int | None = Field(default=None, ge=1, description="Adapter file size in bytes.")
+
+
 class Artifact(BatonModel):
     """A model file pinned by content digest: it is verified before it ever serves."""
+
+    model_config = with_rules(
+        Rule(
+            cel="!has(self.adapter) || self.format == 'gguf'",
+            holds=lambda self: self.adapter is None or self.format == ArtifactFormat.GGUF,
+            message="a LoRA adapter is served by llama.cpp over a gguf artifact",
+            field_path=".adapter",
+        )
+    )
 
     uri: str = Field(
         min_length=1,
@@ -145,6 +176,11 @@ class Artifact(BatonModel):
     quantization: Quantization = Field(description="Weight quantization of the file.")
     size_bytes: int | None = Field(
         default=None, ge=1, description="File size in bytes, used to size engine replicas before download."
+    )
+    adapter: Adapter | None = Field(
+        default=None,
+        description="A LoRA adapter applied over these weights (the file above is then its base). Both "
+        "files are checked against their digests before either loads.",
     )
 
 

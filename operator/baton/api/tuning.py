@@ -6,6 +6,9 @@ into which quantizations. The run's outputs become ModelCandidates of the deploy
 file pinned by digest with its provenance, and go through the same benchmark and canary gate as
 any other version: tuning never promotes anything by itself. A run that fails ends `Failed`
 with the reason and offers no candidate.
+
+`method: lora` trains low-rank adapters over the frozen base instead: the candidate is the base as
+pinned plus one small adapter file, so many domains' versions can share one base file.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from baton.api.benchmark import UriItemsRef
+from baton.api.benchmark import ConfigMapItemsRef, UriItemsRef
 from baton.api.common import (
     DNS_LABEL_PATTERN,
     Artifact,
@@ -25,6 +28,7 @@ from baton.api.common import (
     Quantization,
     Resource,
     Rule,
+    listed_once,
     with_rules,
 )
 
@@ -32,6 +36,49 @@ from baton.api.common import (
 INLINE_DATASET_LIMIT = 512 * 1024
 # The quantizations the factory's trainer writes (GGUF, by llama.cpp's quantizer).
 TUNED_QUANTIZATIONS = ("F16", "Q8_0", "Q4_K_M", "TQ1_0", "TQ2_0")
+DEFAULT_QUANTIZATIONS = ("Q8_0",)
+# A rank past this is no longer a low-rank update of the factory's (or any small) model: tune it fully.
+MAX_LORA_RANK = 256
+
+
+class TuningMethod(StrEnum):
+    FULL = "full"
+    LORA = "lora"
+
+
+class LoraTarget(StrEnum):
+    """A block weight an adapter may train (llama.cpp's tensor names)."""
+
+    ATTN_Q = "attn_q"
+    ATTN_K = "attn_k"
+    ATTN_V = "attn_v"
+    ATTN_OUTPUT = "attn_output"
+    FFN_GATE = "ffn_gate"
+    FFN_UP = "ffn_up"
+    FFN_DOWN = "ffn_down"
+
+
+class LoraSettings(BatonModel):
+    """Low-rank adapters: `W x + alpha/rank * B A x` beside each targeted weight of every block."""
+
+    model_config = with_rules(listed_once("targetModules", "target_modules", "target module"))
+
+    rank: int = Field(
+        default=8,
+        ge=1,
+        le=MAX_LORA_RANK,
+        description="Rank of each adapter. At most the smaller side of every targeted weight: a larger "
+        "rank fails the run naming this field (the base's shape is known only once it is read).",
+    )
+    alpha: float = Field(
+        default=16.0, gt=0, le=4096, description="Scale numerator: each update is scaled by alpha / rank."
+    )
+    target_modules: list[LoraTarget] = Field(
+        default_factory=lambda: list(LoraTarget),
+        min_length=1,
+        max_length=len(LoraTarget),
+        description="Block weights that get an adapter (default: every linear weight of each block).",
+    )
 
 
 class TuningDataset(BatonModel):
@@ -40,9 +87,9 @@ class TuningDataset(BatonModel):
 
     model_config = with_rules(
         Rule(
-            cel="[has(self.inline), has(self.uri)].filter(x, x).size() == 1",
-            holds=lambda self: (self.inline is None) != (self.uri is None),
-            message="exactly one of inline or uri must be set",
+            cel="[has(self.inline), has(self.configMapRef), has(self.uri)].filter(x, x).size() == 1",
+            holds=lambda self: [self.inline, self.config_map_ref, self.uri].count(None) == 2,
+            message="exactly one of inline, configMapRef or uri must be set",
         )
     )
 
@@ -51,6 +98,11 @@ class TuningDataset(BatonModel):
         min_length=1,
         max_length=INLINE_DATASET_LIMIT,
         description="The JSON Lines text itself (small data sets; its digest is recorded in provenance).",
+    )
+    config_map_ref: ConfigMapItemsRef | None = Field(
+        default=None,
+        description="A key of a ConfigMap in the tuning's namespace holding the JSON Lines text (at most "
+        "1 MiB, the API server's bound; its digest is recorded in provenance). Clusters only.",
     )
     uri: UriItemsRef | None = Field(default=None, description="A JSON Lines file pinned by digest.")
 
@@ -75,9 +127,23 @@ class ModelTuningSpec(BatonModel):
             field_path=".hyperparameters.warmup",
         ),
         Rule(
-            cel="self.quantizations.all(q, q in " + str(list(TUNED_QUANTIZATIONS)) + ")",
-            holds=lambda self: all(q in TUNED_QUANTIZATIONS for q in self.quantizations),
+            cel="!has(self.quantizations) || self.quantizations.all(q, q in "
+            + str(list(TUNED_QUANTIZATIONS))
+            + ")",
+            holds=lambda self: all(q in TUNED_QUANTIZATIONS for q in self.quantizations or ()),
             message="the trainer writes only " + ", ".join(TUNED_QUANTIZATIONS),
+            field_path=".quantizations",
+        ),
+        Rule(
+            cel="self.method == 'lora' || !has(self.lora)",
+            holds=lambda self: self.method == TuningMethod.LORA or self.lora is None,
+            message="lora settings need method: lora",
+            field_path=".lora",
+        ),
+        Rule(
+            cel="self.method != 'lora' || !has(self.quantizations)",
+            holds=lambda self: self.method != TuningMethod.LORA or self.quantizations is None,
+            message="a LoRA adapter is served over the base as pinned: quantizations are for method: full",
             field_path=".quantizations",
         ),
     )
@@ -103,15 +169,38 @@ class ModelTuningSpec(BatonModel):
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters, description="Training settings."
     )
-    quantizations: list[Quantization] = Field(
-        default_factory=lambda: [Quantization.Q8_0],
+    method: TuningMethod = Field(
+        default=TuningMethod.FULL,
+        description="`full`: every weight trains, and each output quantization is a new model file. "
+        "`lora`: only low-rank adapters train over the frozen base; the candidate is the base as "
+        "pinned plus a llama.cpp GGUF LoRA adapter, both checked by digest before they load.",
+    )
+    lora: LoraSettings | None = Field(
+        default=None, description="Adapter settings of `method: lora` (defaults when omitted)."
+    )
+    quantizations: list[Quantization] | None = Field(
+        default=None,
         min_length=1,
         max_length=len(TUNED_QUANTIZATIONS),
-        description="Output files, one candidate each, in this order: "
+        description="`method: full` only: output files, one candidate each, in this order ("
         + ", ".join(TUNED_QUANTIZATIONS)
-        + ".",
+        + "; default "
+        + ", ".join(DEFAULT_QUANTIZATIONS)
+        + ").",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the batch order.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the batch order and adapter init.")
+
+    @property
+    def lora_settings(self) -> LoraSettings | None:
+        """The adapter settings of a LoRA run (defaults filled in), None for a full one."""
+        return (self.lora or LoraSettings()) if self.method == TuningMethod.LORA else None
+
+    @property
+    def output_quantizations(self) -> list[str]:
+        """The files a full run writes (none for LoRA)."""
+        if self.method == TuningMethod.LORA:
+            return []
+        return [str(q) for q in self.quantizations or DEFAULT_QUANTIZATIONS]
 
 
 class TuningPhase(StrEnum):

@@ -241,7 +241,12 @@ def candidate_add(
 @click.option(
     "--tune", is_flag=True, help="Instead: tune medical v1 on the shipped examples; promote the result."
 )
-def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool) -> None:
+@click.option(
+    "--lora",
+    is_flag=True,
+    help="With --tune: train a LoRA adapter over medical v1 (manifests/examples/tuning/medical-lora.yaml).",
+)
+def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool, lora: bool) -> None:
     """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
     from baton.demo import DemoOptions, run_demo
 
@@ -249,7 +254,8 @@ def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool) -> 
         state_dir=state_dir or default_state_dir().with_name("demo"),
         port=port,
         domains=tuple(domains.split(",")) if domains else None,
-        tune=tune,
+        tune=tune or lora,
+        lora=lora,
     )
     sys.exit(run_demo(options))
 

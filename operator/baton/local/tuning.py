@@ -22,29 +22,21 @@ import yaml
 from pydantic import ValidationError
 
 from baton.api import ModelDeployment, ModelTuning, TuningPhase, parse_resource
-from baton.api.common import api_field_path
+from baton.api.common import Artifact, api_field_path
 from baton.evidence.tuning import (
     JobInputs,
+    TuningInputError,
     after_event,
     candidates,
+    dataset_body,
     failed,
     job_document,
-    sha256_digest,
     started,
 )
 from baton.local.store import LocalStore
 from baton.options import fetch_policy_option
-from baton_serving import fetch
 from baton_serving.artifacts import ArtifactError, fetch_verified
 from baton_serving.config import FetchPolicy
-
-# A dataset file is read whole into the job; the job's own bound on examples is the finer one.
-MAX_DATASET_BYTES = 256 * 1024 * 1024
-DATASET_DEADLINE_S = 60.0
-
-
-class TuningInputError(Exception):
-    """An input the run cannot start from; the message is the Failed reason."""
 
 
 def load_tuning(path: Path) -> ModelTuning:
@@ -72,8 +64,11 @@ def load_tuning(path: Path) -> ModelTuning:
     return resource
 
 
-def resolve_inputs(store: LocalStore, tuning: ModelTuning, work: Path, policy: FetchPolicy) -> JobInputs:
-    """The base and the dataset as files the job reads under `policy`, and the digests pinning them."""
+def resolve_inputs(
+    store: LocalStore, tuning: ModelTuning, work: Path, policy: FetchPolicy
+) -> tuple[JobInputs, Artifact]:
+    """The base and the dataset as files the job reads under `policy`, the digests pinning them, and
+    the base's artifact."""
     stored = store.read_object("ModelDeployment", tuning.spec.deployment)
     if stored is None:
         raise TuningInputError(
@@ -84,31 +79,20 @@ def resolve_inputs(store: LocalStore, tuning: ModelTuning, work: Path, policy: F
         deployment = ModelDeployment.model_validate(stored)
         champion = deployment.status.champion if deployment.status else None
         base = champion.artifact if champion else deployment.spec.model.artifact
+    if base.adapter is not None:
+        # The adapter's learning is not in the base file: tuning the base alone would lose it.
+        raise TuningInputError(
+            "spec.base: the model is served with a LoRA adapter; name the version to tune in spec.base"
+        )
     try:
         verified = fetch_verified(base.uri, base.digest, policy)
     except ArtifactError as error:
         raise TuningInputError(f"spec.base: {error}") from None
     work.mkdir(parents=True, exist_ok=True)
     dataset = work / "dataset.jsonl"
-    source = tuning.spec.dataset
-    if source.inline is not None:
-        body = source.inline.encode()
-        digest = sha256_digest(body)
-    else:
-        assert source.uri is not None  # the spec's rule: exactly one source
-        body = _read_dataset(source.uri.url, policy)
-        digest = source.uri.digest
-        if sha256_digest(body) != digest:
-            raise TuningInputError("spec.dataset.uri.digest: the file's digest does not match")
+    body, digest = dataset_body(tuning.spec.dataset, policy, None)
     dataset.write_bytes(body)
-    return JobInputs(verified.path, verified.digest, dataset, digest)
-
-
-def _read_dataset(url: str, policy: FetchPolicy) -> bytes:
-    try:
-        return fetch.read(url, policy, MAX_DATASET_BYTES, DATASET_DEADLINE_S)
-    except fetch.FetchError as error:
-        raise TuningInputError(f"spec.dataset.uri.url: {error}") from None
+    return JobInputs(verified.path, verified.digest, dataset, digest), base
 
 
 def run_tuning(
@@ -129,11 +113,11 @@ def run_tuning(
     try:
         from baton.local.runtime import laptop_fetch_policy  # the runtime's imports are heavy
 
-        inputs = resolve_inputs(store, tuning, work, policy or laptop_fetch_policy())
+        inputs, base = resolve_inputs(store, tuning, work, policy or laptop_fetch_policy())
     except TuningInputError as error:
         return record(failed(tuning, str(error), datetime.now(UTC)))
     job = work / "job.json"
-    job.write_text(json.dumps(job_document(tuning, inputs)))
+    job.write_text(json.dumps(job_document(tuning, inputs, base)))
     command = [sys.executable, "-m", "baton_models", "tune", str(job), str(work / "out")]
     record(started(tuning, datetime.now(UTC)))
     process = subprocess.Popen(

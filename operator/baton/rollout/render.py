@@ -24,6 +24,7 @@ from baton.api.pool import ModelPool
 from baton.rollout.machine import parse_duration
 from baton.rollout.traffic import traffic_split
 from baton_serving.config import (
+    AdapterRef,
     ArtifactRef,
     Autoscaling,
     DeploymentSpec,
@@ -172,9 +173,17 @@ def _deployment_spec(deployment: ModelDeployment, placed: set[str]) -> Deploymen
 def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> RevisionSpec:
     engine = deployment.spec.engine
     artifact = revision.artifact
+    adapter = artifact.adapter
     return RevisionSpec(
         name=revision.revision,
-        artifact=ArtifactRef(uri=artifact.uri, digest=artifact.digest, size_bytes=artifact.size_bytes),
+        artifact=ArtifactRef(
+            uri=artifact.uri,
+            digest=artifact.digest,
+            size_bytes=artifact.size_bytes,
+            adapter=None
+            if adapter is None
+            else AdapterRef(uri=adapter.uri, digest=adapter.digest, size_bytes=adapter.size_bytes),
+        ),
         engine=_ENGINES[Runtime(deployment.spec.runtime)],
         quantization=artifact.quantization,
         context_length=engine.context_length,

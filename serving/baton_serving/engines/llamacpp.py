@@ -1,5 +1,15 @@
 """llama.cpp engine: one GGUF (F16, Q8_0, Q4_K_M, ternary TQ2_0/TQ1_0, ...) served by llama.cpp's own
-server, `llama-server`, which the engine replica starts, supervises and stops.
+server, `llama-server`, which the engine replica starts, supervises and stops; optionally with one
+LoRA adapter applied over it (`--lora`, scale 1 for every request).
+
+Why one adapter per server, when llama-server can hold several and pick one per request (`"lora"`
+in the body): the pinned llama-server loads adapters only at start (`POST /lora-adapters` sets
+scales, it adds none), so adding a candidate's adapter to a shared server would restart it under
+every revision it serves; and it never batches requests with different adapters together, so
+domains sharing one server would decode in turn. Separate servers over one base file share the
+base's pages anyway: llama.cpp memory-maps the GGUF, and the kernel keeps one copy of a file's
+pages for every process mapping it (for weight types llama.cpp does not repack on load: F16 and
+Q8_0 stay mapped on x86; by ggml-cpu/repack.cpp, Q4_K is repacked into private memory under AVX2).
 
 Why a server process and not llama-cpp-python's in-process `Llama`: `Llama` decodes one request at
 a time, so concurrent clients queue behind each other (8 clients: 72x llama-server's time to first
@@ -190,6 +200,7 @@ class LlamaCppEngine:
         threads: int,
         slots: int = 1,
         limits: RequestLimits | None = None,
+        adapter: Path | None = None,
     ) -> None:
         self.context_length = context_length
         self.slots = slots
@@ -218,6 +229,7 @@ class LlamaCppEngine:
             "--log-file", str(self.log_path),
             "--log-verbosity", str(LOG_VERBOSITY),
             "--no-warmup",
+            *(("--lora", str(adapter)) if adapter is not None else ()),
         ]  # fmt: skip
         self._supervisor = _Supervisor(argv, self._socket, self.log_path)
         try:

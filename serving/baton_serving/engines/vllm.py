@@ -35,6 +35,11 @@ def render_llm_config(deployment: str, revision: RevisionSpec, accelerator_type:
             f"{revision.quantization} is a GGUF type; "
             f"vLLM supports {sorted(q.value for q in VLLM_QUANTIZATION)}"
         )
+    if revision.artifact.adapter is not None:
+        raise ValueError(
+            f"deployments[{deployment}].revisions[{revision.name}].artifact.adapter: "
+            "GGUF LoRA adapters are served by the llamacpp engine"
+        )
     engine_kwargs: dict[str, Any] = {"max_model_len": revision.context_length}
     quantization = VLLM_QUANTIZATION[revision.quantization]
     if quantization is not None:

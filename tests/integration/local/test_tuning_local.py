@@ -121,3 +121,81 @@ def test_a_dataset_file_whose_digest_does_not_match_ends_failed(tmp_path) -> Non
     done = run_tuning(store, tuning("", dataset=pinned))
     assert done.status.phase == TuningPhase.FAILED
     assert done.status.message.startswith("spec.dataset.uri.digest") and not offered(store)
+
+
+def lora_tuning(inline: str, **spec) -> ModelTuning:
+    document = tuning(inline, **spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"] |= {"version": "v1-lora", "method": "lora", "lora": {"rank": 8, "alpha": 16}}
+    document["spec"].pop("quantizations")
+    return ModelTuning.model_validate(document)
+
+
+@pytest.mark.timeout(900)
+def test_two_lora_runs_give_the_same_adapter_offered_over_the_pinned_base(tmp_path) -> None:
+    from pathlib import Path
+
+    from baton_models import catalog, data
+
+    champion = catalog.ensure("medical", "v1", "Q8_0", score=False)
+    dataset = data.chat_jsonl("medical", 16)
+    runs = []
+    for name in ("first", "second"):
+        store = store_with_champion(tmp_path, name, champion)
+        done = run_tuning(store, lora_tuning(dataset))
+        assert done.status.phase == TuningPhase.SUCCEEDED, done.status.message
+        runs.append(offered(store))
+    (first,), (second,) = runs
+    artifact = first.spec.artifact
+    assert artifact.adapter.digest == second.spec.artifact.adapter.digest
+    # The candidate is the champion's own file, as pinned, plus the adapter.
+    assert (artifact.uri, artifact.digest, artifact.quantization) == (
+        champion.path.as_uri(),
+        champion.digest,
+        "Q8_0",
+    )
+    adapter = Path(artifact.adapter.uri.removeprefix("file://"))
+    assert catalog.sha256_file(adapter) == artifact.adapter.digest
+    assert artifact.adapter.size_bytes == adapter.stat().st_size < champion.size_bytes / 5
+    assert first.spec.provenance.base_digest == champion.digest and first.spec.version == "v1-lora"
+    other_seed = store_with_champion(tmp_path, "other-seed", champion)
+    run_tuning(other_seed, lora_tuning(dataset, seed=4))
+    assert offered(other_seed)[0].spec.artifact.adapter.digest != artifact.adapter.digest
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_larger_than_the_base_allows_ends_the_job_failed_naming_the_field(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from baton_models import catalog
+
+    base = catalog.smoke("medical", "F16")
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
+    )
+    job = {
+        "name": "m",
+        "base": str(base.path),
+        "base_digest": base.digest,
+        "dataset": str(dataset),
+        "dataset_digest": sha256_digest(dataset.read_bytes()),
+        "steps": 1,
+        "batch_size": 1,
+        "learning_rate": 0.001,
+        "warmup": 0,
+        "seed": 0,
+        # The API refuses ranks past 256 at apply time; a job is still checked against the base itself.
+        "lora": {"rank": 300, "alpha": 16, "targets": ["attn_q", "ffn_down"]},
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    job_process = subprocess.run(
+        [sys.executable, "-m", "baton_models", "tune", str(tmp_path / "job.json"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    events = [json.loads(line) for line in job_process.stdout.splitlines()]
+    assert job_process.returncode == 1 and events[-1]["event"] == "failed"
+    assert events[-1]["reason"].startswith("spec.lora.rank: 300 is larger than the base allows (256")
+    assert not (tmp_path / "out").exists()

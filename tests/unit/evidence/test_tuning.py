@@ -7,7 +7,20 @@ from datetime import UTC, datetime
 import pytest
 
 from baton.api import ModelTuning, TuningPhase
-from baton.evidence.tuning import after_event, candidates, failed, started
+from baton.api.common import Artifact
+from baton.api.tuning import TuningDataset
+from baton.evidence.tuning import (
+    JobInputs,
+    TuningInputError,
+    after_event,
+    candidates,
+    dataset_body,
+    failed,
+    job_document,
+    sha256_digest,
+    started,
+)
+from baton.rollout.render import STRICT_FETCH
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -115,3 +128,73 @@ def test_a_started_run_is_running_at_step_zero_and_keeps_its_start_time_through_
     later = datetime(2026, 12, 2, 12, 1, tzinfo=UTC)
     event = {"event": "progress", "step": 1, "steps": 150, "loss": 1.0, "elapsedSeconds": 1.0}
     assert after_event(begun, event, later).start_time == "2026-12-02T12:00:00.000Z"
+
+
+def lora_tuning(**lora) -> ModelTuning:
+    return ModelTuning.model_validate(
+        {
+            "metadata": {"name": "medical-lora", "generation": 1},
+            "spec": {
+                "deployment": "medical",
+                "version": "v2-lora",
+                "method": "lora",
+                "dataset": {"inline": "{}"},
+                **({"lora": lora} if lora else {}),
+            },
+        }
+    )
+
+
+BASE = Artifact(uri="/models/medical-v1.Q8_0.gguf", digest="sha256:" + "b" * 64, quantization="Q8_0")
+
+
+def test_a_lora_job_gets_the_adapter_settings_with_their_defaults_and_no_quantizations(tmp_path) -> None:
+    inputs = JobInputs(tmp_path / "base.gguf", BASE.digest, tmp_path / "d.jsonl", DIGEST)
+    job = job_document(lora_tuning(), inputs, BASE)
+    assert job["quantizations"] == [] and job["lora"]["rank"] == 8 and job["lora"]["alpha"] == 16.0
+    assert job["lora"]["targets"][0] == "attn_q" and len(job["lora"]["targets"]) == 7
+    assert (job["base_uri"], job["base_quantization"]) == (BASE.uri, "Q8_0")
+    narrow = job_document(lora_tuning(rank=4, targetModules=["attn_v"]), inputs, BASE)["lora"]
+    assert (narrow["rank"], narrow["targets"]) == (4, ["attn_v"])
+    full = job_document(tuning(), inputs, BASE)
+    assert full["lora"] is None and full["quantizations"] == ["Q8_0"]
+
+
+def test_a_lora_run_offers_the_base_as_pinned_with_its_adapter() -> None:
+    adapter = {"path": "/out/medical-v2-lora.lora.gguf", "digest": DIGEST, "sizeBytes": 4096}
+    event = done() | {
+        "files": [
+            {
+                "quantization": "Q8_0",
+                "uri": BASE.uri,
+                "digest": BASE.digest,
+                "sizeBytes": 9,
+                "adapter": adapter,
+            }
+        ]
+    }
+    (offered,) = candidates(lora_tuning(), event)
+    artifact = offered.spec.artifact
+    assert (artifact.uri, artifact.digest, artifact.quantization) == (BASE.uri, BASE.digest, "Q8_0")
+    assert artifact.adapter.uri == "file:///out/medical-v2-lora.lora.gguf"
+    assert (artifact.adapter.digest, artifact.adapter.size_bytes) == (DIGEST, 4096)
+    assert offered.spec.version == "v2-lora" and offered.metadata.name == "medical-v2-lora"
+
+
+def test_a_dataset_from_a_config_map_is_pinned_by_what_was_read() -> None:
+    spec = TuningDataset(configMapRef={"name": "examples", "key": "medical.jsonl"})
+    body, digest = dataset_body(spec, STRICT_FETCH, lambda name, key: "line\n")
+    assert body == b"line\n" and digest == sha256_digest(b"line\n")
+
+
+@pytest.mark.parametrize(
+    ("config_maps", "named"),
+    [
+        (None, "spec.dataset.configMapRef: there are no ConfigMaps here"),
+        (lambda name, key: None, "spec.dataset.configMapRef.key: ConfigMap examples has no key"),
+    ],
+)
+def test_a_config_map_dataset_that_cannot_be_read_names_the_field(config_maps, named: str) -> None:
+    spec = TuningDataset(configMapRef={"name": "examples", "key": "medical.jsonl"})
+    with pytest.raises(TuningInputError, match=named):
+        dataset_body(spec, STRICT_FETCH, config_maps)
