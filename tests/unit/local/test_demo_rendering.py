@@ -66,6 +66,7 @@ def test_the_quantization_domain_serves_v2_and_offers_its_cheaper_quantizations_
     assert (spec.model.version, spec.model.artifact.quantization) == ("v2", "Q8_0")
     assert (spec.analysis.mode, spec.analysis.margin) == ("nonInferiority", 0.05)
     assert spec.analysis.require_gain.resource == "fileSize"
+    assert [b.name for b in spec.analysis.benchmarks] == [f"{domain}-extraction", f"{domain}-routing"]
     source = resources.sources[f"{domain}-releases"].spec
     assert source.quantizations == list(QUANTIZED_OFFERS) == ["TQ2_0", "Q4_K_M"]
     assert [(offered, awaited) for offered, awaited in demo_rounds([domain])] == [
