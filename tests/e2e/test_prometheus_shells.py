@@ -77,7 +77,7 @@ def manifests(models) -> str:
 def verdict(candidate_phase: str, record: list[dict]) -> tuple:
     """What a shell decided: the candidate's phase, the final verdict and reason, and the canary
     step's Prometheus evidence (the candidate's reading and the bound read from the champion's)."""
-    final, (step,) = record[-1], [d for d in record if d["gate"] == "online"]
+    final, (step,) = record[-1], [d for d in record[:-1] if d["gate"] == "online"]
     (relative,) = [e for e in step["evidence"] if e["test"] == "relative-threshold"]
     assert relative["metric"] == "ttft" and relative["margin"] == TOLERANCE, relative
     assert 0 < relative["value"] <= relative["threshold"], relative
