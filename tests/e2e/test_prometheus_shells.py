@@ -28,6 +28,9 @@ from tests.testbed.processes import free_ports
 pytestmark = pytest.mark.e2e
 
 MIN_OBSERVATIONS = 20
+# Long enough for MIN_OBSERVATIONS candidate answers at half of one sequential client's traffic
+# (~5/s; under load ~3/s): a reading still empty when the pause ends would make the step Inconclusive.
+PAUSE_S = 10
 TOLERANCE = 1.0
 TTFT_QUERY = (
     f"{P95_TTFT} and on() sum(baton_time_to_first_token_seconds_count"
@@ -50,7 +53,7 @@ def manifests(models) -> str:
             "pool": "cpu-small",
             "model": {"version": "v1", "artifact": _artifact(models["v1"])},
             "engine": {"contextLength": 128, "maxOutputTokens": 16},
-            "rollout": {"steps": [{"weight": 50, "pause": "5s", "minRequests": 10}]},
+            "rollout": {"steps": [{"weight": 50, "pause": f"{PAUSE_S}s", "minRequests": 10}]},
             "analysis": {
                 "minSamples": 5,
                 "metrics": [
