@@ -31,6 +31,8 @@ from baton_models.recipes import VERSIONS, recipe
 DEFAULT_PLAN: tuple[tuple[str, str, str], ...] = (
     *((domain, "smoke", quant) for domain in DOMAINS for quant in ("F16", "Q8_0")),
     *((domain, version, "Q8_0") for domain in DOMAINS for version in ("v1", "v2", "v3")),
+    ("aerospace", "v2", "Q4_K_M"),  # the demo's cheaper quantization (promoted) and lossy one (rejected)
+    ("aerospace", "v2", "TQ2_0"),
     ("software", "v2", "F16"),
     ("software", "v2", "TQ2_0"),
     ("software", "v2-ternary", "TQ2_0"),

@@ -1,11 +1,13 @@
 """The demo: the whole closed loop on one machine, with models whose quality is known in advance.
 
 `baton demo` (the README's `make demo`) builds or reuses the tiny domain models, serves the four
-domains through `baton up`'s runtime, sends synthetic client traffic, offers each domain a
+domains through `baton up`'s runtime, sends synthetic client traffic, offers three domains a
 better `v2` by dropping its GGUF into the domain's release directory (it must be promoted) and
 then a regressed `v3` (it must be rejected), and ends with every decision and its evidence.
-It exits non-zero when a decision contradicts the ground truth or a client request failed,
-which is what the end-to-end test asserts.
+The fourth domain shows the cost lever instead: its champion is v2 in Q8_0, and v2 arrives again
+in cheaper quantizations, offered cheapest first; the lossy post-training ternary file must be
+rejected and the 4-bit one, as good and smaller, promoted. It exits non-zero when a decision
+contradicts the ground truth or a client request failed, which is what the end-to-end test asserts.
 
 `baton demo --tune` tells the other way a version arrives: the medical team's JSON Lines file
 (`manifests/examples/tuning/`) fine-tunes the serving v1 champion through a ModelTuning, and the
@@ -39,7 +41,16 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 DOMAINS = ("medical", "construction", "aerospace", "software")
 QUANTIZATION = "Q8_0"
 # What each offered version must end in, known from how it was trained (baton_models.recipes).
-GROUND_TRUTH = {"v2": Verdict.PROMOTE, "v3": Verdict.REJECT}
+GROUND_TRUTH = {("v2", QUANTIZATION): Verdict.PROMOTE, ("v3", QUANTIZATION): Verdict.REJECT}
+# The domain whose champion v2 (Q8_0) is offered again in cheaper quantizations, cheapest first (a
+# ModelSource's `quantizations`), each judged by non-inferiority within QUANTIZED_MARGIN and a file
+# at least QUANTIZED_GAIN smaller. Post-training ternary TQ2_0 of this F16-trained model loses
+# quality (docs/models.md): rejected; Q4_K_M answers as Q8_0 does and is 41 % smaller: promoted.
+QUANTIZED_DOMAIN = "aerospace"
+QUANTIZED_OFFERS = ("TQ2_0", "Q4_K_M")
+QUANTIZED_GROUND_TRUTH = {("v2", "TQ2_0"): Verdict.REJECT, ("v2", "Q4_K_M"): Verdict.PROMOTE}
+QUANTIZED_MARGIN = 0.05
+QUANTIZED_GAIN = 0.3
 # The examples' canary (minutes at 10 % and 50 %) suits production traffic. What a step costs here
 # is the error-rate guardrail: with no error in either arm it passes once the anytime interval
 # shows the candidate at most 2 points worse, ~215 samples per arm at 50 % but ~156 candidate
@@ -76,28 +87,46 @@ class BuiltModel:
     path: Path
     digest: str
     size_bytes: int
+    quantization: str = QUANTIZATION
 
 
-def build_models(
-    domains: Sequence[str], versions: Sequence[str], console: Console
-) -> dict[tuple[str, str], BuiltModel]:
-    """Build (or reuse from the cache) every model, with a progress bar: minutes cold, seconds warm."""
+Built = dict[tuple[str, str, str], BuiltModel]  # by (domain, version, quantization)
+
+
+def ground_truth(domain: str) -> dict[tuple[str, str], Verdict]:
+    """What each (version, quantization) offered to `domain` must end in."""
+    return QUANTIZED_GROUND_TRUTH if domain == QUANTIZED_DOMAIN else GROUND_TRUTH
+
+
+def build_models(items: Sequence[tuple[str, str, str]], console: Console) -> Built:
+    """Build (or reuse from the cache) every (domain, version, quantization), with a progress bar:
+    minutes cold, seconds warm."""
     from baton_models import catalog
 
-    built: dict[tuple[str, str], BuiltModel] = {}
+    built: Built = {}
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("models", total=len(domains) * len(versions))
-        for domain in domains:
-            for version in versions:
-                progress.update(task, description=f"model {domain}-{version}.{QUANTIZATION}")
-                artifact = catalog.ensure(domain, version, QUANTIZATION)
-                built[(domain, version)] = BuiltModel(
-                    domain, version, artifact.path, artifact.digest, artifact.size_bytes
-                )
-                progress.advance(task)
+        task = progress.add_task("models", total=len(items))
+        for domain, version, quantization in items:
+            progress.update(task, description=f"model {domain}-{version}.{quantization}")
+            artifact = catalog.ensure(domain, version, quantization)
+            built[(domain, version, quantization)] = BuiltModel(
+                domain, version, artifact.path, artifact.digest, artifact.size_bytes, quantization
+            )
+            progress.advance(task)
         progress.update(task, description="models ready")
     return built
+
+
+def demo_models(domains: Sequence[str]) -> list[tuple[str, str, str]]:
+    """What the scripted demo serves and offers: each domain's champion and its offers."""
+    items = []
+    for domain in domains:
+        if domain == QUANTIZED_DOMAIN:
+            items += [(domain, "v2", QUANTIZATION), *((domain, "v2", q) for q in QUANTIZED_OFFERS)]
+        else:
+            items += [(domain, version, QUANTIZATION) for version in ("v1", "v2", "v3")]
+    return items
 
 
 def _example_documents() -> list[dict[str, Any]]:
@@ -111,7 +140,7 @@ def _artifact(model: BuiltModel) -> dict[str, Any]:
     return {
         "uri": model.path.resolve().as_uri(),
         "digest": f"sha256:{model.digest.removeprefix('sha256:')}",
-        "quantization": QUANTIZATION,
+        "quantization": model.quantization,
         "sizeBytes": model.size_bytes,
     }
 
@@ -131,20 +160,37 @@ def _local_analysis(analysis: dict[str, Any]) -> dict[str, Any]:
     return analysis | {"metrics": metrics}
 
 
+def _quantized(spec: dict[str, Any], models: Built) -> None:
+    """The quantization domain's deployment: champion v2 in Q8_0, judged by non-inferiority on both
+    of its tasks (a cheaper file must hold every one, not only the one a version upgrade is judged
+    on) and a smaller file: what a cheaper quantization of the champion's own version must show."""
+    domain = spec["domain"]
+    spec["model"] = {"version": "v2", "artifact": _artifact(models[(domain, "v2", QUANTIZATION)])}
+    spec["analysis"] = spec["analysis"] | {
+        "benchmarks": [{"name": f"{domain}-extraction"}, {"name": f"{domain}-routing"}],
+        "mode": "nonInferiority",
+        "margin": QUANTIZED_MARGIN,
+        "requireGain": {"resource": "fileSize", "atLeast": QUANTIZED_GAIN},
+    }
+
+
 def render_resources(
     target: Path,
-    models: dict[tuple[str, str], BuiltModel],
+    models: Built,
     domains: Iterable[str],
     *,
     releases: Path | None,
     include_candidates: bool,
     steps: list[dict[str, Any]],
     benchmark_items: int | None = None,
+    quantized: str | None = None,
 ) -> Path:
     """Write the example resources with the built models' paths and digests into `target`.
 
     `releases` adds a ModelSource per domain polling `releases/<domain>/`. The canary `steps`
-    replace the examples' (minutes) with what the local traffic fills in seconds.
+    replace the examples' (minutes) with what the local traffic fills in seconds. The `quantized`
+    domain is rendered as QUANTIZED_DOMAIN's story: champion v2, its source offering QUANTIZED_OFFERS
+    in that order.
     """
     from baton_models.benchmarks import benchmarks
 
@@ -158,14 +204,18 @@ def render_resources(
         if kind == "ModelPool":
             rendered["pool"].append(document)
         elif kind == "ModelDeployment" and spec["domain"] in wanted:
-            spec["model"]["artifact"] = _artifact(models[(spec["domain"], spec["model"]["version"])])
+            if spec["domain"] == quantized:
+                _quantized(spec, models)
+            else:
+                version = spec["model"]["version"]
+                spec["model"]["artifact"] = _artifact(models[(spec["domain"], version, QUANTIZATION)])
             spec["analysis"] = _local_analysis(spec.get("analysis", {}))
             spec["rollout"] = spec.get("rollout", {}) | {"steps": steps}
             rendered.setdefault(spec["domain"], []).append(document)
         elif kind == "ModelCandidate" and include_candidates:
             domain, version = spec["deployment"], spec["version"]
-            if domain in wanted and (domain, version) in models:
-                spec["artifact"] = _artifact(models[(domain, version)])
+            if domain in wanted and (domain, version, QUANTIZATION) in models:
+                spec["artifact"] = _artifact(models[(domain, version, QUANTIZATION)])
                 rendered.setdefault(domain, []).append(document)
     for domain in sorted(wanted):
         for suite in benchmarks(domain, benchmark_items) if benchmark_items else benchmarks(domain):
@@ -173,6 +223,11 @@ def render_resources(
         if releases is not None:
             folder = releases / domain
             folder.mkdir(parents=True, exist_ok=True)
+            which = (
+                {"quantizations": list(QUANTIZED_OFFERS)}
+                if domain == quantized
+                else {"quantization": QUANTIZATION}
+            )
             rendered[domain].append(
                 {
                     "apiVersion": "baton.dev/v1alpha1",
@@ -182,8 +237,8 @@ def render_resources(
                         "deployment": domain,
                         "directory": {"path": str(folder.resolve()), "pattern": "*.gguf"},
                         "pollInterval": "1s",
-                        "quantization": QUANTIZATION,
-                    },
+                    }
+                    | which,
                 }
             )
     for name, documents in rendered.items():
@@ -196,7 +251,7 @@ def render_resources(
 
 def render_example_resources(target: Path, console: Console) -> Path:
     """What `baton up` serves when given no path: the examples, v1 champions and v2 candidates."""
-    models = build_models(DOMAINS, ("v1", "v2"), console)
+    models = build_models([(d, v, QUANTIZATION) for d in DOMAINS for v in ("v1", "v2")], console)
     return render_resources(
         target, models, DOMAINS, releases=target.parent / "releases", include_candidates=True, steps=UP_STEPS
     )
@@ -265,11 +320,32 @@ def _closed_loop(
         runtime.stop()
 
 
-def _phase_of(runtime: Any, deployment: str, version: str) -> str | None:
+def _phase_of(runtime: Any, deployment: str, version: str, quantization: str = QUANTIZATION) -> str | None:
     for candidate in runtime.candidates.values():
-        if candidate.spec.deployment == deployment and candidate.spec.version == version and candidate.status:
+        spec = candidate.spec
+        offered = (spec.deployment, spec.version, spec.artifact.quantization)
+        if offered == (deployment, version, quantization) and candidate.status:
             return str(candidate.status.phase)
     return None
+
+
+Offer = tuple[str, str, str]  # (domain, version, quantization)
+
+
+def demo_rounds(domains: Sequence[str]) -> list[tuple[list[Offer], list[Offer]]]:
+    """What each round of the demo drops into the release directories and which decisions it waits
+    for. The quantization domain's files all arrive in the first round: its source offers them one
+    after the other (the next once the one before was not promoted), alongside the other domains'."""
+    rounds: list[tuple[list[Offer], list[Offer]]] = []
+    for version in ("v2", "v3"):
+        dropped = [(d, version, QUANTIZATION) for d in domains if d != QUANTIZED_DOMAIN]
+        awaited = list(dropped)
+        if QUANTIZED_DOMAIN in domains:
+            offers = [(QUANTIZED_DOMAIN, "v2", q) for q in QUANTIZED_OFFERS]
+            dropped += offers if version == "v2" else []
+            awaited.append(offers[0] if version == "v2" else offers[1])
+        rounds.append((dropped, awaited))
+    return rounds
 
 
 def _wait(console: Console, what: str, done: Any, deadline: float) -> bool:
@@ -299,8 +375,8 @@ def run_demo(options: DemoOptions) -> int:
     started = time.monotonic()
     deadline = started + options.timeout_s
     domains = tuple(options.domains or DOMAINS)
-    console.rule("baton demo: four domain models, replaced only when measurably better")
-    models = build_models(domains, ("v1", "v2", "v3"), console)
+    console.rule("baton demo: four domain models, replaced only when measurably better or cheaper")
+    models = build_models(demo_models(domains), console)
     built_s = time.monotonic() - started
     if options.state_dir.exists():
         shutil.rmtree(options.state_dir)
@@ -314,20 +390,24 @@ def run_demo(options: DemoOptions) -> int:
         include_candidates=False,
         steps=DEMO_STEPS,
         benchmark_items=DEMO_BENCHMARK_ITEMS,
+        quantized=QUANTIZED_DOMAIN,
     )
     console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
     with _closed_loop(resources, options, store, console, deadline, domains, clients=DEMO_CLIENTS) as loop:
         ok = loop.serving
-        for version in ("v2", "v3"):
+        for dropped, awaited in demo_rounds(domains):
             if not ok:
                 break
-            for domain in domains:
-                offer(releases / domain, models[(domain, version)])
-            console.log(f"offered {version} to {', '.join(domains)} (dropped into {releases}/<domain>/)")
+            for domain, version, quantization in dropped:
+                offer(releases / domain, models[(domain, version, quantization)])
+            shown = ", ".join(f"{d} {v} {q}" for d, v, q in dropped)
+            console.log(f"offered {shown} (dropped into {releases}/<domain>/)")
             ok = _wait(
                 console,
-                f"{version}: benchmark, canary and decision",
-                lambda v=version: all((_phase_of(loop.runtime, d, v) or "") in FINAL_PHASES for d in domains),
+                "benchmark, canary and decision: " + ", ".join(f"{d} {v} {q}" for d, v, q in awaited),
+                lambda awaited=awaited: all(
+                    (_phase_of(loop.runtime, *offered) or "") in FINAL_PHASES for offered in awaited
+                ),
                 deadline,
             )
             console.print(deployments_table(loop.runtime.deployments.values(), width=width))
@@ -366,18 +446,32 @@ def run_demo(options: DemoOptions) -> int:
 
 
 def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Iterable[str]) -> list[str]:
-    """Each domain must have exactly one final decision per offered version, with the known verdict."""
+    """Each domain must have exactly one final decision per offered version and quantization, with
+    the known verdict, and none about anything else."""
     problems = []
     for domain in domains:
-        for version, expected in GROUND_TRUTH.items():
-            found = [d for name, d in decisions if name == domain and d.candidate == version]
+        truth = ground_truth(domain)
+        for (version, quantization), expected in truth.items():
+            found = [
+                d
+                for name, d in decisions
+                if name == domain and (d.candidate, d.quantization) == (version, quantization)
+            ]
             if len(found) != 1:
-                problems.append(f"{domain} {version}: {len(found)} final decisions, expected 1")
+                problems.append(
+                    f"{domain} {version} {quantization}: {len(found)} final decisions, expected 1"
+                )
             elif found[0].verdict != expected:
                 problems.append(
-                    f"{domain} {version}: {found[0].verdict} ({found[0].reason}), expected {expected}: "
-                    f"{found[0].message}"
+                    f"{domain} {version} {quantization}: {found[0].verdict} ({found[0].reason}), "
+                    f"expected {expected}: {found[0].message}"
                 )
+        unexpected = [
+            d for name, d in decisions if name == domain and (d.candidate, d.quantization) not in truth
+        ]
+        problems += [
+            f"{domain} {d.candidate} {d.quantization}: unexpected decision {d.verdict}" for d in unexpected
+        ]
     return problems
 
 
@@ -440,7 +534,7 @@ def run_tune_demo(options: DemoOptions) -> int:
     tuning = load_tuning(example)
     domain = tuning.spec.deployment
     console.rule(f"baton demo --tune: the {domain} team's data in, a measured candidate out")
-    models = build_models((domain,), ("v1",), console)
+    models = build_models([(domain, "v1", QUANTIZATION)], console)
     if options.state_dir.exists():
         shutil.rmtree(options.state_dir)
     store = LocalStore(options.state_dir)

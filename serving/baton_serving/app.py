@@ -56,7 +56,13 @@ from baton_serving.config import (
     TracingConfig,
     engine_app_name,
 )
-from baton_serving.engines import Engine, EngineRequestError, EngineUnavailableError, GenerationRequest
+from baton_serving.engines import (
+    DECODE_AFTER_FIRST_TOKEN_KEY,
+    Engine,
+    EngineRequestError,
+    EngineUnavailableError,
+    GenerationRequest,
+)
 from baton_serving.fetch import shown
 from baton_serving.gate import Gate
 from baton_serving.ollama_protocol import (
@@ -426,6 +432,15 @@ def _as_openai_error(error: BaseException) -> OpenAIError:
     return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type=metrics.SERVER_ERROR)
 
 
+def _unary_first_token_at(result: dict[str, Any]) -> float | None:
+    """When a unary answer's first token came, as seen at the ingress: now, less the time the engine
+    says it decoded after that token (taken off the response). So the answer's way back through Ray
+    counts in its time to first token, which is a little longer than a streamed one's, never shorter.
+    None when the engine does not say (no token generated, or an engine without timings)."""
+    after_first = result.pop(DECODE_AFTER_FIRST_TOKEN_KEY, None)
+    return None if after_first is None else time.perf_counter() - after_first
+
+
 def _answer_text(result: dict[str, Any]) -> str:
     choice = result["choices"][0]
     return choice["message"].get("content") or "" if "message" in choice else choice.get("text", "")
@@ -789,11 +804,12 @@ class OpenAIIngress:
                 in_flight.dec()
                 return self._fail(request, _as_openai_error(error))
             in_flight.dec()
+            first_token_at = _unary_first_token_at(result)
             result["model"] = body.model
             answer = Answer(
                 _answer_text(result), result["usage"], [result["choices"][0].get("finish_reason") or ""]
             )
-            await self._finish(request, None, answer)
+            await self._finish(request, first_token_at, answer)
             return JSONResponse(result, headers={REVISION_HEADER: revision})
         stream = engine.streaming.stream.remote(generation)
         try:
@@ -822,8 +838,6 @@ class OpenAIIngress:
             metrics.IN_FLIGHT.labels(*request.labels).dec()
         finished = time.perf_counter()
         answer = progress.answer()
-        # Decoded as a stream, so its first token has a time: it counts in TTFT and TPOT like a
-        # streamed answer (an OpenAI unary answer has none at the ingress; the engine would have to say).
         await self._finish(request, progress.first_token_at, answer)
         return Response(
             request.framing.end(answer, progress.timing(finished)),

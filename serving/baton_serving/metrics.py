@@ -54,14 +54,16 @@ REQUEST_DURATION = Histogram(
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "baton_time_to_first_token_seconds",
-    "Time from receiving a request to its first output token, for answers the ingress decodes as a stream "
-    "(streaming requests, Ollama's non-streamed ones).",
+    "Time from receiving a request to its first output token. Streamed answers: when the first token "
+    "reached the ingress; whole (non-streamed) answers: their latency at the ingress less llama.cpp's "
+    "own decoding time after the first token.",
     REVISION_LABELS,
     buckets=LATENCY_BUCKETS_SECONDS,
 )
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "baton_time_per_output_token_seconds",
-    "Mean time between output tokens after the first, per answer the ingress decodes as a stream.",
+    "Mean time between output tokens after the first, per answer of more than one token (streamed or "
+    "not, as for the time to first token).",
     REVISION_LABELS,
     buckets=TOKEN_LATENCY_BUCKETS_SECONDS,
 )

@@ -247,7 +247,11 @@ def candidate_add(
     help="With --tune: train a LoRA adapter over medical v1 (manifests/examples/tuning/medical-lora.yaml).",
 )
 def demo(state_dir: Path | None, port: int, domains: str | None, tune: bool, lora: bool) -> None:
-    """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3."""
+    """The whole closed loop in minutes: build the tiny models, serve four domains, promote v2, reject v3.
+
+    Aerospace shows a cheaper quantization instead: its champion v2 is offered again in TQ2_0 (lossy:
+    rejected) and Q4_K_M (as good, smaller: promoted).
+    """
     from baton.demo import DemoOptions, run_demo
 
     options = DemoOptions(

@@ -14,8 +14,8 @@ from baton.observability.yamltext import dump_readable
 
 # Service-level objectives of every domain endpoint.
 AVAILABILITY_OBJECTIVE = 0.99  # share of requests answered without a server error (HTTP 5xx)
-TTFT_THRESHOLD_SECONDS = 1  # a streaming client should see its first token within this...
-TTFT_OBJECTIVE = 0.95  # ...for this share of streaming requests
+TTFT_THRESHOLD_SECONDS = 1  # a client should see (or could have seen) its first token within this...
+TTFT_OBJECTIVE = 0.95  # ...for this share of answers, streamed or not
 
 # Multi-window burn-rate alerts: (severity, long window, short window, burn rate, for).
 # A burn rate of 14.4 spends 2 % of a 30-day budget in an hour (page); 6 spends 5 % in 6 hours.

@@ -217,7 +217,7 @@ def platform_overview() -> dict[str, Any]:
         .with_panel(
             _timeseries(
                 "Time per output token p95 by deployment",
-                "Decoding speed seen by a streaming client.",
+                "Decoding speed of the answers, streamed or not.",
                 "s",
                 [
                     _query(

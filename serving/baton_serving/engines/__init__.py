@@ -16,6 +16,12 @@ from typing import Any, Literal, Protocol
 SCHEMA_PARAM = "response_format.json_schema.schema"
 
 
+# The key under which a whole (unary) response may carry how long decoding took after its first
+# token, in seconds (llama-server's own `timings.predicted_ms`). The ingress takes it off before
+# answering: with it, a unary answer's time to first token is its latency at the ingress minus that.
+DECODE_AFTER_FIRST_TOKEN_KEY = "baton_decode_after_first_token_s"
+
+
 class EngineRequestError(ValueError):
     """The request cannot be served by this engine (e.g. a schema it cannot compile): a client error.
 
@@ -75,7 +81,7 @@ class Engine(Protocol):
     """A loaded model that answers generation requests, many at once."""
 
     async def generate(self, request: GenerationRequest) -> dict[str, Any]:
-        """The whole OpenAI-shaped response, with `usage`."""
+        """The whole OpenAI-shaped response, with `usage` (and `DECODE_AFTER_FIRST_TOKEN_KEY` if known)."""
         ...
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:

@@ -51,6 +51,7 @@ import httpx
 
 from baton_serving.config import RequestLimits
 from baton_serving.engines import (
+    DECODE_AFTER_FIRST_TOKEN_KEY,
     LLAMA_CPP_SAMPLING_DEFAULTS,
     SCHEMA_PARAM,
     EngineRequestError,
@@ -92,6 +93,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def _openai_shaped(body: dict[str, Any]) -> dict[str, Any]:
     return {key: body[key] for key in OPENAI_KEYS if key in body}
+
+
+def _with_decode_time(shaped: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The response with llama-server's own time from the first token to the last (`predicted_ms`:
+    it starts counting when the first token is sampled), when it generated any."""
+    timings = body.get("timings")
+    if isinstance(timings, dict) and timings.get("predicted_n", 0) >= 1 and "predicted_ms" in timings:
+        shaped[DECODE_AFTER_FIRST_TOKEN_KEY] = float(timings["predicted_ms"]) / 1000
+    return shaped
 
 
 class _Supervisor:
@@ -259,7 +269,8 @@ class LlamaCppEngine:
             raise self._unreachable(error) from error
         if response.status_code != 200:
             raise self._refusal(response.status_code, response.content, request)
-        return _openai_shaped(response.json())
+        answer = response.json()
+        return _with_decode_time(_openai_shaped(answer), answer)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
         """OpenAI chunks, the usage-only chunk last; closing the iterator frees the slot."""

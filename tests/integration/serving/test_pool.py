@@ -425,10 +425,31 @@ def histogram_count(text: str, name: str) -> float:
     )
 
 
+def histogram_sum(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f"{name}_sum{{") and 'pool="test-pool"' in line
+    )
+
+
+TOKEN_TIMINGS = ("baton_time_to_first_token_seconds", "baton_time_per_output_token_seconds")
+
+
+def token_timings_grown(url: str, before: str, answers: int, several: int) -> list[float]:
+    """How many TTFT and TPOT observations were added since `before` (scraped until they show)."""
+    deadline = time.monotonic() + 30
+    while True:
+        after = httpx.get(f"{url}/metrics", timeout=30).text
+        grown = [histogram_count(after, name) - histogram_count(before, name) for name in TOKEN_TIMINGS]
+        if (grown[0] >= answers and grown[1] >= several) or time.monotonic() > deadline:
+            return grown
+        time.sleep(0.5)
+
+
 def test_a_non_streamed_ollama_answer_records_its_time_to_first_token_and_per_token(pool, local_serve):
     """Ollama's non-streamed answers are decoded as a stream at the ingress: their first token has a
-    time, so they count in TTFT and TPOT like streamed ones (OpenAI's unary answers do not yet)."""
-    names = ("baton_time_to_first_token_seconds", "baton_time_per_output_token_seconds")
+    time, so they count in TTFT and TPOT like streamed ones."""
     before = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
     body = {"model": "medical", "prompt": "The patient", "stream": False, "options": {"num_predict": 4}}
     answers = [
@@ -436,15 +457,34 @@ def test_a_non_streamed_ollama_answer_records_its_time_to_first_token_and_per_to
     ]
     assert all(answer.status_code == 200 for answer in answers), [answer.text for answer in answers]
     several = sum(answer.json()["eval_count"] > 1 for answer in answers)
-    deadline = time.monotonic() + 30
-    while True:
-        after = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
-        grown = [histogram_count(after, name) - histogram_count(before, name) for name in names]
-        if (grown[0] >= 5 and grown[1] >= several) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    grown = token_timings_grown(local_serve.url, before, 5, several)
     assert grown[0] >= 5, grown
     assert grown[1] >= several, (grown, several)
+
+
+def test_a_non_streamed_openai_answer_records_its_time_to_first_token_and_per_token(pool, local_serve):
+    """An OpenAI answer sent whole (one engine call, no stream) still has a time to first token: its
+    latency at the ingress less llama.cpp's own decoding time after the first token. It is part of
+    the request's duration, and llama-server's timings never leak into the client's answer."""
+    names = (*TOKEN_TIMINGS, "baton_request_duration_seconds")
+    before = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
+    answers = [complete(local_serve.url, max_tokens=6) for _ in range(3)]
+    chat = {"model": "medical", "messages": [{"role": "user", "content": "Chest pain."}], "max_tokens": 6}
+    answers += [
+        httpx.post(f"{local_serve.url}/v1/chat/completions", json=chat, headers=AUTH, timeout=60)
+        for _ in range(3)
+    ]
+    assert all(answer.status_code == 200 for answer in answers), [answer.text for answer in answers]
+    assert not any({"timings", "baton_decode_after_first_token_s"} & set(answer.json()) for answer in answers)
+    several = sum(answer.json()["usage"]["completion_tokens"] > 1 for answer in answers)
+    assert several >= 1, [answer.json()["usage"] for answer in answers]
+    grown = token_timings_grown(local_serve.url, before, len(answers), several)
+    assert grown[0] >= len(answers), grown
+    assert grown[1] >= several, (grown, several)
+    after = httpx.get(f"{local_serve.url}/metrics", timeout=30).text
+    ttft, tpot, duration = (histogram_sum(after, name) - histogram_sum(before, name) for name in names)
+    assert 0 < ttft < duration, (ttft, duration)
+    assert 0 < tpot < duration, (tpot, duration)
 
 
 def test_metrics_of_every_ingress_replica_are_exposed(pool, local_serve):

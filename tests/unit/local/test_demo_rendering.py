@@ -3,19 +3,27 @@
 import pytest
 
 from baton.api import Decision
-from baton.demo import DEMO_STEPS, BuiltModel, ground_truth_mismatches, render_resources
+from baton.demo import (
+    DEMO_STEPS,
+    QUANTIZED_DOMAIN,
+    QUANTIZED_OFFERS,
+    BuiltModel,
+    demo_models,
+    demo_rounds,
+    ground_truth_mismatches,
+    render_resources,
+)
 from baton.local.loader import load_resources
 
 pytestmark = pytest.mark.unit
 
 
-def models(tmp_path):
+def models(tmp_path, items=(("medical", "v1", "Q8_0"), ("medical", "v2", "Q8_0"))):
     built = {}
-    for domain in ("medical",):
-        for version in ("v1", "v2"):
-            path = tmp_path / f"{domain}-{version}.Q8_0.gguf"
-            path.write_bytes(b"GGUF")
-            built[(domain, version)] = BuiltModel(domain, version, path, "ab" * 32, 4)
+    for domain, version, quantization in items:
+        path = tmp_path / f"{domain}-{version}.{quantization}.gguf"
+        path.write_bytes(b"GGUF")
+        built[(domain, version, quantization)] = BuiltModel(domain, version, path, "ab" * 32, 4, quantization)
     return built
 
 
@@ -41,17 +49,57 @@ def test_rendered_examples_load_with_real_paths_digests_and_a_release_directory(
     assert set(resources.deployments) == {"medical"}, "other domains are left out"
 
 
-def decision(candidate: str, verdict: str) -> Decision:
+def test_the_quantization_domain_serves_v2_and_offers_its_cheaper_quantizations_cheapest_first(tmp_path):
+    domain = QUANTIZED_DOMAIN
+    target = render_resources(
+        tmp_path / "resources",
+        models(tmp_path, demo_models([domain])),
+        [domain],
+        releases=tmp_path / "releases",
+        include_candidates=False,
+        steps=DEMO_STEPS,
+        benchmark_items=8,
+        quantized=domain,
+    )
+    resources = load_resources([target])
+    spec = resources.deployments[domain].spec
+    assert (spec.model.version, spec.model.artifact.quantization) == ("v2", "Q8_0")
+    assert (spec.analysis.mode, spec.analysis.margin) == ("nonInferiority", 0.05)
+    assert spec.analysis.require_gain.resource == "fileSize"
+    assert [b.name for b in spec.analysis.benchmarks] == [f"{domain}-extraction", f"{domain}-routing"]
+    source = resources.sources[f"{domain}-releases"].spec
+    assert source.quantizations == list(QUANTIZED_OFFERS) == ["TQ2_0", "Q4_K_M"]
+    assert [(offered, awaited) for offered, awaited in demo_rounds([domain])] == [
+        ([(domain, "v2", "TQ2_0"), (domain, "v2", "Q4_K_M")], [(domain, "v2", "TQ2_0")]),
+        ([], [(domain, "v2", "Q4_K_M")]),
+    ]
+
+
+def decision(candidate: str, verdict: str, quantization: str = "Q8_0") -> Decision:
     return Decision(
-        verdict=verdict, gate="offline", candidate=candidate, reason="R", time="2026-01-01T00:00:00Z"
+        verdict=verdict,
+        gate="offline",
+        candidate=candidate,
+        quantization=quantization,
+        reason="R",
+        time="2026-01-01T00:00:00Z",
     )
 
 
-def test_ground_truth_needs_exactly_one_matching_decision_per_version():
+def test_ground_truth_needs_exactly_one_matching_decision_per_version_and_quantization():
     good = [("medical", decision("v2", "Promote")), ("medical", decision("v3", "Reject"))]
     assert ground_truth_mismatches(good, ["medical"]) == []
-    wrong = [("medical", decision("v2", "Reject"))]
+    wrong = [("medical", decision("v2", "Reject")), ("medical", decision("v2", "Promote", "Q4_K_M"))]
     assert ground_truth_mismatches(wrong, ["medical"]) == [
-        "medical v2: Reject (R), expected Promote: ",
-        "medical v3: 0 final decisions, expected 1",
+        "medical v2 Q8_0: Reject (R), expected Promote: ",
+        "medical v3 Q8_0: 0 final decisions, expected 1",
+        "medical v2 Q4_K_M: unexpected decision Promote",
+    ]
+    quantized = [
+        (QUANTIZED_DOMAIN, decision("v2", "Reject", "TQ2_0")),
+        (QUANTIZED_DOMAIN, decision("v2", "Promote", "Q4_K_M")),
+    ]
+    assert ground_truth_mismatches(quantized, [QUANTIZED_DOMAIN]) == []
+    assert ground_truth_mismatches(quantized[::-1][:1], [QUANTIZED_DOMAIN]) == [
+        f"{QUANTIZED_DOMAIN} v2 TQ2_0: 0 final decisions, expected 1"
     ]
