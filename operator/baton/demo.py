@@ -616,7 +616,9 @@ def _tuning_progress(console: Console) -> Any:
         if task is None:
             bar.start()
             task = bar.add_task(f"tuning {current.metadata.name}", total=status.steps, loss="-", eta="-")
-        bar.update(task, completed=status.step, loss=f"{status.loss:.3f}", eta=status.eta or "-")
+        # The job reports its step count before its first loss.
+        loss = "-" if status.loss is None else f"{status.loss:.3f}"
+        bar.update(task, completed=status.step, loss=loss, eta=status.eta or "-")
         if status.step >= status.steps:
             bar.stop()
 
