@@ -77,7 +77,7 @@ CLIENT_KEY_ID, CLIENT_KEY = "tester", "k" * 40
 OPERATOR_SECRET = b"o" * 48
 CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
 ARTIFACT_PORT = 8080
-# Ray pods take their grace period to end; the namespace waits for them.
+# How long a namespace (its pods, claims and owned objects) may take to go.
 DELETE_TIMEOUT_S = 180.0
 
 
