@@ -25,6 +25,7 @@ runs `baton operator` itself against the pool: it renders all of that from the M
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -76,6 +77,15 @@ CLIENT_KEY_ID, CLIENT_KEY = "tester", "k" * 40
 OPERATOR_SECRET = b"o" * 48
 CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
 ARTIFACT_PORT = 8080
+# How long a namespace (its pods, claims and owned objects) may take to go.
+DELETE_TIMEOUT_S = 180.0
+
+
+def delete_namespace(node: Node, namespace: str) -> subprocess.CompletedProcess[str]:
+    """Deletes `namespace`, waiting for its pods; kubectl's own timeout ends first, with its message."""
+    return node.plane.kubectl(
+        "delete", "namespace", namespace, f"--timeout={DELETE_TIMEOUT_S:.0f}s", timeout=DELETE_TIMEOUT_S + 30
+    )
 
 
 def claim(namespace: str, name: str, host_path: Path, *, read_only: bool) -> list[dict[str, Any]]:
@@ -351,7 +361,7 @@ class RayPool:
         return "\n".join(lines)
 
     def delete(self) -> None:
-        deleted = self.node.plane.kubectl("delete", "namespace", self.namespace, "--timeout=180s")
+        deleted = delete_namespace(self.node, self.namespace)
         assert deleted.returncode == 0, deleted.stderr + self.report()
         volumes = [f"persistentvolume/{self.namespace}-{name}" for name in ("models", "downloads")]
         assert self.node.plane.kubectl("delete", *volumes).returncode == 0
@@ -603,7 +613,7 @@ def operator_namespace(node: Node, kuberay: KubeRay) -> Iterator[str]:
     namespace = f"operator-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
     yield namespace
-    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=180s")
+    deleted = delete_namespace(node, namespace)
     assert deleted.returncode == 0, deleted.stderr
     volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
     assert node.plane.kubectl("delete", *volumes).returncode == 0
@@ -661,7 +671,8 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
                 "domain": "medical",
                 "pool": "cpu",
                 "model": {"version": "v1", "artifact": revision("v1", champion).artifact.to_wire()},
-                "engine": {"contextLength": 256, "maxOutputTokens": 64},  # the suite asks for up to 64
+                # A request asking for more than maxOutputTokens is refused (400): the suite's own bound.
+                "engine": {"contextLength": 256, "maxOutputTokens": benchmark.spec.max_tokens},
                 "analysis": {
                     "benchmarks": [{"name": "medical-routing"}],
                     "minSamples": 10,
