@@ -613,8 +613,17 @@ def operator_namespace(node: Node, kuberay: KubeRay) -> Iterator[str]:
     namespace = f"operator-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
     yield namespace
+    # Known defect (docs/testbed.md): this namespace-scoped host operator does not act on its
+    # ModelPool's deletion, so kopf's finalizer would hold the namespace. Deleting a pool is tested
+    # with the chart's operator pod (test_helm_node.py); here the finalizer is taken off first.
+    patched = node.plane.kubectl(
+        "patch", "modelpool", "cpu", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+    )
+    assert patched.returncode == 0, patched.stderr
     deleted = delete_namespace(node, namespace)
-    assert deleted.returncode == 0, deleted.stderr
+    # The namespace's conditions name what is left in it and whose finalizers hold it.
+    left = node.plane.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.conditions}").stdout
+    assert deleted.returncode == 0, f"{deleted.stderr}{left}"
     volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
     assert node.plane.kubectl("delete", *volumes).returncode == 0
 
