@@ -608,14 +608,17 @@ def processes() -> Iterator[list[Process]]:
 
 
 @pytest.fixture
-def operator_namespace(node: Node, kuberay: KubeRay) -> Iterator[str]:
+def operator_namespace(node: Node, kuberay: KubeRay, processes: list[Process]) -> Iterator[str]:
     """A namespace for the operator's pool, deleted afterwards with the claims' volumes."""
     namespace = f"operator-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
     yield namespace
     # Known defect (docs/testbed.md): this namespace-scoped host operator does not act on its
     # ModelPool's deletion, so kopf's finalizer would hold the namespace. Deleting a pool is tested
-    # with the chart's operator pod (test_helm_node.py); here the finalizer is taken off first.
+    # with the chart's operator pod (test_helm_node.py); here the operator is stopped (a running one
+    # puts the finalizer back) and the finalizer taken off before the namespace goes.
+    for process in processes:
+        process.stop()
     patched = node.plane.kubectl(
         "patch", "modelpool", "cpu", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
     )
@@ -645,12 +648,11 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     argv = node.with_cluster_dns(
         [
             sys.executable, "-m", "baton.cli", "operator", "--namespace", namespace,
-            # Not the pool's namespace: the operator must outlive it (the ModelPool's finalizer is its).
+            # The Lease lives outside the pool's namespace, which the test deletes at its end.
             "--lease-namespace", "default", "--fetch-policy", json.dumps(policy),
             "--benchmark-key-file", secret_file,
         ]
     )  # fmt: skip
-    # Stopped after the namespace is gone: the ModelPool's finalizer is the operator's.
     operator = Process(argv, tmp_path / "operator.log", node.plane.env())
     processes.append(operator)
 
