@@ -185,7 +185,8 @@ def test_the_operator_never_writes_spec(cluster: Cluster, namespace: str, start_
 
 def test_a_full_pool_is_unschedulable(cluster: Cluster, namespace: str, start_operator) -> None:
     operator = start_operator()
-    manifests = [pool_yaml("tiny", memory="300Mi"), deployment_yaml("fits", "tiny", 50_000_000)]
+    # A replica needs 1.2 x its file + 256 MiB (baton_serving.resources): 50 MB fits in 1 GiB, 2 GB does not.
+    manifests = [pool_yaml("tiny", memory="1Gi"), deployment_yaml("fits", "tiny", 50_000_000)]
     manifests.append(deployment_yaml("huge", "tiny", 2_000_000_000))
     cluster.apply_text(namespace, "---".join(manifests))
 
