@@ -10,6 +10,7 @@ change in place: only the ingress application's `user_config` differs between tw
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -127,7 +128,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
                 # Ray pods call no Kubernetes API: no service-account token for a model's code to read.
                 "automountServiceAccountToken": False,
                 "containers": [container],
-                "volumes": json.loads(json.dumps(volumes)),
+                "volumes": copy.deepcopy(volumes),
             },
         }
 
