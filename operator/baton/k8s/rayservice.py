@@ -51,9 +51,16 @@ ENGINE_STARTING = "the engine application runs; the ingress does not report its 
 # The pool image's unprivileged user (images/pool.Containerfile).
 RAY_UID = 1000
 # Ports of a Ray pod that others than the pool's own pods reach: Serve's HTTP proxy (clients, the
-# operator), Ray's metrics (Prometheus) and the dashboard (KubeRay deploys `serveConfigV2` through
-# it). GCS, raylets and object transfer are the pool's own business.
+# operator, Prometheus: baton's `/metrics`), Ray's metrics and the dashboard (KubeRay deploys
+# `serveConfigV2` through it). GCS, raylets and object transfer are the pool's own business.
 SERVE_PORT, RAY_METRICS_PORT, DASHBOARD_PORT = 8000, 8080, 8265
+# The Ray container's named ports, by KubeRay's names (`ray-operator/controllers/ray/utils/constant.go`).
+# KubeRay adds only `metrics` to a pod by itself, so without `serve` a PodMonitor selecting that port
+# (the chart's) finds no target. Once the head declares any port, KubeRay builds the head Service from
+# the declared ones alone: the head declares KubeRay's whole default set (workers join through
+# `gcs-server`, KubeRay reaches the dashboard by `dashboard`), workers what runs on them.
+_WORKER_PORTS = {"serve": SERVE_PORT, "metrics": RAY_METRICS_PORT}
+_HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT, "client": 10001, **_WORKER_PORTS}
 # The label KubeRay's Helm chart puts on its operator pods: only they may reach the dashboard.
 KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
 # Where Ray writes at run time (sessions, sockets, spilled objects, logs; `~/.cache`): the root file
@@ -95,11 +102,12 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
         mounts.append({"name": KEYS_VOLUME, "mountPath": auth.keys_dir, "readOnly": True})
     config = rendered.config.model_copy(update={"auth": auth, "artifact_cache_dir": ARTIFACT_CACHE_PATH})
 
-    def template() -> dict[str, Any]:
+    def template(ports: Mapping[str, int]) -> dict[str, Any]:
         """A Ray pod template (a new one for each group: a caller may change one group's)."""
         container = {
             "name": "ray",
             "image": spec.ray_image,
+            "ports": [{"name": name, "containerPort": port} for name, port in ports.items()],
             "resources": {"limits": dict(resources), "requests": dict(resources)},
             # KubeRay copies this onto the init container it adds to workers (`wait-gcs-ready`).
             "securityContext": {
@@ -151,7 +159,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
                 # NetworkPolicy (`network_policy`) are what keep others out.
                 "headGroupSpec": {
                     "rayStartParams": {},
-                    "template": template(),
+                    "template": template(_HEAD_PORTS),
                 },
                 "workerGroupSpecs": [
                     {
@@ -160,7 +168,7 @@ def ray_service(pool: dict[str, Any], rendered: RenderedPool, keys: bool) -> dic
                         "minReplicas": spec.workers,
                         "maxReplicas": spec.workers,
                         "rayStartParams": {},
-                        "template": template(),
+                        "template": template(_WORKER_PORTS),
                     }
                 ],
             },
