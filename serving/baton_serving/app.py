@@ -24,9 +24,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jsonschema import ValidationError
@@ -106,6 +108,9 @@ STATUS_RECHECK_INTERVAL_S = 5.0
 # How long `reconfigure` waits for the first status of newly routed revisions (see there).
 FIRST_STATUS_WAIT_S = 5.0
 STREAM_BATCH_INTERVAL_S = 0.02
+# How often the ingress may ask the GCS for the cluster's Ray nodes, for a scrape addressed to an IP
+# address it does not know (a Service's, or a node that joined since it last asked).
+NODE_IPS_REFRESH_S = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +509,9 @@ class OpenAIIngress:
         directory = os.environ.get(metrics.MULTIPROC_ENV)
         if directory:
             metrics.prepare_multiprocess_dir(Path(directory))
+        self._node_ip = ip_address(ray.util.get_node_ip_address())
+        self._node_ips: frozenset[IPv4Address | IPv6Address] = frozenset()
+        self._node_ips_read = -NODE_IPS_REFRESH_S
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Ray Serve delivers a new routing table here; engine replicas are left alone."""
@@ -611,8 +619,30 @@ class OpenAIIngress:
         return {"status": "ok", "replica": serve.get_replica_context().replica_id.unique_id}
 
     @fastapi_app.get(METRICS_PATH)
-    async def prometheus_metrics(self) -> Response:
+    async def prometheus_metrics(self, http: Request) -> Response:
+        """This node's exposition; none to a scrape addressed to another Ray node of the pool.
+
+        Serve's proxy on the pod Prometheus scraped hands the request to an ingress replica on any
+        node (its own first, when it has one). Answering another node's target with this node's
+        counts would make each counted once per pod: that target gets no series, and this node's
+        own target carries them.
+        """
+        address = metrics.host_address(http.headers.get("host"))
+        if address is not None and address != self._node_ip and await self._is_ray_node(address):
+            return Response(b"", media_type=CONTENT_TYPE_LATEST)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def _is_ray_node(self, address: IPv4Address | IPv6Address) -> bool:
+        """Whether `address` is a live Ray node's. An address not known yet is looked up in the GCS
+        again, at most every NODE_IPS_REFRESH_S (a Service's address never is a node's)."""
+        now = time.monotonic()
+        if address not in self._node_ips and now - self._node_ips_read > NODE_IPS_REFRESH_S:
+            nodes = await asyncio.to_thread(ray.nodes)
+            self._node_ips = frozenset(
+                ip_address(node["NodeManagerAddress"]) for node in nodes if node.get("Alive")
+            )
+            self._node_ips_read = now
+        return address in self._node_ips
 
     def _visible(self, http: Request) -> list[str]:
         """The deployments the request's key may call (a listing shows no others); 401 without a key."""

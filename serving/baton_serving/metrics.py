@@ -4,7 +4,9 @@ The ingress records every request end to end (it is where a client's latency is 
 shadow answers too), so engine replicas record nothing: their slot figures come to the ingress in
 the revision status it polls. Ray Serve may run several ingress replicas,
 each in its own process: every metric is written in prometheus_client's multiprocess mode into one
-directory per pool on the node, and `/metrics` on any replica aggregates all of them.
+directory per pool on the node, and `/metrics` on any replica aggregates all of them. Prometheus
+scrapes each Ray pod (the chart's PodMonitor): a scrape addressed to one pod that that pod's proxy
+handed to a replica on another pod is answered empty, or two targets would carry the same counts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -174,6 +178,22 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def host_address(host: str | None) -> IPv4Address | IPv6Address | None:
+    """The IP address a request's Host header names (`10.244.0.7:8000`, `[fd00::7]:8000`), or None
+    for a name (a Service's, `localhost`) or a malformed header.
+
+    A scrape of a pod's Serve port reaches whichever ingress replica that pod's proxy picks, on any
+    Ray node; the address Prometheus scraped tells the ingress which node's target is asking.
+    """
+    if not host:
+        return None
+    try:
+        name = urlsplit(f"//{host}").hostname
+        return ip_address(name) if name else None
+    except ValueError:
+        return None
 
 
 def exposition() -> bytes:
