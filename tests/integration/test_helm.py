@@ -3,7 +3,8 @@
 `helm lint`; the values schema refuses bad values; `helm template` output passes server-side dry-run
 in both RBAC modes; `helm install` creates the CRDs, the operator and its RBAC; the rules enumerate
 resources and verbs (no `*`) and give the operator status, never spec; every flag the chart passes
-to `baton operator` exists; the PrometheusRule carries the promtool-tested rules.
+to `baton operator` exists; the PrometheusRule carries the promtool-tested rules; the plain Prometheus
+scrape config in docs/operations.md is the chart's PodMonitor translated.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from baton.k8s.health import LIVEZ, READYZ
 from baton.observability import alerts, dashboards
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT, ControlPlane
+from tests.testbed.prometheus import chart_pod_monitor, pod_monitor_scrape_config
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "baton"
+OPERATIONS = REPO / "docs" / "operations.md"
 # `helm template` renders for this Kubernetes version: the test bed's (the chart requires >= 1.30).
 KUBE_VERSION = binaries.built("kube-apiserver").resolve().name.removeprefix("kube-apiserver-")
 KNOWN_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
@@ -280,3 +283,15 @@ def test_helm_install_creates_crds_operator_and_rbac(kube: ControlPlane, namespa
     # Helm leaves CRDs behind on uninstall: deleting them would delete every model resource.
     assert kube.kubectl("get", "crd", "modeldeployments.baton.dev").returncode == 0
     assert kube.kubectl("get", "clusterrole", "baton").returncode != 0
+
+
+def test_the_scrape_config_in_the_docs_is_the_charts_pod_monitor_translated() -> None:
+    """A Prometheus without the Prometheus Operator is told to scrape exactly what the PodMonitor does
+    (tests/e2e/test_prometheus_node.py scrapes the Ray pods with the same translation)."""
+    (snippet,) = [
+        block.split("\n", 1)[1]
+        for block in OPERATIONS.read_text().split("```yaml\n")[1:]
+        if block.startswith("# prometheus.yml")
+    ]
+    documented = yaml.safe_load(snippet.split("```", 1)[0])["scrape_configs"]
+    assert documented == pod_monitor_scrape_config(chart_pod_monitor(), {})

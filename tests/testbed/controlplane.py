@@ -328,6 +328,36 @@ class ControlPlane:
             for log in (self.logs / "etcd.log", self.logs / "kube-apiserver.log")
         )
 
+    def service_account_token(self, namespace: str, account: str, cluster_role: str, lifetime: str) -> str:
+        """A TokenRequest token of the ServiceAccount `namespace/account`, created with its namespace and
+        bound to `cluster_role`: what a component outside the cluster runs with, the rights its own
+        install grants and no more. Raises StartupError if the API server refuses any of it."""
+        subject_meta = {"name": account, "namespace": namespace}
+        objects = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": subject_meta},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": account},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": cluster_role,
+                },
+                "subjects": [{"kind": "ServiceAccount", **subject_meta}],
+            },
+        ]
+        applied = self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        )
+        if applied.returncode != 0:
+            raise StartupError(f"{namespace}/{account} refused: {applied.stderr.strip()}")
+        token = self.kubectl("create", "token", account, "-n", namespace, f"--duration={lifetime}")
+        if token.returncode != 0:
+            raise StartupError(f"no token for {namespace}/{account}: {token.stderr.strip()}")
+        return token.stdout.strip()
+
     # -- files ---------------------------------------------------------------------------------
 
     def kubeconfig_for(self, user: str) -> Path:

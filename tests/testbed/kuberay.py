@@ -15,7 +15,6 @@ host against a node's API server (`tests.testbed.node.Node`), with:
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -26,30 +25,12 @@ import yaml
 
 from tests.testbed import binaries
 from tests.testbed.controlplane import CONTEXT, ControlPlane
-from tests.testbed.processes import StartupError, free_ports, http_ok, log_tail, spawn, terminate, wait_ready
+from tests.testbed.processes import free_ports, http_ok, log_tail, spawn, terminate, wait_ready
 
 NAMESPACE = "ray-system"
 ACCOUNT = "kuberay-operator"  # also the name of KubeRay's ClusterRole in role.yaml
 READY_TIMEOUT_S = 120.0
 TOKEN_LIFETIME = "24h"
-
-
-def _rbac() -> list[dict]:
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": ACCOUNT, "namespace": NAMESPACE},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": ACCOUNT},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE}],
-        },
-    ]
 
 
 class KubeRay:
@@ -75,12 +56,6 @@ class KubeRay:
         manifests = binaries.kuberay_manifests()
         self.plane.apply(manifests / "crds", server_side=True)
         self.plane.apply(manifests / "rbac")
-        rbac = json.dumps({"apiVersion": "v1", "kind": "List", "items": _rbac()})
-        applied = self.plane.kubectl("apply", "-f", "-", input=rbac)
-        if applied.returncode != 0:
-            raise subprocess.CalledProcessError(
-                applied.returncode, applied.args, applied.stdout, applied.stderr
-            )
         kubeconfig = self._kubeconfig()
         metrics_port, probe_port = free_ports(2)
         self._process = spawn(
@@ -111,13 +86,9 @@ class KubeRay:
 
     def _kubeconfig(self) -> Path:
         """The plane's kubeconfig with one user: the operator's ServiceAccount, by a TokenRequest token."""
-        token = self.plane.kubectl(
-            "create", "token", ACCOUNT, "-n", NAMESPACE, f"--duration={TOKEN_LIFETIME}"
-        )
-        if token.returncode != 0:
-            raise StartupError(f"no token for {NAMESPACE}/{ACCOUNT}: {token.stderr.strip()}")
+        token = self.plane.service_account_token(NAMESPACE, ACCOUNT, ACCOUNT, TOKEN_LIFETIME)
         config = yaml.safe_load(self.plane.kubeconfig.read_text())
-        config["users"] = [{"name": ACCOUNT, "user": {"token": token.stdout.strip()}}]
+        config["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
         config["contexts"] = [{"name": ACCOUNT, "context": {"cluster": CONTEXT, "user": ACCOUNT}}]
         config["current-context"] = ACCOUNT
         path = self.workdir / "kubeconfig"

@@ -2,6 +2,11 @@
 
 Metric and alert tests query the same server an SRE would, with a 1 s scrape interval so a test sees
 fresh samples within seconds. The generated configuration is checked with promtool before start.
+
+On the node, Prometheus finds the Ray pods as a cluster's does: Kubernetes service discovery (role
+`pod`) with a ServiceAccount's token and the RBAC a Prometheus install grants, and the scrape config
+of the chart's own PodMonitor (`chart_pod_monitor`), translated as the Prometheus Operator translates
+it (`pod_monitor_scrape_config`), so the chart's selector, port and path are the only truth.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,13 +26,19 @@ from typing import Any
 import yaml
 
 from tests.testbed import binaries
-from tests.testbed.processes import free_ports, http_ok, spawn, terminate, wait_ready
+from tests.testbed.controlplane import ControlPlane
+from tests.testbed.processes import StartupError, free_ports, http_ok, spawn, terminate, wait_ready
 
 READY_TIMEOUT_S = 120.0
+CHART = Path(__file__).resolve().parents[2] / "charts" / "baton"
+# Where a Prometheus install's ServiceAccount lives, and the least its pod discovery needs.
+MONITORING_NAMESPACE, ACCOUNT, CLUSTER_ROLE = "monitoring", "prometheus", "baton-testbed-prometheus"
+TOKEN_LIFETIME = "24h"
 
 
 class Prometheus:
-    """Prometheus scraping `targets` ("host:port") as job `job`; optional alerting/recording rule files."""
+    """Prometheus scraping `targets` ("host:port") as job `job`, and any further `scrape_configs`
+    (e.g. `pod_monitor_scrape_config`); optional alerting/recording rule files."""
 
     def __init__(
         self,
@@ -36,11 +47,13 @@ class Prometheus:
         job: str = "baton",
         metrics_path: str = "/metrics",
         scrape_interval: str = "1s",
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
         rule_files: Sequence[str | Path] = (),
         workdir: Path | None = None,
         tied_to_parent: bool = True,
     ) -> None:
         self.targets = list(targets)
+        self.scrape_configs = [dict(config) for config in scrape_configs]
         self.job = job
         self.metrics_path = metrics_path
         self.scrape_interval = scrape_interval
@@ -53,21 +66,21 @@ class Prometheus:
         self._process: subprocess.Popen[bytes] | None = None
 
     def config_text(self) -> str:
+        static = [
+            {
+                "job_name": self.job,
+                "metrics_path": self.metrics_path,
+                "static_configs": [{"targets": self.targets}],
+            }
+        ]
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "rule_files": [str(rule) for rule in self.rule_files],
-            "scrape_configs": [
-                {
-                    "job_name": self.job,
-                    "metrics_path": self.metrics_path,
-                    "static_configs": [{"targets": self.targets}],
-                }
-            ],
+            "scrape_configs": (static if self.targets else []) + self.scrape_configs,
         }
         return yaml.safe_dump(config, sort_keys=False)
 
-    def start(self) -> str:
-        """Writes and checks the configuration, starts Prometheus, waits for /-/ready; returns its URL."""
+    def _write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.config_text())
         check = subprocess.run(
@@ -77,6 +90,10 @@ class Prometheus:
         )
         if check.returncode != 0:
             raise ValueError(f"{self.config}: promtool check config failed:\n{check.stdout}{check.stderr}")
+
+    def start(self) -> str:
+        """Writes and checks the configuration, starts Prometheus, waits for /-/ready; returns its URL."""
+        self._write_config()
         (port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{port}"
         self._process = spawn(
@@ -86,6 +103,7 @@ class Prometheus:
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=1h",
+                "--web.enable-lifecycle",  # POST /-/reload: `reload`
                 "--log.level=warn",
             ],
             self.log,
@@ -99,6 +117,19 @@ class Prometheus:
             self.stop(remove_workdir=False)
             raise
         return self.url
+
+    def reload(self, scrape_configs: Sequence[Mapping[str, Any]]) -> None:
+        """Replaces the extra scrape configs and reloads the running server (as an SRE's change would)."""
+        self.scrape_configs = [dict(config) for config in scrape_configs]
+        self._write_config()
+        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:  # answers once the config applies
+            if response.status != 200:
+                raise RuntimeError(f"prometheus reload: HTTP {response.status}")
+
+    def targets_of(self, job: str) -> list[dict[str, Any]]:
+        """The active targets of scrape job `job` (`labels`, `health`, `lastError`, ...)."""
+        return [t for t in self.api("targets", state="active")["activeTargets"] if t["scrapePool"] == job]
 
     @property
     def pid(self) -> int | None:
@@ -141,3 +172,134 @@ class Prometheus:
                 raise TimeoutError(f"prometheus at {self.url}: no samples for {expr!r} after {timeout:.0f} s")
             time.sleep(0.5)
         return result
+
+
+def chart_pod_monitor(*options: str) -> dict[str, Any]:
+    """The chart's data-plane PodMonitor, as `helm template` renders it with `metrics.podMonitor.enabled`
+    and `options` (`--set=...`)."""
+    # The chart requires a Kubernetes version; the test bed's own is the one it renders for.
+    kube_version = binaries.built("kube-apiserver").resolve().name.removeprefix("kube-apiserver-")
+    rendered = subprocess.run(
+        [
+            str(binaries.built("helm")), "template", "baton", str(CHART), "--namespace=baton-system",
+            f"--kube-version={kube_version}", "--set=metrics.podMonitor.enabled=true", *options,
+            "--show-only=templates/podmonitor.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    if rendered.returncode != 0:
+        raise ValueError(f"helm template of {CHART} failed: {rendered.stderr}")
+    (monitor,) = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    return monitor
+
+
+# The PodMonitor fields the translation knows; any other field of the chart's fails it, rather than
+# being dropped and leaving a scrape that differs from the Prometheus Operator's.
+_MONITOR_FIELDS = {"selector", "namespaceSelector", "podMetricsEndpoints"}
+_ENDPOINT_FIELDS = {"port", "path", "interval", "relabelings"}
+_RELABEL_FIELDS = {"sourceLabels", "separator", "targetLabel", "regex", "replacement", "action"}
+
+
+def _label_name(name: str) -> str:
+    """A label key as Prometheus' meta labels spell it (`ray.io/is-ray-node`: `ray_io_is_ray_node`)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def _relabeling(rule: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(rule) - _RELABEL_FIELDS
+    if unknown:
+        raise ValueError(f"PodMonitor relabeling field(s) {sorted(unknown)} are not translated")
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return {names.get(key, key): value.lower() if key == "action" else value for key, value in rule.items()}
+
+
+def pod_monitor_scrape_config(
+    monitor: Mapping[str, Any], discovery: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The scrape configs the Prometheus Operator generates from a PodMonitor (`generatePodMonitorConfig`
+    in its pkg/prometheus/promcfg.go), less its bookkeeping (`__tmp_prometheus_job_name`, sharding):
+    one job per endpoint, pods found by `kubernetes_sd_configs` role `pod` with `discovery` (how this
+    Prometheus reaches the API server; `{}` in a cluster), kept by the selector's labels and the
+    endpoint's port name, labelled `namespace`, `container`, `pod`, `endpoint`, then the endpoint's own
+    relabelings."""
+    metadata, spec = monitor["metadata"], monitor["spec"]
+    unknown = set(spec) - _MONITOR_FIELDS
+    if unknown or set(spec["selector"]) - {"matchLabels"}:
+        raise ValueError(f"PodMonitor field(s) {sorted(unknown) or ['selector']} are not translated")
+    sd: dict[str, Any] = {"role": "pod", **discovery}
+    namespaces = spec.get("namespaceSelector", {})
+    if not namespaces.get("any"):
+        sd["namespaces"] = {"names": namespaces.get("matchNames") or [metadata["namespace"]]}
+    selected = [
+        {
+            "action": "keep",
+            "source_labels": [
+                f"__meta_kubernetes_pod_label_{_label_name(key)}",
+                f"__meta_kubernetes_pod_labelpresent_{_label_name(key)}",
+            ],
+            "regex": f"({value});true",
+        }
+        for key, value in sorted(spec["selector"].get("matchLabels", {}).items())
+    ]
+    configs = []
+    for index, endpoint in enumerate(spec["podMetricsEndpoints"]):
+        unknown = set(endpoint) - _ENDPOINT_FIELDS
+        if unknown or "port" not in endpoint:
+            raise ValueError(f"PodMetricsEndpoint field(s) {sorted(unknown) or ['port']} are not translated")
+        relabel = [
+            {
+                "action": "drop",
+                "source_labels": ["__meta_kubernetes_pod_phase"],
+                "regex": "(Failed|Succeeded)",
+            },
+            *selected,
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": endpoint["port"],
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"target_label": "job", "replacement": f"{metadata['namespace']}/{metadata['name']}"},
+            {"target_label": "endpoint", "replacement": endpoint["port"]},
+            *(_relabeling(rule) for rule in endpoint.get("relabelings", [])),
+        ]
+        config = {
+            "job_name": f"podMonitor/{metadata['namespace']}/{metadata['name']}/{index}",
+            "honor_labels": False,
+            "kubernetes_sd_configs": [sd],
+        }
+        config |= {"scrape_interval": endpoint["interval"]} if "interval" in endpoint else {}
+        config |= {"metrics_path": endpoint["path"]} if "path" in endpoint else {}
+        configs.append(config | {"relabel_configs": relabel})
+    return configs
+
+
+def kubernetes_discovery(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
+    """How a Prometheus outside the cluster discovers pods: the API server's address and CA, and the
+    token of a ServiceAccount that may only get, list and watch pods (what pod discovery needs).
+
+    Raises StartupError if the API server refuses the RBAC or the token.
+    """
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CLUSTER_ROLE},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+    }
+    applied = plane.kubectl("apply", "-f", "-", input=json.dumps(role))
+    if applied.returncode != 0:
+        raise StartupError(f"prometheus' ClusterRole refused: {applied.stderr.strip()}")
+    token = plane.service_account_token(MONITORING_NAMESPACE, ACCOUNT, CLUSTER_ROLE, TOKEN_LIFETIME)
+    workdir.mkdir(parents=True, exist_ok=True)
+    token_file = workdir / "prometheus-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    return {
+        "api_server": plane.server,
+        "tls_config": {"ca_file": str(plane.workdir / "pki" / "ca.crt")},
+        "authorization": {"credentials_file": str(token_file)},
+    }
