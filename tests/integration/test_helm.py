@@ -294,4 +294,4 @@ def test_the_scrape_config_in_the_docs_is_the_charts_pod_monitor_translated() ->
         if block.startswith("# prometheus.yml")
     ]
     documented = yaml.safe_load(snippet.split("```", 1)[0])["scrape_configs"]
-    assert documented == pod_monitor_scrape_config(chart_pod_monitor(), {})
+    assert documented == pod_monitor_scrape_config(chart_pod_monitor())

@@ -3,10 +3,11 @@
 Metric and alert tests query the same server an SRE would, with a 1 s scrape interval so a test sees
 fresh samples within seconds. The generated configuration is checked with promtool before start.
 
-On the node, Prometheus finds the Ray pods as a cluster's does: Kubernetes service discovery (role
-`pod`) with a ServiceAccount's token and the RBAC a Prometheus install grants, and the scrape config
-of the chart's own PodMonitor (`chart_pod_monitor`), translated as the Prometheus Operator translates
-it (`pod_monitor_scrape_config`), so the chart's selector, port and path are the only truth.
+On the node, Prometheus scrapes the Ray pods by the scrape config of the chart's own PodMonitor
+(`chart_pod_monitor`), translated as the Prometheus Operator translates it
+(`pod_monitor_scrape_config`), so the chart's selector, port and path are the only truth. Debian's
+Prometheus has no Kubernetes discovery: `PodDiscovery` lists the pods as it would (a ServiceAccount
+token with the RBAC a Prometheus install grants) and hands them over as file-discovered targets.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.testbed import binaries
@@ -215,20 +218,18 @@ def _relabeling(rule: Mapping[str, Any]) -> dict[str, Any]:
     return {names.get(key, key): value.lower() if key == "action" else value for key, value in rule.items()}
 
 
-def pod_monitor_scrape_config(
-    monitor: Mapping[str, Any], discovery: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def pod_monitor_scrape_config(monitor: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The scrape configs the Prometheus Operator generates from a PodMonitor (`generatePodMonitorConfig`
     in its pkg/prometheus/promcfg.go), less its bookkeeping (`__tmp_prometheus_job_name`, sharding):
-    one job per endpoint, pods found by `kubernetes_sd_configs` role `pod` with `discovery` (how this
-    Prometheus reaches the API server; `{}` in a cluster), kept by the selector's labels and the
+    one job per endpoint, pods found by `kubernetes_sd_configs` role `pod` (in-cluster: Prometheus' own
+    ServiceAccount; outside, add `api_server` and credentials), kept by the selector's labels and the
     endpoint's port name, labelled `namespace`, `container`, `pod`, `endpoint`, then the endpoint's own
     relabelings."""
     metadata, spec = monitor["metadata"], monitor["spec"]
     unknown = set(spec) - _MONITOR_FIELDS
     if unknown or set(spec["selector"]) - {"matchLabels"}:
         raise ValueError(f"PodMonitor field(s) {sorted(unknown) or ['selector']} are not translated")
-    sd: dict[str, Any] = {"role": "pod", **discovery}
+    sd: dict[str, Any] = {"role": "pod"}
     namespaces = spec.get("namespaceSelector", {})
     if not namespaces.get("any"):
         sd["namespaces"] = {"names": namespaces.get("matchNames") or [metadata["namespace"]]}
@@ -278,28 +279,125 @@ def pod_monitor_scrape_config(
     return configs
 
 
-def kubernetes_discovery(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
-    """How a Prometheus outside the cluster discovers pods: the API server's address and CA, and the
-    token of a ServiceAccount that may only get, list and watch pods (what pod discovery needs).
+class PodDiscovery:
+    """Kubernetes pod discovery (`kubernetes_sd_configs`, role `pod`) for the Debian Prometheus, which is
+    built without it (2.42.0+ds: promtool refuses the field; no Kubernetes SD code in the binary).
 
-    Raises StartupError if the API server refuses the RBAC or the token.
+    What Prometheus' own discovery would do, from outside the cluster: list the pods of the scrape
+    config's namespaces through the API server with the token of a ServiceAccount that may only get,
+    list and watch pods, and give each container port of each pod as a target with the meta labels
+    Prometheus' pod role sets (`__meta_kubernetes_pod_label_*`, `..._container_port_name`, ...). The
+    targets go to a `file_sd_configs` file (Prometheus re-reads it on change), refreshed every second;
+    everything after discovery, the PodMonitor's relabelings included, is Prometheus' own.
     """
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": CLUSTER_ROLE},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.plane, self.workdir = plane, workdir
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": CLUSTER_ROLE},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        }
+        applied = plane.kubectl("apply", "-f", "-", input=json.dumps(role))
+        if applied.returncode != 0:
+            raise StartupError(f"prometheus' ClusterRole refused: {applied.stderr.strip()}")
+        self._token = plane.service_account_token(MONITORING_NAMESPACE, ACCOUNT, CLUSTER_ROLE, TOKEN_LIFETIME)
+        self._files: dict[Path, list[str] | None] = {}  # target file -> namespaces (None: all)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def scrape_configs(self, configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """`configs` with each `kubernetes_sd_configs` (role pod) replaced by a file this discovery
+        keeps current; written once before this returns, so Prometheus starts with the targets."""
+        served, files = [], {}
+        for index, config in enumerate(configs):
+            ((sd,),) = [config["kubernetes_sd_configs"]]
+            if sd["role"] != "pod" or set(sd) - {"role", "namespaces"}:
+                raise ValueError(f"only role pod (with namespaces) is discovered here, not {sd}")
+            path = self.workdir / f"targets-{index}.json"
+            files[path] = sd.get("namespaces", {}).get("names")
+            rest = {key: value for key, value in config.items() if key != "kubernetes_sd_configs"}
+            served.append({**rest, "file_sd_configs": [{"files": [str(path)], "refresh_interval": "1s"}]})
+        with self._lock:
+            self._files = files
+        self._refresh()
+        if not self._thread.is_alive():
+            self._thread.start()
+        return served
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(1.0):
+            try:
+                self._refresh()
+            except (httpx.HTTPError, OSError):  # the API server restarting: the next second tries again
+                continue
+
+    def _refresh(self) -> None:
+        with self._lock:
+            files = dict(self._files)
+        ca = str(self.plane.workdir / "pki" / "ca.crt")
+        headers = {"Authorization": f"Bearer {self._token}"}
+        for path, namespaces in files.items():
+            urls = [f"/api/v1/namespaces/{n}/pods" for n in namespaces] if namespaces else ["/api/v1/pods"]
+            pods = []
+            for url in urls:
+                answer = httpx.get(f"{self.plane.server}{url}", headers=headers, verify=ca, timeout=10)
+                answer.raise_for_status()
+                pods += answer.json()["items"]
+            text = json.dumps([target for pod in pods for target in pod_targets(pod)], sort_keys=True)
+            if not path.exists() or path.read_text() != text:
+                partial = path.with_suffix(".partial")
+                partial.write_text(text)
+                partial.replace(path)
+
+
+def pod_targets(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The targets Prometheus' Kubernetes discovery (role `pod`) makes of one pod: one per container
+    port (a container without ports: one at the pod's IP), with its meta labels. A pod without an IP
+    yet has none."""
+    metadata, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
+    ip = status.get("podIP")
+    if not ip:
+        return []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+    common = {
+        "__meta_kubernetes_namespace": metadata["namespace"],
+        "__meta_kubernetes_pod_name": metadata["name"],
+        "__meta_kubernetes_pod_ip": ip,
+        "__meta_kubernetes_pod_uid": metadata["uid"],
+        "__meta_kubernetes_pod_node_name": spec.get("nodeName", ""),
+        "__meta_kubernetes_pod_host_ip": status.get("hostIP", ""),
+        "__meta_kubernetes_pod_phase": status.get("phase", ""),
+        "__meta_kubernetes_pod_ready": str(ready).lower(),
     }
-    applied = plane.kubectl("apply", "-f", "-", input=json.dumps(role))
-    if applied.returncode != 0:
-        raise StartupError(f"prometheus' ClusterRole refused: {applied.stderr.strip()}")
-    token = plane.service_account_token(MONITORING_NAMESPACE, ACCOUNT, CLUSTER_ROLE, TOKEN_LIFETIME)
-    workdir.mkdir(parents=True, exist_ok=True)
-    token_file = workdir / "prometheus-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    return {
-        "api_server": plane.server,
-        "tls_config": {"ca_file": str(plane.workdir / "pki" / "ca.crt")},
-        "authorization": {"credentials_file": str(token_file)},
-    }
+    for key, value in metadata.get("labels", {}).items():
+        common[f"__meta_kubernetes_pod_label_{_label_name(key)}"] = value
+        common[f"__meta_kubernetes_pod_labelpresent_{_label_name(key)}"] = "true"
+    targets = []
+    for container in spec["containers"]:
+        named = {
+            **common,
+            "__meta_kubernetes_pod_container_name": container["name"],
+            "__meta_kubernetes_pod_container_image": container.get("image", ""),
+            "__meta_kubernetes_pod_container_init": "false",
+        }
+        ports = container.get("ports") or [None]
+        for port in ports:
+            if port is None:
+                targets.append({"targets": [ip], "labels": named})
+                continue
+            labels = {
+                **named,
+                "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
+                "__meta_kubernetes_pod_container_port_protocol": port.get("protocol", "TCP"),
+            }
+            targets.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": labels})
+    return targets

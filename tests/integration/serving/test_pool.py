@@ -495,3 +495,16 @@ def test_metrics_of_every_ingress_replica_are_exposed(pool, local_serve):
     for _ in range(10):
         after = baton_requests_total(httpx.get(f"{local_serve.url}/metrics", timeout=30).text)
         assert after - before == 60
+
+
+def test_a_scrape_addressed_to_this_node_or_by_a_name_gets_every_series(pool, local_serve):
+    """Only a scrape addressed to another Ray node's IP is answered with no series (a pool of two
+    nodes: tests/e2e/test_prometheus_node.py); this node's own IP, loopback, a Service's name and an
+    address that is no Ray node's (a ClusterIP, looked up in the GCS) get the whole exposition."""
+    import ray
+
+    assert complete(local_serve.url).status_code == 200
+    hosts = [f"{ray.util.get_node_ip_address()}:8000", "127.0.0.1", "cpu-small-serve-svc.ns.svc:8000"]
+    for host in [*hosts, "10.96.0.10:8000"]:
+        text = httpx.get(f"{local_serve.url}/metrics", headers={"Host": host}, timeout=30).text
+        assert baton_requests_total(text) > 0, host
