@@ -4,7 +4,8 @@
 GGUF file and its manifest, building only what is missing:
 
     $BATON_CACHE/models/<recipe-hash>/
-        tokenizer.json                      the recipe's tokenizer
+        tokenizer.json                      the recipe's tokenizer (learned once per domain's data:
+                                            models/tokenizers/<hash>.json)
         weights.safetensors                 trained weights (absent for `smoke`)
         train.json                          loss curve and training time (not part of the model)
         <domain>-<version>.<QUANT>.gguf     the artifact
@@ -80,17 +81,37 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _tokenizer_key(built: Recipe) -> str:
+    """What a tokenizer is learned from (`data.train_tokenizer`): every version of a domain shares it."""
+    inputs = {
+        "domain": built.domain,
+        "dataSeed": built.data_seed,
+        "trainCases": built.train_cases,
+        "vocab": built.shape.vocab,
+        "factoryRevision": built.factory_revision,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def load_tokenizer(built: Recipe) -> Tokenizer:
-    """The recipe's tokenizer, trained once and cached as JSON."""
+    """The recipe's tokenizer, cached as JSON in its directory. Learned once per training data and
+    vocabulary (seconds each), not once per version: v1, v2 and v3 copy the same file."""
     path = recipe_dir(built) / "tokenizer.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        return Tokenizer(tuple(stored["pieces"]), tuple(stored["scores"]), tuple(stored["tokenTypes"]))
-    tokenizer = data.train_tokenizer(built)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"pieces": tokenizer.pieces, "scores": tokenizer.scores, "tokenTypes": tokenizer.token_types}
-    _write_atomic(path, json.dumps(payload))
-    return tokenizer
+    if not path.exists():
+        learned = cache_root() / "tokenizers" / f"{_tokenizer_key(built)}.json"
+        if not learned.exists():
+            tokenizer = data.train_tokenizer(built)
+            payload = {
+                "pieces": tokenizer.pieces,
+                "scores": tokenizer.scores,
+                "tokenTypes": tokenizer.token_types,
+            }
+            learned.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(learned, json.dumps(payload))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, learned.read_text())
+    stored = json.loads(path.read_text())
+    return Tokenizer(tuple(stored["pieces"]), tuple(stored["scores"]), tuple(stored["tokenTypes"]))
 
 
 def random_weights(shape: Shape, seed: int) -> dict[str, np.ndarray]:

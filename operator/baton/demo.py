@@ -100,7 +100,8 @@ def ground_truth(domain: str) -> dict[tuple[str, str], Verdict]:
 
 def build_models(items: Sequence[tuple[str, str, str]], console: Console) -> Built:
     """Build (or reuse from the cache) every (domain, version, quantization), with a progress bar:
-    minutes cold, seconds warm."""
+    minutes cold, seconds warm. Unscored: the demo's decisions come from baton's own benchmark runs,
+    never from the factory's scores (a catalog caller that wants those adds them later)."""
     from baton_models import catalog
 
     built: Built = {}
@@ -109,7 +110,7 @@ def build_models(items: Sequence[tuple[str, str, str]], console: Console) -> Bui
         task = progress.add_task("models", total=len(items))
         for domain, version, quantization in items:
             progress.update(task, description=f"model {domain}-{version}.{quantization}")
-            artifact = catalog.ensure(domain, version, quantization)
+            artifact = catalog.ensure(domain, version, quantization, score=False)
             built[(domain, version, quantization)] = BuiltModel(
                 domain, version, artifact.path, artifact.digest, artifact.size_bytes, quantization
             )

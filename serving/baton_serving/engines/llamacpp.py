@@ -14,8 +14,8 @@ Q8_0 stay mapped on x86; by ggml-cpu/repack.cpp, Q4_K is repacked into private m
 Why a server process and not llama-cpp-python's in-process `Llama`: `Llama` decodes one request at
 a time, so concurrent clients queue behind each other (8 clients: 72x llama-server's time to first
 token, issue #17). llama-server decodes all its `--parallel` slots together in one batch
-(continuous batching), and it is the same pinned llama.cpp the wheel is built from (.ci/llama-server
-builds it from the llama-cpp-python sdist).
+(continuous batching), and it is the same pinned llama.cpp build the bindings load (.ci/llama-cpp
+compiles the llama-cpp-python sdist's llama.cpp once: its libraries and llama-server, linked to them).
 
 The process is private to its replica: it listens on a unix socket in a directory only this user
 can open (no port another process could reach), exposes no web UI and no `/slots` (which shows
@@ -83,7 +83,7 @@ def server_binary() -> str:
         return str(beside)
     found = shutil.which(SERVER_BINARY)
     if found is None:
-        raise FileNotFoundError(f"{SERVER_BINARY} is not installed (.ci/llama-server builds it)")
+        raise FileNotFoundError(f"{SERVER_BINARY} is not installed (the llama-cpp-python wheel has it)")
     return found
 
 
