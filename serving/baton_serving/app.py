@@ -224,6 +224,12 @@ class EngineServer:
             raise EngineUnavailableError(f"revision {self._name} is not serving: {self._error}")
         return self._engine, self._demand
 
+    async def warm(self) -> float:
+        """Load the model if it scaled to zero (Ollama's "load the model"); the seconds that took."""
+        _, demand = self._loaded()
+        async with demand.serving() as waited:
+            return waited
+
     async def generate(self, request: GenerationRequest) -> dict[str, Any]:
         engine, demand = self._loaded()
         async with demand.serving() as waited:
@@ -404,6 +410,7 @@ class _Progress:
     usage: dict[str, int] = field(default_factory=dict)
     finish_reasons: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    load_wait_s: float = 0.0  # waiting for the model to load again after scaling to zero
 
     def add(self, chunk: dict[str, Any]) -> None:
         if not chunk["choices"]:
@@ -424,7 +431,8 @@ class _Progress:
         return Timing(
             created_at=self.arrived,
             total_ns=int((finished - self.started) * 1e9),
-            prompt_eval_ns=int((first - self.started) * 1e9),
+            load_ns=int(self.load_wait_s * 1e9),
+            prompt_eval_ns=int(max(0.0, first - self.started - self.load_wait_s) * 1e9),
             eval_ns=int((finished - first) * 1e9),
         )
 
@@ -464,11 +472,13 @@ def _as_openai_error(error: BaseException) -> OpenAIError:
     return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type=metrics.SERVER_ERROR)
 
 
-def _record_load_wait(labels: tuple[str, str, str], answer: dict[str, Any]) -> None:
+def _record_load_wait(labels: tuple[str, str, str], answer: dict[str, Any]) -> float:
     """Take the engine's load wait off its answer (or first chunk) and record it, if it waited."""
     waited = answer.pop(LOAD_WAIT_KEY, None)
-    if waited is not None:
-        metrics.ENGINE_LOAD_WAIT.labels(*labels).observe(waited)
+    if waited is None:
+        return 0.0
+    metrics.ENGINE_LOAD_WAIT.labels(*labels).observe(waited)
+    return waited
 
 
 def _unary_first_token_at(result: dict[str, Any]) -> float | None:
@@ -645,6 +655,15 @@ class OpenAIIngress:
     def _ready(self, deployment: str) -> set[str]:
         return {name for (d, name), status in self._status.items() if d == deployment and status.get("ready")}
 
+    def _in_memory(self, deployment: str) -> bool:
+        """Whether a revision of the deployment has its model loaded (it serves and has not scaled
+        to zero, as its last status said): what Ollama's `/api/ps` lists."""
+        return any(
+            status.get("ready") and status.get("loaded", True)
+            for (d, _), status in self._status.items()
+            if d == deployment
+        )
+
     # --- HTTP routes -------------------------------------------------------------------------
 
     @fastapi_app.get("/healthz")
@@ -730,7 +749,7 @@ class OpenAIIngress:
             http,
             OLLAMA_CHAT.errors,
             lambda visible: ollama_protocol.running(
-                self._listed(name for name in visible if self._ready(name))
+                self._listed(name for name in visible if self._in_memory(name))
             ),
         )
 
@@ -818,9 +837,12 @@ class OpenAIIngress:
             parsed = await loop.run_in_executor(self._cpu, dialect.parse, raw, self._limits)
             framing = parsed.framing
             live, revision = self._route(parsed.model, http.headers, caller)
-            if parsed.body is None:  # Ollama's "load the model": it is loaded, nothing to generate
+            if parsed.body is None:  # Ollama's "load the model": loaded now, nothing to generate
+                if live.revisions[revision].engine == EngineKind.LLAMACPP:
+                    progress.load_wait_s = await self._warm(parsed.model, revision)
                 loaded = Answer("", {}, ["load"])
-                return Response(framing.end(loaded, progress.timing(started)), media_type="application/json")
+                finished = time.perf_counter()
+                return Response(framing.end(loaded, progress.timing(finished)), media_type="application/json")
             labels = (self._pool, parsed.model, revision)
             body = parsed.body
             generation = live.generation(body, revision)
@@ -860,11 +882,22 @@ class OpenAIIngress:
         except Exception as error:
             in_flight.dec()
             return self._fail(request, _as_openai_error(error))
-        _record_load_wait(labels, first[0])
+        progress.load_wait_s = _record_load_wait(labels, first[0])
         if not body.stream:
             return await self._collect(first, stream, request, progress, revision)
         events = self._stream_events(first, stream, request, progress)
         return StreamingResponse(events, media_type=framing.media_type, headers={REVISION_HEADER: revision})
+
+    async def _warm(self, deployment: str, revision: str) -> float:
+        """Have the revision's engine load its model if it scaled to zero; the seconds that took."""
+        key = (deployment, revision)
+        try:
+            waited = await self._engines[key].unary.warm.remote()
+        except Exception as error:
+            raise _as_openai_error(error) from error
+        # Loaded now, whatever the last probe saw: `/api/ps` lists it at once, not a probe later.
+        self._status[key] = {**self._status[key], "loaded": True}
+        return waited
 
     async def _collect(
         self, first: list[dict[str, Any]], stream: Any, request: _InFlight, progress: _Progress, revision: str
