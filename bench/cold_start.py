@@ -37,6 +37,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.testbed.processes import children_rss
+
 from serving_bench import (  # a sibling script
     DEFAULT_SHAPE,
     baton_pool,
@@ -121,13 +124,15 @@ def until(predicate, timeout_s: float = 120.0) -> None:
         time.sleep(POLL_S)
 
 
-def baton_cold(url: str, prompt: str, max_tokens: int) -> tuple[float, float, float]:
-    """(cold time to first token, the engine's load time of that wake, warm time to first token)."""
+def baton_cold(url: str, prompt: str, max_tokens: int) -> tuple[float, float, float, int]:
+    """(cold time to first token, the engine's load time of that wake, warm time to first token,
+    resident bytes of the engine's llama-server once loaded: what scaling to zero frees)."""
     until(lambda: engine_status()["loaded"] is False)
     cold = first_token_s(url, prompt, max_tokens)
-    load = engine_status()["load_seconds"]
+    status = engine_status()
     warm = first_token_s(url, prompt, max_tokens)
-    return cold, load, warm
+    resident = sum(children_rss(status["pid"], "llama-server").values())
+    return cold, status["load_seconds"], warm, resident
 
 
 def new_replica_s(gguf: Path, digest: str, args: argparse.Namespace, index: int) -> float:
@@ -172,6 +177,7 @@ def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
         key: []
         for key in ("anchor_load", "anchor_first_token", "cold_first_token", "cold_load", "warm", "replica")
     }
+    resident: list[int] = []
     with baton_pool(
         gguf, digest, args.context, args.threads, args.slots, scale_to_zero_after_s=IDLE_S
     ) as url:
@@ -180,7 +186,8 @@ def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
             load, first = llama_server_cold(gguf, args, prompt)
             runs["anchor_load"].append(load)
             runs["anchor_first_token"].append(first)
-            cold, cold_load, warm = baton_cold(url, prompt, args.max_tokens)
+            cold, cold_load, warm, held = baton_cold(url, prompt, args.max_tokens)
+            resident.append(held)
             runs["cold_first_token"].append(cold)
             runs["cold_load"].append(cold_load)
             runs["warm"].append(warm)
@@ -208,6 +215,8 @@ def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
         ratios["new Ray replica / cold"] = medians["replica"] / medians["cold_first_token"]
     for label, ratio in ratios.items():
         print(f"{'ratio ' + label:58}{ratio:10.2f}")
+    freed_mb = statistics.median(resident) / 1e6
+    print(f"{'memory freed by scaling to zero (llama-server RSS), MB':58}{freed_mb:10.1f}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return {
         "model": str(gguf),
@@ -215,6 +224,7 @@ def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
         "runs_s": runs,
         "p50_ms": medians,
         "ratios": ratios,
+        "freed_rss_bytes": resident,
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from baton.evidence.releases import candidate_for_file
 from baton.local.runtime import LocalRuntime, RuntimeOptions
 from baton.local.store import LocalStore
 from tests.integration.local.test_local_runtime import resources
-from tests.testbed.processes import free_ports
+from tests.testbed.processes import children_rss, free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +32,7 @@ CHAT = {"model": "medical", "messages": [{"role": "user", "content": "hi"}], "ma
 
 def llama_servers(replica_pid: int) -> dict[int, int]:
     """pid -> resident bytes of the llama-server children of an engine replica's process."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            status = dict(
-                line.split(":\t", 1) for line in (proc / "status").read_text().splitlines() if ":\t" in line
-            )
-        except OSError:
-            continue
-        if status.get("Name") == "llama-server" and int(status["PPid"]) == replica_pid:
-            found[int(proc.name)] = int(status["VmRSS"].split()[0]) * 1024
-    return found
+    return children_rss(replica_pid, "llama-server")
 
 
 def sample(text: str, name: str, revision: str, **labels: str) -> float:

@@ -5,6 +5,7 @@ flight is never unloaded under, and a model that no longer loads is a clear 503,
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from baton_serving.engines import EngineUnavailableError, GenerationRequest
 from baton_serving.engines.llamacpp import LlamaCppEngine
 from baton_serving.scale_to_zero import ScaleToZero
 from tests.policies import opted_in
+from tests.testbed.processes import children_rss
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +25,9 @@ IDLE_S = 0.5
 REQUEST = GenerationRequest(kind="completion", prompt="The patient", max_tokens=4, temperature=0)
 
 
-def server_processes(engine: LlamaCppEngine) -> dict[int, int]:
-    """pid -> resident bytes of every llama-server of this engine (its command line names its log)."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-            status = (proc / "status").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if str(engine.log_path).encode() in command and Path(command[0].decode()).name == "llama-server":
-            rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            found[int(proc.name)] = rss_kib * 1024
-    return found
+def server_processes() -> dict[int, int]:
+    """pid -> resident bytes of the llama-servers this process runs (one engine per test)."""
+    return children_rss(os.getpid(), "llama-server")
 
 
 async def until(condition, timeout_s: float = 30.0) -> None:
@@ -71,11 +61,11 @@ def test_an_idle_engine_frees_its_server_and_the_next_requests_wait_for_one_load
 
 async def _idle_then_woken(engine: LlamaCppEngine) -> None:
     demand = ScaleToZero(engine)
-    first = server_processes(engine)
+    first = server_processes()
     assert len(first) == 1 and next(iter(first.values())) > 0
     await demand.configure(IDLE_S)
     await until(lambda: not engine.loaded)
-    assert server_processes(engine) == {}  # the process, and the memory it held, are gone
+    assert server_processes() == {}  # the process, and the memory it held, are gone
     assert demand.status() == {
         "loaded": False,
         "load_seconds": engine.load_seconds,
@@ -88,7 +78,7 @@ async def _idle_then_woken(engine: LlamaCppEngine) -> None:
     assert all(waited > 0 for waited, _ in answers), answers
     assert all(answer["usage"]["completion_tokens"] >= 1 for _, answer in answers)
     assert demand.events == {"unload": 1, "load": 1}
-    second = server_processes(engine)
+    second = server_processes()
     assert len(second) == 1 and set(second) != set(first)
     # Loaded now: the next request does not wait.
     waited, _ = await ask(demand, engine)
@@ -127,7 +117,7 @@ async def _load_fails_then_recovers(engine: LlamaCppEngine, gguf: Path, kept: Pa
     with pytest.raises(EngineUnavailableError, match="did not load again"):
         await ask(demand, engine)
     assert time.monotonic() - began < 60  # llama-server exits at once; nothing waits for a timeout
-    assert not engine.loaded and server_processes(engine) == {}
+    assert not engine.loaded and server_processes() == {}
     shutil.move(kept, gguf)
     waited, answer = await ask(demand, engine)
     assert waited > 0 and answer["usage"]["completion_tokens"] >= 1
