@@ -11,7 +11,6 @@ champion scales to zero in its turn.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from baton.evidence.releases import candidate_for_file
 from baton.local.runtime import LocalRuntime, RuntimeOptions
 from baton.local.store import LocalStore
-from tests.integration.local.test_local_runtime import resources
+from tests.integration.local.test_local_runtime import Clients, resources, wait_for
 from tests.testbed.processes import children_rss, free_ports
 
 pytestmark = pytest.mark.e2e
@@ -42,41 +41,6 @@ def sample(text: str, name: str, revision: str, **labels: str) -> float:
         if line.startswith(name + "{") and all(label in line for label in wanted):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-class Traffic:
-    """One client thread until stopped; every answer's revision, every failure."""
-
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
-        self.base_url, self.headers = base_url, headers
-        self.revisions: list[str] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=120) as client:
-            while not self._stop.is_set():
-                response = client.post("/v1/chat/completions", json=CHAT)
-                if response.status_code == 200:
-                    self.revisions.append(response.headers["X-Baton-Revision"])
-                else:
-                    self.failures.append(f"{response.status_code} {response.text[:200]}")
-
-
-def wait_for(what: str, predicate, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 @pytest.mark.timeout(900)
@@ -109,9 +73,9 @@ def test_an_idle_champion_scales_to_zero_wakes_for_a_request_and_stays_loaded_du
         )
 
     try:
-        wait_for("Serving", lambda: runtime.deployments["medical"].status.phase == "Serving")
+        wait_for(runtime, lambda: runtime.deployments["medical"].status.phase == "Serving")
         # Idle past scaleToZeroAfter: unloaded, the replica's llama-server gone, the replica itself up.
-        wait_for("v1 unloaded", lambda: status(V1).get("loaded") is False, timeout=60)
+        wait_for(runtime, lambda: status(V1).get("loaded") is False, timeout=60)
         replica = status(V1)["pid"]
         assert llama_servers(replica) == {}
         assert status(V1)["ready"] is True  # still routed to: it loads on demand
@@ -130,7 +94,7 @@ def test_an_idle_champion_scales_to_zero_wakes_for_a_request_and_stays_loaded_du
         assert check.returncode == 0 and check.stdout.strip() == "" and check.stderr.strip() == "", check
         # The probe reports the events and the load time within its 5 s period.
         wait_for(
-            "scale events exported",
+            runtime,
             lambda: sample(ingress.metrics_text(), "baton_engine_scale_events", V1, event="load") == 1,
             timeout=30,
         )
@@ -139,29 +103,29 @@ def test_an_idle_champion_scales_to_zero_wakes_for_a_request_and_stays_loaded_du
         assert sample(text, "baton_engine_load_seconds", V1) > 0
 
         # Idle again; Ollama's "load the model" (no prompt) loads it, and says how long that took.
-        wait_for("v1 unloaded again", lambda: status(V1).get("loaded") is False, timeout=60)
+        wait_for(runtime, lambda: status(V1).get("loaded") is False, timeout=60)
         load = httpx.post(
             f"{runtime.serve.base_url}/api/generate", json={"model": "medical"}, headers=headers, timeout=120
         ).json()
         assert load["done_reason"] == "load" and load["load_duration"] > 0
         assert running_in_ollama() == {"medical:latest"}  # listed as soon as it answered
         # Idle again, then a candidate: the canary keeps both revisions loaded, even with no traffic.
-        wait_for("v1 unloaded a third time", lambda: status(V1).get("loaded") is False, timeout=60)
+        wait_for(runtime, lambda: status(V1).get("loaded") is False, timeout=60)
         store.add_candidate(candidate_for_file("medical", better.path, version="v2"))
-        wait_for("Canary", lambda: runtime.deployments["medical"].status.phase == "Canary")
-        wait_for("v1 loaded for the canary", lambda: status(V1).get("loaded") is True, timeout=60)
-        wait_for("v2 loaded", lambda: status(V2).get("loaded") is True, timeout=60)
+        wait_for(runtime, lambda: runtime.deployments["medical"].status.phase == "Canary")
+        wait_for(runtime, lambda: status(V1).get("loaded") is True, timeout=60)
+        wait_for(runtime, lambda: status(V2).get("loaded") is True, timeout=60)
         unloads = status(V1)["scale_events"]["unload"]
         time.sleep(5 * 2)  # idle five times scaleToZeroAfter (two probe periods): nothing unloads
         assert runtime.deployments["medical"].status.phase == "Canary"
         assert status(V1)["loaded"] is True and status(V2)["loaded"] is True
         assert status(V1)["scale_events"]["unload"] == unloads and status(V2)["scale_events"]["unload"] == 0
 
-        with Traffic(runtime.serve.base_url, headers) as traffic:
-            wait_for("Promoted", lambda: runtime.deployments["medical"].status.phase == "Promoted")
+        with Clients(runtime.serve.base_url, headers) as traffic:
+            wait_for(runtime, lambda: runtime.deployments["medical"].status.phase == "Promoted")
         assert traffic.failures == [] and {V1, V2} <= set(traffic.revisions)
         # The new champion serves alone: it scales to zero in its turn, and wakes for the next request.
-        wait_for("v2 unloaded", lambda: status(V2).get("loaded") is False, timeout=90)
+        wait_for(runtime, lambda: status(V2).get("loaded") is False, timeout=90)
         response = chat()
         assert response.status_code == 200 and response.headers["X-Baton-Revision"] == V2
     finally:
