@@ -138,8 +138,8 @@ class ScaleToZero:
                 continue
             async with self._transition:
                 if self._should_unload():  # no request came in while the lock was taken
+                    self.events["unload"] += 1  # counted as it begins, when `loaded` turns False
                     await self._engine.unload()
-                    self.events["unload"] += 1
 
     def _should_unload(self) -> bool:
         return self._engine.loaded and idle_expired(
