@@ -51,7 +51,10 @@ from serving_bench import (  # a sibling script
 )
 
 IDLE_S = 1.0
-POLL_S = 0.01
+POLL_S = 0.01  # llama-server's /health, a cheap local call
+STATUS_POLL_S = 0.05  # an engine's status, a call through Ray
+# Each engine replica's share of Ray's 2 CPUs: the bench's revision and a new one fit at once.
+NUM_CPUS = 0.5
 
 
 def first_token_s(url: str, prompt: str, max_tokens: int) -> float:
@@ -102,7 +105,7 @@ def llama_server_cold(gguf: Path, args: argparse.Namespace, prompt: str) -> tupl
         loaded = time.perf_counter() - started
         return loaded, loaded + first_token_s(url, prompt, args.max_tokens)
     finally:
-        server.terminate()
+        server.kill()  # measured: no need to wait for its graceful shutdown
         server.wait(timeout=30)
 
 
@@ -121,7 +124,7 @@ def until(predicate, timeout_s: float = 120.0) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("timed out")
-        time.sleep(POLL_S)
+        time.sleep(STATUS_POLL_S)
 
 
 def baton_cold(url: str, prompt: str, max_tokens: int) -> tuple[float, float, float, int]:
@@ -142,7 +145,7 @@ def new_replica_s(gguf: Path, digest: str, args: argparse.Namespace, index: int)
 
     fresh = f"fresh{index}"
     pool = bench_pool_config(
-        gguf, digest, args.context, args.threads, args.slots, ("bench", fresh), scale_to_zero_after_s=IDLE_S
+        gguf, digest, args.context, args.threads, args.slots, ("bench", fresh), IDLE_S, NUM_CPUS
     )
     started = time.perf_counter()
     apply_serve_config(render_serve_config(pool))
@@ -156,7 +159,7 @@ def new_replica_s(gguf: Path, digest: str, args: argparse.Namespace, index: int)
     until(loaded, 300)
     took = time.perf_counter() - started
     only = bench_pool_config(
-        gguf, digest, args.context, args.threads, args.slots, scale_to_zero_after_s=IDLE_S
+        gguf, digest, args.context, args.threads, args.slots, ("bench",), IDLE_S, NUM_CPUS
     )
     apply_serve_config(render_serve_config(only))
     return took
@@ -178,9 +181,7 @@ def bench_model(gguf: Path, args: argparse.Namespace) -> dict:
         for key in ("anchor_load", "anchor_first_token", "cold_first_token", "cold_load", "warm", "replica")
     }
     resident: list[int] = []
-    with baton_pool(
-        gguf, digest, args.context, args.threads, args.slots, scale_to_zero_after_s=IDLE_S
-    ) as url:
+    with baton_pool(gguf, digest, args.context, args.threads, args.slots, IDLE_S, NUM_CPUS) as url:
         (prompt, *_) = visible_prompts([url], args.max_tokens)
         for index in range(args.rounds):
             load, first = llama_server_cold(gguf, args, prompt)

@@ -205,8 +205,10 @@ def bench_pool_config(
     slots: int,
     revisions: tuple[str, ...] = ("bench",),
     scale_to_zero_after_s: float | None = None,
+    num_cpus: float = 1,
 ) -> PoolConfig:
-    """The bench's pool: deployment `bench`, every revision the same GGUF, traffic on the first."""
+    """The bench's pool: deployment `bench`, every revision the same GGUF, traffic on the first
+    (each replica reserves `num_cpus` of Ray's 2: two revisions at once need less than 1 each)."""
     from baton_serving.config import PoolConfig
 
     deployment = {
@@ -218,7 +220,7 @@ def bench_pool_config(
                 "context_length": context,
                 "threads": threads,
                 "max_ongoing_requests": slots,
-                "resources": {"num_cpus": 1},
+                "resources": {"num_cpus": num_cpus},
             }
             for name in revisions
         ],
@@ -244,6 +246,7 @@ def baton_pool(
     threads: int,
     slots: int,
     scale_to_zero_after_s: float | None = None,
+    num_cpus: float = 1,
 ) -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -260,7 +263,13 @@ def baton_pool(
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         pool = bench_pool_config(
-            gguf, digest, context, threads, slots, scale_to_zero_after_s=scale_to_zero_after_s
+            gguf,
+            digest,
+            context,
+            threads,
+            slots,
+            scale_to_zero_after_s=scale_to_zero_after_s,
+            num_cpus=num_cpus,
         )
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)

@@ -67,7 +67,8 @@ logger = logging.getLogger("baton_serving")
 SERVER_BINARY = "llama-server"
 # Loading a GGUF is reading a file; on a loaded 2-core machine a 100 MB model takes seconds.
 LOAD_TIMEOUT_S = 300.0
-HEALTH_POLL_S = 0.05
+# A request to a revision that scaled to zero waits for the load, and up to one poll more.
+HEALTH_POLL_S = 0.01
 # A server that keeps dying is started again less and less often, up to this interval.
 MAX_RESTART_BACKOFF_S = 30.0
 STOP_GRACE_S = 5.0
