@@ -136,6 +136,7 @@ class EngineSettings(BatonModel):
     scale_to_zero_after: str | None = Field(
         default=None,
         pattern=DURATION_PATTERN,
+        max_length=32,  # bounds what the API server's CEL cost estimate assumes `duration()` reads
         description=(
             "Scale an idle domain to zero: once the champion has answered no request for this long "
             "(e.g. `10m`, at least `1s`), each of its engine replicas unloads the model and frees its "
