@@ -412,8 +412,9 @@ class Timing:
 
     created_at: str  # RFC 3339, UTC
     total_ns: int
-    prompt_eval_ns: int  # arrival to the first output token
+    prompt_eval_ns: int  # arrival to the first output token, less `load_ns`
     eval_ns: int  # first output token to the last
+    load_ns: int = 0  # waiting for the model to load again after it scaled to zero
 
 
 class Framing(Protocol):
