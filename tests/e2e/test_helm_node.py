@@ -37,6 +37,7 @@ from tests.testbed.chart import (
 )
 from tests.testbed.node import Node
 from tests.testbed.processes import stall_main_thread, wait_for
+from tests.testbed.workloads import artifact, deployment_document
 
 pytestmark = pytest.mark.e2e
 
@@ -71,29 +72,9 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
 
     namespace = f"models-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
-    artifact = {
-        "uri": f"file://{smoke_gguf.path}",
-        "digest": smoke_gguf.digest,
-        "quantization": smoke_gguf.quantization,
-        "sizeBytes": smoke_gguf.size_bytes,
-    }
     documents = [
         {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu"}, "spec": {}},
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "cpu",
-                "model": {"version": "v1", "artifact": artifact},
-                "analysis": {
-                    "benchmarks": [{"name": "medical-routing"}],
-                    "minSamples": 20,
-                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
-                },
-            },
-        },
+        deployment_document(artifact(f"file://{smoke_gguf.path}", smoke_gguf), min_samples=20),
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr

@@ -195,6 +195,32 @@ def artifact(uri: str, gguf: catalog.Artifact, digest: str | None = None) -> dic
     }
 
 
+def deployment_document(
+    champion: dict[str, Any], *, min_samples: int, max_tokens: int | None = None, **spec: Any
+) -> dict[str, Any]:
+    """The ModelDeployment `medical` on the pool `cpu`: champion v1 at `champion` (an `artifact`), gated
+    by the `medical-routing` benchmark and the error rate (`min_samples` each), plus `spec`."""
+    if max_tokens is not None:
+        # A request asking for more than maxOutputTokens is refused (400): the suite's own bound.
+        spec["engine"] = {"contextLength": 256, "maxOutputTokens": max_tokens}
+    return {
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "medical"},
+        "spec": {
+            "domain": "medical",
+            "pool": "cpu",
+            "model": {"version": "v1", "artifact": champion},
+            "analysis": {
+                "benchmarks": [{"name": "medical-routing"}],
+                "minSamples": min_samples,
+                "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
+            },
+            **spec,
+        },
+    }
+
+
 def candidate_document(
     name: str, uri: str, gguf: catalog.Artifact, digest: str | None = None
 ) -> dict[str, Any]:
