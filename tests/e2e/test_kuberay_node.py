@@ -65,7 +65,9 @@ from tests.testbed.workloads import (
     artifact_url,
     candidate_document,
     delete_namespace,
+    deployment_document,
     in_cluster_policy,
+    mirror,
     on_volume,
     pool_document,
     remove_storage,
@@ -447,20 +449,11 @@ def processes() -> Iterator[list[Process]]:
 
 @pytest.fixture
 def operator_namespace(node: Node, kuberay: KubeRay, processes: list[Process]) -> Iterator[str]:
-    """A namespace for the operator's pool, deleted afterwards with the claims' volumes."""
+    """A namespace for the operator's pool, deleted afterwards (the operator still running takes its
+    finalizer off the pool) with the claims' volumes."""
     namespace = f"operator-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
     yield namespace
-    # Known defect (docs/testbed.md): this namespace-scoped host operator does not act on its
-    # ModelPool's deletion, so kopf's finalizer would hold the namespace. Deleting a pool is tested
-    # with the chart's operator pod (test_helm_node.py); here the operator is stopped (a running one
-    # puts the finalizer back) and the finalizer taken off before the namespace goes.
-    for process in processes:
-        process.stop()
-    patched = node.plane.kubectl(
-        "patch", "modelpool", "cpu", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
-    )
-    assert patched.returncode == 0, patched.stderr
     deleted = delete_namespace(node, namespace)
     # The namespace's conditions name what is left in it and whose finalizers hold it.
     left = node.plane.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.conditions}").stdout
@@ -511,23 +504,9 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
         *artifact_server(namespace),
         pool_document(),
         benchmark.to_wire(),
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "cpu",
-                "model": {"version": "v1", "artifact": revision("v1", champion).artifact.to_wire()},
-                # A request asking for more than maxOutputTokens is refused (400): the suite's own bound.
-                "engine": {"contextLength": 256, "maxOutputTokens": benchmark.spec.max_tokens},
-                "analysis": {
-                    "benchmarks": [{"name": "medical-routing"}],
-                    "minSamples": 10,
-                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
-                },
-            },
-        },
+        deployment_document(
+            artifact(on_volume(champion), champion), min_samples=10, max_tokens=benchmark.spec.max_tokens
+        ),
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr
@@ -598,3 +577,41 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.revisions["medical-v1"] > 0, traffic.revisions
 
+
+def test_a_namespace_scoped_operator_releases_its_pool_when_the_namespace_is_deleted(
+    node: Node, processes: list[Process], tmp_path
+) -> None:
+    """`baton operator --namespace` (the chart's `operator.watchNamespace`) takes kopf's finalizer off its
+    ModelPool when the whole namespace is deleted, so the namespace goes."""
+    node.plane.apply(BATON_CRDS)
+    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
+    namespace = f"scoped-{uuid.uuid4().hex[:6]}"
+    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    argv = [
+        sys.executable, "-m", "baton.cli", "operator", "--namespace", namespace,
+        "--lease-namespace", "default", "--no-auth",
+    ]  # fmt: skip
+    operator = Process(argv, tmp_path / "operator.log", node.plane.env())
+    processes.append(operator)
+    # A pod in the namespace: its deletion comes first (ordered namespace deletion), the pool's after.
+    node.load_image(binaries.image_archive("pool"))
+    pool = {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu"}, "spec": {}}
+    documents = [pool, *mirror(namespace, "files", {"emptyDir": {}})]
+    applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+    assert applied.returncode == 0, applied.stderr
+
+    def rendered() -> bool:
+        """kopf's finalizer is on the pool and the operator rendered its RayService."""
+        finalizers = node.plane.get("modelpool", "cpu", "-n", namespace).get("metadata", {}).get("finalizers")
+        return bool(finalizers) and bool(node.plane.get("rayservice", "cpu", "-n", namespace))
+
+    wait_for(rendered, "the operator never took the pool on", operator.tail, 120)
+    wait_for(
+        lambda: node.plane.get("pod", "files", "-n", namespace).get("status", {}).get("phase") == "Running",
+        "the pod never ran",
+        operator.tail,
+        120,
+    )
+    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=60s", timeout=90)
+    left = node.plane.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.conditions}").stdout
+    assert deleted.returncode == 0, f"{deleted.stderr}{left}\n--- operator ---\n{operator.tail()}"
