@@ -12,13 +12,9 @@ the release behind.
 
 from __future__ import annotations
 
-import inspect
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,76 +22,30 @@ import yaml
 
 from baton.api.pool import DEFAULT_RAY_IMAGE
 from baton.k8s.health import LIVEZ, READYZ
-from baton.k8s.leader import LeaseElector
-from tests.testbed import binaries
-from tests.testbed.controlplane import CONTEXT
+from tests.testbed.chart import (
+    INSTANCE,
+    LEASE,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    TIMEOUT_S,
+    diagnose,
+    helm,
+    install,
+    lease_holder,
+    operator_pods,
+    ready,
+)
 from tests.testbed.node import Node
 from tests.testbed.processes import stall_main_thread, wait_for
+from tests.testbed.workloads import artifact, deployment_document
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "baton"
-RELEASE, RELEASE_NAMESPACE = "baton", "baton-system"
-INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
-# The name the operator elects on (its default), which the chart's Lease must carry.
-LEASE = inspect.signature(LeaseElector).parameters["name"].default
-TIMEOUT_S = 240.0
 RELEASE_KINDS = "deployments,replicasets,pods,serviceaccounts,services,configmaps,roles,rolebindings,leases"
 
 
-def helm(node: Node, *args: str, timeout: float = TIMEOUT_S) -> None:
-    result = subprocess.run(
-        [str(binaries.built("helm")), *args, f"--kube-context={CONTEXT}-admin"],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 30,
-        env=node.plane.env(),
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def install(node: Node, *values: str) -> None:
-    """`helm install` of the chart as shipped (plus `values`), waiting for the operator to be Ready."""
-    helm(
-        node, "install", RELEASE, str(CHART), f"--namespace={RELEASE_NAMESPACE}", "--create-namespace",
-        *values, "--wait", f"--timeout={TIMEOUT_S:.0f}s",
-    )  # fmt: skip
-
-
-def operator_pods(node: Node) -> list[dict[str, Any]]:
-    return node.plane.get("pods", "-n", RELEASE_NAMESPACE, "-l", INSTANCE).get("items", [])
-
-
-def diagnose(node: Node) -> Callable[[], str]:
-    def report() -> str:
-        lines = [node.plane.kubectl("get", "pods", "-A", "-o", "wide").stdout]
-        for pod in operator_pods(node):
-            name = pod["metadata"]["name"]
-            lines += [
-                f"--- {name}: {pod['status']}",
-                node.plane.kubectl("logs", "-n", RELEASE_NAMESPACE, name).stdout[-3000:],
-            ]
-        return "\n".join(lines)
-
-    return report
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-
-
-@pytest.fixture
-def installed(node: Node):
-    node.load_image(binaries.image_archive("operator"))
-    # KubeRay's own CRDs, as the `kuberay` fixture installs them on this node's API server.
-    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
-    yield
-    helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait", "--ignore-not-found")
-
-
 def test_helm_installed_operator_reconciles_under_its_service_account(
-    node: Node, installed, smoke_gguf
+    node: Node, chart_release, smoke_gguf
 ) -> None:
     report = diagnose(node)
     install(node)
@@ -113,7 +63,7 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
         READYZ,
     )
     lease = wait_for(
-        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: lease_holder(node),
         "nobody holds the chart's Lease",
         report,
         TIMEOUT_S,
@@ -122,29 +72,9 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
 
     namespace = f"models-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
-    artifact = {
-        "uri": f"file://{smoke_gguf.path}",
-        "digest": smoke_gguf.digest,
-        "quantization": smoke_gguf.quantization,
-        "sizeBytes": smoke_gguf.size_bytes,
-    }
     documents = [
         {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu"}, "spec": {}},
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "cpu",
-                "model": {"version": "v1", "artifact": artifact},
-                "analysis": {
-                    "benchmarks": [{"name": "medical-routing"}],
-                    "minSamples": 20,
-                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
-                },
-            },
-        },
+        deployment_document(artifact(f"file://{smoke_gguf.path}", smoke_gguf), min_samples=20),
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr
@@ -221,13 +151,13 @@ def test_helm_installed_operator_reconciles_under_its_service_account(
     assert deleted.returncode == 0, deleted.stderr + report()
 
 
-def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
+def test_two_replicas_elect_one_leader(node: Node, chart_release) -> None:
     report = diagnose(node)
     install(node, "--set=replicaCount=2")
     pods = operator_pods(node)
     assert len(pods) == 2 and all(ready(pod) for pod in pods), report()
     holder = wait_for(
-        lambda: node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity"),
+        lambda: lease_holder(node),
         "nobody holds the Lease",
         report,
         TIMEOUT_S,
@@ -244,16 +174,14 @@ def test_two_replicas_elect_one_leader(node: Node, installed) -> None:
     node.plane.kubectl("delete", "pod", holder, "-n", RELEASE_NAMESPACE, "--grace-period=0", "--force")
 
     def new_holder() -> str | None:
-        current = (
-            node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
-        )
+        current = lease_holder(node)
         alive = {pod["metadata"]["name"] for pod in operator_pods(node)}
         return current if current not in (None, holder) and current in alive else None
 
     wait_for(new_holder, "no live replica took the Lease over", report, timeout=90)
 
 
-def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installed) -> None:
+def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, chart_release) -> None:
     """The kubelet's own readiness probe, as the chart ships it, on a loop stalled from outside.
 
     The loop's thread blocks in a sleep (`stall_main_thread`, gdb on the container's process) while
@@ -265,10 +193,7 @@ def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installe
     (pod,) = operator_pods(node)
     name = pod["metadata"]["name"]
     wait_for(
-        lambda: (
-            node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE).get("spec", {}).get("holderIdentity")
-            == name
-        ),
+        lambda: lease_holder(node) == name,
         "the pod does not lead",
         report,
         TIMEOUT_S,
@@ -299,7 +224,7 @@ def test_a_hung_control_loop_turns_the_operator_pod_unready(node: Node, installe
     assert recovered["status"]["containerStatuses"][0]["restartCount"] == 0, "liveness restarted it"
 
 
-def test_uninstall_leaves_no_operator_objects(node: Node, installed) -> None:
+def test_uninstall_leaves_no_operator_objects(node: Node, chart_release) -> None:
     install(node)
     assert node.plane.get("lease", LEASE, "-n", RELEASE_NAMESPACE)
     helm(node, "uninstall", RELEASE, f"--namespace={RELEASE_NAMESPACE}", "--wait")

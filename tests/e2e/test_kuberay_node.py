@@ -25,7 +25,6 @@ runs `baton operator` itself against the pool: it renders all of that from the M
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +40,6 @@ from baton.api import ModelDeployment, ModelPool
 from baton.api.deployment import ModelDeploymentStatus, Phase, RevisionStatus
 from baton.api.pool import ARTIFACT_CACHE_PATH, DEFAULT_RAY_IMAGE, MODELS_PATH
 from baton.k8s.rayservice import (
-    RAY_UID,
     benchmark_key,
     benchmark_secret,
     benchmark_secret_name,
@@ -53,15 +51,28 @@ from baton.rollout.model import RevisionState
 from baton.rollout.render import render_pool
 from baton_models import catalog
 from baton_models.benchmarks import benchmarks
-from baton_serving.config import FetchPolicy
 from baton_serving.wire import REVISIONS_PATH
-from tests.e2e.test_operator_e2e import Traffic
 from tests.integration.operator.fixtures import Process
 from tests.testbed import binaries
-from tests.testbed.controlplane import SERVICE_RANGE
 from tests.testbed.kuberay import KubeRay
 from tests.testbed.node import Node
 from tests.testbed.processes import wait_for
+from tests.testbed.workloads import (
+    CLIENT,
+    Traffic,
+    artifact,
+    artifact_server,
+    artifact_url,
+    candidate_document,
+    delete_namespace,
+    deployment_document,
+    in_cluster_policy,
+    mirror,
+    on_volume,
+    pool_document,
+    remove_storage,
+    storage,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -69,113 +80,16 @@ REPO = Path(__file__).resolve().parents[2]
 BATON_CRDS = REPO / "manifests" / "crds"
 HEAD_TIMEOUT_S = 300.0
 SERVE_TIMEOUT_S = 600.0
-# One core and a little memory per Ray pod: the node has two cores, shared with the control plane.
-RAY_POD = {"cpu": "1", "memory": "3Gi"}
 CHAT = {"model": "medical", "messages": [{"role": "user", "content": "Chest pain."}], "max_tokens": 4}
-# A client key of the pool's `keySecrets`, and the operator's own secret (its benchmark key derives from it).
-CLIENT_KEY_ID, CLIENT_KEY = "tester", "k" * 40
+# The operator's own secret (its benchmark key derives from it).
 OPERATOR_SECRET = b"o" * 48
-CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
-ARTIFACT_PORT = 8080
-# How long a namespace (its pods, claims and owned objects) may take to go.
-DELETE_TIMEOUT_S = 180.0
-
-
-def delete_namespace(node: Node, namespace: str) -> subprocess.CompletedProcess[str]:
-    """Deletes `namespace`, waiting for its pods; kubectl's own timeout ends first, with its message."""
-    return node.plane.kubectl(
-        "delete", "namespace", namespace, f"--timeout={DELETE_TIMEOUT_S:.0f}s", timeout=DELETE_TIMEOUT_S + 30
-    )
-
-
-def claim(namespace: str, name: str, host_path: Path, *, read_only: bool) -> list[dict[str, Any]]:
-    """A PersistentVolume on the node's `host_path`, bound to the claim `name` in `namespace` (by the
-    controller-manager's binder): what a platform team's storage class would provision."""
-    volume = f"{namespace}-{name}"
-    mode = "ReadOnlyMany" if read_only else "ReadWriteOnce"
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": [mode],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(host_path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": name},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "accessModes": [mode],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-
-
-def artifact_server(namespace: str) -> list[dict[str, Any]]:
-    """An HTTP mirror in the cluster: the pool image's Python serving the models claim, behind a Service."""
-    labels = {"app": "artifacts"}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "artifacts", "namespace": namespace, "labels": labels},
-        "spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": RAY_UID},
-            # No resource requests: the two Ray pods take the node's two cores.
-            "containers": [
-                {
-                    "name": "http",
-                    "image": DEFAULT_RAY_IMAGE,
-                    "command": [
-                        "python",
-                        "-m",
-                        "http.server",
-                        str(ARTIFACT_PORT),
-                        "--directory",
-                        MODELS_PATH,
-                    ],
-                    "readinessProbe": {"tcpSocket": {"port": ARTIFACT_PORT}, "periodSeconds": 1},
-                    "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH, "readOnly": True}],
-                }
-            ],
-            "volumes": [
-                {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
-            ],
-        },
-    }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "artifacts", "namespace": namespace},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": ARTIFACT_PORT}]},
-    }
-    return [pod, service]
-
-
-def on_volume(gguf: catalog.Artifact) -> str:
-    """Where the Ray pods see `gguf` on the models claim."""
-    return f"{MODELS_PATH}/{Path(gguf.path).relative_to(catalog.cache_root())}"
 
 
 def revision(version: str, gguf: catalog.Artifact, uri: str | None = None) -> RevisionStatus:
     """A revision of `medical` serving `gguf`, from the models claim unless `uri` names it elsewhere."""
-    artifact = {
-        "uri": uri or on_volume(gguf),
-        "digest": gguf.digest,
-        "quantization": gguf.quantization,
-        "sizeBytes": gguf.size_bytes,
-    }
+    pinned = artifact(uri or on_volume(gguf), gguf)
     return RevisionStatus.model_validate(
-        {"revision": f"medical-{version}", "version": version, "artifact": artifact}
+        {"revision": f"medical-{version}", "version": version, "artifact": pinned}
     )
 
 
@@ -201,56 +115,6 @@ def deployment(namespace: str, champion: RevisionStatus, **status: Any) -> Model
     return spec.model_copy(update={"status": ModelDeploymentStatus(champion=champion, **status)})
 
 
-def client_keys(namespace: str) -> dict[str, Any]:
-    """The pool's `keySecrets` entry: one client key file, as docs/security.md shows a user adding it."""
-    entry = json.dumps({"key": CLIENT_KEY, "deployments": ["medical"]})
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "clients", "namespace": namespace},
-        "stringData": {CLIENT_KEY_ID: entry},
-    }
-
-
-def pool_document(**spec: Any) -> dict[str, Any]:
-    """The ModelPool `cpu`: models from the `models` claim, downloads in `downloads`, keys in `clients`."""
-    return {
-        "apiVersion": "baton.dev/v1alpha1",
-        "kind": "ModelPool",
-        "metadata": {"name": "cpu"},
-        "spec": {
-            "workers": 1,
-            "workerResources": RAY_POD,
-            "modelVolume": {"persistentVolumeClaim": {"claimName": "models"}},
-            "artifactCache": {"persistentVolumeClaim": {"claimName": "downloads"}},
-            "keySecrets": ["clients"],
-            **spec,
-        },
-    }
-
-
-def storage(node: Node, namespace: str, downloads: Path) -> list[dict[str, Any]]:
-    """The pool's claims (the factory's models, read-only; an empty download cache) and its client keys."""
-    downloads.mkdir(parents=True)
-    downloads.chmod(0o777)  # a hostPath volume keeps the host's owner: the Ray user (1000) writes here
-    return [
-        *claim(namespace, "models", catalog.cache_root(), read_only=True),
-        *claim(namespace, "downloads", downloads, read_only=False),
-        client_keys(namespace),
-    ]
-
-
-def in_cluster_policy(namespace: str) -> FetchPolicy:
-    """The chart's default policy (local files under /models only) plus the test's opt-in: plain http
-    to the in-cluster mirror's Service name, on the Service network."""
-    return FetchPolicy(
-        schemes=["https", "http"],
-        hosts=[f"artifacts.{namespace}.svc"],
-        allowed_networks=[SERVICE_RANGE],
-        local_roots=[MODELS_PATH],
-    )
-
-
 class RayPool:
     """The ModelPool `cpu` in a namespace of its own, its RayService rendered as the operator does.
 
@@ -270,7 +134,7 @@ class RayPool:
         self.pool = json.loads(created)
         key = benchmark_key(OPERATOR_SECRET, self.namespace, "cpu")
         self.benchmark_headers = {"Authorization": f"Bearer {key}"}
-        objects = [*storage(node, self.namespace, workdir / "downloads"), benchmark_secret(self.pool, key)]
+        objects = [*storage(self.namespace, workdir / "downloads"), benchmark_secret(self.pool, key)]
         self.apply_objects([*objects, *artifact_server(self.namespace)])
         self.policy = in_cluster_policy(self.namespace)
 
@@ -278,9 +142,6 @@ class RayPool:
         self.kubectl(
             "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
         )
-
-    def artifact_url(self, gguf: catalog.Artifact) -> str:
-        return f"http://artifacts.{self.namespace}.svc{on_volume(gguf).removeprefix(MODELS_PATH)}"
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         result = self.node.plane.kubectl(*args, input=input)
@@ -363,8 +224,7 @@ class RayPool:
     def delete(self) -> None:
         deleted = delete_namespace(self.node, self.namespace)
         assert deleted.returncode == 0, deleted.stderr + self.report()
-        volumes = [f"persistentvolume/{self.namespace}-{name}" for name in ("models", "downloads")]
-        assert self.node.plane.kubectl("delete", *volumes).returncode == 0
+        remove_storage(self.node, self.namespace)
 
 
 @pytest.fixture
@@ -464,7 +324,7 @@ def test_kuberay_runs_the_rendered_rayservice_until_serve_answers(ray: RayPool, 
     wait_for(lambda: ray.get("pod", "artifacts").get("status", {}).get("podIP"), "no mirror", ray.report, 120)
     fetched: dict[str, float] = {}
     for name in ("web", "web-again"):
-        candidate = revision(name, gguf, uri=ray.artifact_url(gguf))
+        candidate = revision(name, gguf, uri=artifact_url(ray.namespace, gguf))
         ray.apply(
             deployment(ray.namespace, champion, phase=Phase.CANARY, candidate=candidate, canary_weight=0)
         )
@@ -578,26 +438,6 @@ def test_revisions_and_weights_change_in_place_under_load(ray: RayPool, smoke_ar
     print(f"\nin-place updates under load: {dict(answers)} answered, {len(traffic.failures)} failed")
 
 
-def operator_candidate(
-    name: str, uri: str, gguf: catalog.Artifact, digest: str | None = None
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "baton.dev/v1alpha1",
-        "kind": "ModelCandidate",
-        "metadata": {"name": f"medical-{name}"},
-        "spec": {
-            "deployment": "medical",
-            "version": name,
-            "artifact": {
-                "uri": uri,
-                "digest": digest or gguf.digest,
-                "quantization": gguf.quantization,
-                "sizeBytes": gguf.size_bytes,
-            },
-        },
-    }
-
-
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
     """Processes a test started, stopped at its end (after the fixtures it requested later)."""
@@ -609,26 +449,16 @@ def processes() -> Iterator[list[Process]]:
 
 @pytest.fixture
 def operator_namespace(node: Node, kuberay: KubeRay, processes: list[Process]) -> Iterator[str]:
-    """A namespace for the operator's pool, deleted afterwards with the claims' volumes."""
+    """A namespace for the operator's pool, deleted afterwards (the operator still running takes its
+    finalizer off the pool) with the claims' volumes."""
     namespace = f"operator-{uuid.uuid4().hex[:6]}"
     assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
     yield namespace
-    # Known defect (docs/testbed.md): this namespace-scoped host operator does not act on its
-    # ModelPool's deletion, so kopf's finalizer would hold the namespace. Deleting a pool is tested
-    # with the chart's operator pod (test_helm_node.py); here the operator is stopped (a running one
-    # puts the finalizer back) and the finalizer taken off before the namespace goes.
-    for process in processes:
-        process.stop()
-    patched = node.plane.kubectl(
-        "patch", "modelpool", "cpu", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
-    )
-    assert patched.returncode == 0, patched.stderr
     deleted = delete_namespace(node, namespace)
     # The namespace's conditions name what is left in it and whose finalizers hold it.
     left = node.plane.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.conditions}").stdout
     assert deleted.returncode == 0, f"{deleted.stderr}{left}"
-    volumes = [f"persistentvolume/{namespace}-{name}" for name in ("models", "downloads")]
-    assert node.plane.kubectl("delete", *volumes).returncode == 0
+    remove_storage(node, namespace)
 
 
 def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_bad_candidates(
@@ -670,27 +500,13 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     (benchmark,) = [b for b in benchmarks("medical", 16) if b.metadata.name == "medical-routing"]
     champion = smoke_artifacts["medical"]
     documents = [
-        *storage(node, namespace, tmp_path / "downloads"),
+        *storage(namespace, tmp_path / "downloads"),
         *artifact_server(namespace),
         pool_document(),
         benchmark.to_wire(),
-        {
-            "apiVersion": "baton.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "medical"},
-            "spec": {
-                "domain": "medical",
-                "pool": "cpu",
-                "model": {"version": "v1", "artifact": revision("v1", champion).artifact.to_wire()},
-                # A request asking for more than maxOutputTokens is refused (400): the suite's own bound.
-                "engine": {"contextLength": 256, "maxOutputTokens": benchmark.spec.max_tokens},
-                "analysis": {
-                    "benchmarks": [{"name": "medical-routing"}],
-                    "minSamples": 10,
-                    "metrics": [{"name": "error-rate", "kind": "errorRate", "maxValue": 0.05}],
-                },
-            },
-        },
+        deployment_document(
+            artifact(on_volume(champion), champion), min_samples=10, max_tokens=benchmark.spec.max_tokens
+        ),
     ]
     applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
     assert applied.returncode == 0, applied.stderr
@@ -726,10 +542,10 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
         return get("modelcandidate", f"medical-{name}").get("status") or {}
 
     software = smoke_artifacts["software"]
-    url = f"http://artifacts.{namespace}.svc{on_volume(software).removeprefix(MODELS_PATH)}"
+    url = artifact_url(namespace, software)
     bad = [
-        (operator_candidate("wrong", url, software, digest="sha256:" + "f" * 64), "digest mismatch"),
-        (operator_candidate("missing", f"{MODELS_PATH}/no-such-model.gguf", software), "no such file"),
+        (candidate_document("wrong", url, software, digest="sha256:" + "f" * 64), "digest mismatch"),
+        (candidate_document("missing", f"{MODELS_PATH}/no-such-model.gguf", software), "no such file"),
     ]
     with Traffic(endpoint, headers=CLIENT) as traffic:
         for document, reason in bad:
@@ -748,7 +564,7 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
             assert get("modeldeployment", "medical")["status"]["champion"]["version"] == "v1"
         # A good download, benchmarked through the Serve Service with the operator's own key (which
         # alone may pin the candidate): scores on every item of the suite.
-        good = operator_candidate("web", url, software)
+        good = candidate_document("web", url, software)
         assert node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(good)).returncode == 0
         scored = wait_for(
             lambda: candidate_status("web").get("scores"),
@@ -760,3 +576,42 @@ def test_the_operator_serves_from_the_model_volume_behind_keys_and_fails_only_ba
     assert scores["benchmark"] == "medical-routing" and scores["items"] == len(benchmark.spec.inline), scores
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.revisions["medical-v1"] > 0, traffic.revisions
+
+
+def test_a_namespace_scoped_operator_releases_its_pool_when_the_namespace_is_deleted(
+    node: Node, processes: list[Process], tmp_path
+) -> None:
+    """`baton operator --namespace` (the chart's `operator.watchNamespace`) takes kopf's finalizer off its
+    ModelPool when the whole namespace is deleted, so the namespace goes."""
+    node.plane.apply(BATON_CRDS)
+    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
+    namespace = f"scoped-{uuid.uuid4().hex[:6]}"
+    assert node.plane.kubectl("create", "namespace", namespace).returncode == 0
+    argv = [
+        sys.executable, "-m", "baton.cli", "operator", "--namespace", namespace,
+        "--lease-namespace", "default", "--no-auth",
+    ]  # fmt: skip
+    operator = Process(argv, tmp_path / "operator.log", node.plane.env())
+    processes.append(operator)
+    # A pod in the namespace: its deletion comes first (ordered namespace deletion), the pool's after.
+    node.load_image(binaries.image_archive("pool"))
+    pool = {"apiVersion": "baton.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": "cpu"}, "spec": {}}
+    documents = [pool, *mirror(namespace, "files", {"emptyDir": {}})]
+    applied = node.plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(documents))
+    assert applied.returncode == 0, applied.stderr
+
+    def rendered() -> bool:
+        """kopf's finalizer is on the pool and the operator rendered its RayService."""
+        finalizers = node.plane.get("modelpool", "cpu", "-n", namespace).get("metadata", {}).get("finalizers")
+        return bool(finalizers) and bool(node.plane.get("rayservice", "cpu", "-n", namespace))
+
+    wait_for(rendered, "the operator never took the pool on", operator.tail, 120)
+    wait_for(
+        lambda: node.plane.get("pod", "files", "-n", namespace).get("status", {}).get("phase") == "Running",
+        "the pod never ran",
+        operator.tail,
+        120,
+    )
+    deleted = node.plane.kubectl("delete", "namespace", namespace, "--timeout=60s", timeout=90)
+    left = node.plane.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.conditions}").stdout
+    assert deleted.returncode == 0, f"{deleted.stderr}{left}\n--- operator ---\n{operator.tail()}"

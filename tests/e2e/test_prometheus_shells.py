@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from baton.local.store import LocalStore
-from tests.e2e.test_operator_e2e import Traffic, _artifact, candidate
 from tests.integration.operator.fixtures import Cluster, Process, wait_for
 from tests.integration.test_prometheus_provider import P95_TTFT
 from tests.testbed.processes import free_ports
+from tests.testbed.workloads import Traffic, artifact, candidate_document
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,7 @@ def manifests(models) -> str:
         "spec": {
             "domain": "medical",
             "pool": "cpu-small",
-            "model": {"version": "v1", "artifact": _artifact(models["v1"])},
+            "model": {"version": "v1", "artifact": artifact(f"file://{models['v1'].path}", models["v1"])},
             "engine": {"contextLength": 128, "maxOutputTokens": 16},
             "rollout": {"steps": [{"weight": 50, "pause": f"{PAUSE_S}s", "minRequests": 10}]},
             "analysis": {
@@ -74,7 +74,11 @@ def manifests(models) -> str:
         "metadata": {"name": "cpu-small"},
         "spec": {"workers": 1, "workerResources": {"cpu": "2", "memory": "8Gi"}},
     }
-    return yaml.safe_dump_all([pool, deployment]) + "---\n" + candidate("v2", _artifact(models["v2"]))
+    return (
+        yaml.safe_dump_all([pool, deployment])
+        + "---\n"
+        + yaml.safe_dump(candidate_document("v2", f"file://{models['v2'].path}", models["v2"]))
+    )
 
 
 def verdict(candidate_phase: str, record: list[dict]) -> tuple:

@@ -1,6 +1,6 @@
 """pytest fixtures for the real test bed: `kube` (one API server per session), `node` (another one with a
-node that runs pods), `kuberay` (KubeRay's operator on that node's API server) and `prometheus` (a
-factory).
+node that runs pods), `kuberay` (KubeRay's operator on that node's API server), `chart_release` (the
+chart's release on the node, uninstalled after the test) and `prometheus` (a factory).
 
 A test that needs the cluster asks for `kube` (or `baton_crds` / `kserve_crd`: the same, with baton's
 CRDs / KServe's InferenceService CRD installed); the first such test pays the start-up (seconds once the
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.testbed import binaries, chart
 from tests.testbed.binaries import MissingBinaryError
 from tests.testbed.controlplane import ControlPlane
 from tests.testbed.kuberay import KubeRay
@@ -38,6 +39,7 @@ NODE_TEST_FILES = frozenset(
         "tests/e2e/test_helm_node.py",
         "tests/e2e/test_kuberay_node.py",
         "tests/e2e/test_node_services.py",
+        "tests/e2e/test_rollout_node.py",
         "tests/integration/test_images.py",
     }
 )
@@ -142,6 +144,17 @@ def kuberay(request: pytest.FixtureRequest, node: Node) -> Iterator[KubeRay]:
         if failed:
             print(f"\nKubeRay operator log (kept in {operator.workdir}):\n{operator.log_tails()}")
         operator.stop(remove_workdir=not failed)
+
+
+@pytest.fixture
+def chart_release(node: Node) -> Iterator[None]:
+    """The chart's operator image on `node` and KubeRay's CRDs (the operator renders RayServices), as the
+    `kuberay` fixture installs them; the release a test installs (`tests.testbed.chart.install`) is
+    uninstalled at its end."""
+    node.load_image(binaries.image_archive("operator"))
+    node.plane.apply(binaries.kuberay_manifests() / "crds", server_side=True)
+    yield
+    chart.uninstall(node)
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,13 @@ def build_registry(
         settings.watching.connect_timeout = settings.networking.connect_timeout = 5
         settings.networking.request_timeout = READ_TIMEOUT_S
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
+        # Watching one named namespace, kopf would still watch Namespace objects (where it may list
+        # them) and stop every watcher in a namespace it takes for gone: marked for deletion, with
+        # conditions, none True. Since Kubernetes 1.34 (ordered namespace deletion) that is also what a
+        # namespace says while its pods terminate, before its other objects are even deleted, so the
+        # ModelPool's deletion went unseen and kopf's finalizer held the namespace forever. One named
+        # namespace needs no scanning; the price: CRDs installed later are seen after a restart.
+        settings.scanning.disabled = namespace is not None
         # Startup activities finish before kopf starts listing, so kopf's listing is never older.
         await controller.prime(namespace, plurals)
         asyncio.get_running_loop().create_task(controller.run(namespace))
