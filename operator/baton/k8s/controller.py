@@ -41,7 +41,7 @@ from baton.k8s.kube import (
 )
 from baton.k8s.pools import Pools
 from baton.k8s.queue import Key, WorkQueue
-from baton.k8s.rayservice import ENGINE_PENDING, deployment_views, observe_revisions
+from baton.k8s.rayservice import ENGINE_STARTING, deployment_views, observe_revisions
 from baton.k8s.store import candidate_or_none, refresh
 from baton.k8s.tasks import DEPLOYMENT, EvidenceTasks
 from baton.observability.rollout_metrics import RolloutMetrics
@@ -326,7 +326,7 @@ class Controller:
                 self.tasks.start_canary(namespace, deployment, action)
         if result.requeue_after is not None:
             self.work.enqueue_later((DEPLOYMENT, namespace, name), max(result.requeue_after, 0.05))
-        if any(health.message in ENGINE_PENDING for health in observations.revisions.values()):
+        if any(health.message == ENGINE_STARTING for health in observations.revisions.values()):
             # No RayService event will tell when the model is ready: the ingress is asked again.
             self.work.enqueue_later((DEPLOYMENT, namespace, name), ENGINE_CACHE_S)
 

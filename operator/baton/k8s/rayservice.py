@@ -48,11 +48,6 @@ _RUNNING = "RUNNING"
 _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 # A revision whose engine application runs while the ingress does not yet call its model ready.
 ENGINE_STARTING = "the engine application runs; the ingress does not report its model ready yet"
-# Serve's RUNNING is no evidence that a model serves (an engine that refused its artifact runs too):
-# while the ingress's own report cannot be read, a revision is not ready.
-ENGINE_UNREPORTED = "the engine application runs; the pool's ingress could not say whether its model serves"
-# A revision in one of these states is looked at again without waiting for a RayService event.
-ENGINE_PENDING = frozenset({ENGINE_STARTING, ENGINE_UNREPORTED})
 # The pool image's unprivileged user (images/pool.Containerfile).
 RAY_UID = 1000
 # Ports of a Ray pod that others than the pool's own pods reach: Serve's HTTP proxy (clients, the
@@ -335,10 +330,10 @@ def observe_revisions(
 
     A revision counts as told-to-run when its engine application is in `serveConfigV2`. Serve
     calls an engine RUNNING even when it refused its artifact (the replica stays up, never
-    serving), so `engines` — the ingress's `/v1/baton/revisions` for this deployment — has the
-    last word on a RUNNING revision; without it (None: the ingress could not be read) none is
-    ready. Weights count as served only once the runner (KubeRay or `baton pool-runner`) reports
-    the RayService's current generation; before that the served split is unknown (empty).
+    serving), so `engines` — the ingress's `/v1/baton/revisions` for this deployment, when
+    reachable — has the last word on a RUNNING revision. Weights count as served only once the
+    runner (KubeRay or `baton pool-runner`) reports the RayService's current generation; before
+    that the served split is unknown (empty).
     """
     config = serve_config(ray_service_body)
     statuses = _application_statuses(ray_service_body)
@@ -365,7 +360,7 @@ def observe_revisions(
 
 def _engine_health(revision: str, engines: Mapping[str, Mapping[str, Any]] | None) -> RevisionHealth:
     if engines is None:
-        return RevisionHealth(RevisionState.LOADING, ENGINE_UNREPORTED)
+        return RevisionHealth(RevisionState.READY)
     engine = engines.get(revision)
     if engine is None or not engine.get("ready"):
         error = (engine or {}).get("error")

@@ -19,7 +19,6 @@ from baton.k8s.pool_runner import ray_service_status
 from baton.k8s.queue import WorkQueue
 from baton.k8s.rayservice import (
     DASHBOARD_PORT,
-    ENGINE_UNREPORTED,
     deployment_views,
     network_policy,
     observe_revisions,
@@ -131,7 +130,7 @@ def test_revision_health_and_served_weights_come_from_kuberay_status() -> None:
     running = with_status(
         body, {"baton": "RUNNING", f"medical.{CHAMPION}": "RUNNING", f"medical.{CANDIDATE}": "DEPLOY_FAILED"}
     )
-    health, served = observe_revisions("medical", running, engines={CHAMPION: {"ready": True}})
+    health, served = observe_revisions("medical", running)
     assert health[CHAMPION].state == RevisionState.READY
     assert health[CANDIDATE].state == RevisionState.FAILED and "DEPLOY_FAILED" in health[CANDIDATE].message
     assert served == {CHAMPION: 90, CANDIDATE: 10}
@@ -174,9 +173,6 @@ def test_the_ingress_has_the_last_word_on_a_running_engine() -> None:
     assert (health[CANDIDATE].state, health[CANDIDATE].message) == (RevisionState.FAILED, "sha256 mismatch")
     health, _ = observe_revisions("medical", running, engines={CHAMPION: {"ready": False, "error": None}})
     assert health[CHAMPION].state == health[CANDIDATE].state == RevisionState.LOADING
-    # An ingress that could not be read vouches for nothing: Serve's RUNNING alone is not serving.
-    health, _ = observe_revisions("medical", running, engines=None)
-    assert {(h.state, h.message) for h in health.values()} == {(RevisionState.LOADING, ENGINE_UNREPORTED)}
 
 
 def test_a_relisted_object_replaces_the_cached_one_only_when_newer() -> None:
