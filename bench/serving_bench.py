@@ -41,12 +41,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
-
-if TYPE_CHECKING:
-    from baton_serving.config import PoolConfig
 
 DEFAULT_SHAPE = "768x12"
 PROMPTS = [
@@ -197,57 +193,8 @@ def llama_server(gguf: Path, context: int, threads: int, slots: int) -> Abstract
     return served(command, port, "/health")
 
 
-def bench_pool_config(
-    gguf: Path,
-    digest: str,
-    context: int,
-    threads: int,
-    slots: int,
-    revisions: tuple[str, ...] = ("bench",),
-    scale_to_zero_after_s: float | None = None,
-    num_cpus: float = 1,
-) -> PoolConfig:
-    """The bench's pool: deployment `bench`, every revision the same GGUF, traffic on the first
-    (each replica reserves `num_cpus` of Ray's 2: two revisions at once need less than 1 each)."""
-    from baton_serving.config import PoolConfig
-
-    deployment = {
-        "name": "bench",
-        "revisions": [
-            {
-                "name": name,
-                "artifact": {"uri": str(gguf), "digest": digest, "size_bytes": gguf.stat().st_size},
-                "context_length": context,
-                "threads": threads,
-                "max_ongoing_requests": slots,
-                "resources": {"num_cpus": num_cpus},
-            }
-            for name in revisions
-        ],
-        "route": {"weights": {revisions[0]: 1}},
-        "scale_to_zero_after_s": scale_to_zero_after_s,
-    }
-    # Without keys, as llama.cpp's server runs (bench/auth_bench.py measures what keys cost).
-    return PoolConfig.model_validate(
-        {
-            "pool": "bench",
-            "deployments": [deployment],
-            "auth": {"enabled": False},
-            "fetch": {"local_roots": [str(gguf.parent)]},  # the policy refuses unnamed roots
-        }
-    )
-
-
 @contextmanager
-def baton_pool(
-    gguf: Path,
-    digest: str,
-    context: int,
-    threads: int,
-    slots: int,
-    scale_to_zero_after_s: float | None = None,
-    num_cpus: float = 1,
-) -> Iterator[str]:
+def baton_pool(gguf: Path, digest: str, context: int, threads: int, slots: int) -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -256,20 +203,29 @@ def baton_pool(
     from baton_serving.config import SERVE_PROCESS_ENV
 
     os.environ.update(SERVE_PROCESS_ENV)  # Ray's processes (the proxy, the controller) inherit it
-    from baton_serving.config import INGRESS_APP, render_serve_config
+    from baton_serving.config import INGRESS_APP, PoolConfig, render_serve_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        pool = bench_pool_config(
-            gguf,
-            digest,
-            context,
-            threads,
-            slots,
-            scale_to_zero_after_s=scale_to_zero_after_s,
-            num_cpus=num_cpus,
+        revision = {
+            "name": "bench",
+            "artifact": {"uri": str(gguf), "digest": digest, "size_bytes": gguf.stat().st_size},
+            "context_length": context,
+            "threads": threads,
+            "max_ongoing_requests": slots,
+            "resources": {"num_cpus": 1},
+        }
+        deployment = {"name": "bench", "revisions": [revision], "route": {"weights": {"bench": 1}}}
+        # Without keys, as llama.cpp's server runs (bench/auth_bench.py measures what keys cost).
+        pool = PoolConfig.model_validate(
+            {
+                "pool": "bench",
+                "deployments": [deployment],
+                "auth": {"enabled": False},
+                "fetch": {"local_roots": [str(gguf.parent)]},  # the policy refuses unnamed roots
+            }
         )
         apply_serve_config(render_serve_config(pool))
         wait_until_running([INGRESS_APP, "bench.bench"], 300)

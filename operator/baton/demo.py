@@ -4,8 +4,6 @@
 domains through `baton up`'s runtime, sends synthetic client traffic, offers three domains a
 better `v2` by dropping its GGUF into the domain's release directory (it must be promoted) and
 then a regressed `v3` (it must be rejected), and ends with every decision and its evidence.
-Last, the traffic stops: every domain, idle for `engine.scaleToZeroAfter`, unloads its champion,
-and one request each waits for the load and is answered (counted with the client traffic).
 The fourth domain shows the cost lever instead: its champion is v2 in Q8_0, and v2 arrives again
 in cheaper quantizations, offered cheapest first; the lossy post-training ternary file must be
 rejected and the 4-bit one, as good and smaller, promoted. It exits non-zero when a decision
@@ -38,7 +36,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baton.api import Verdict
 from baton.local.store import RecordedDecision
-from baton_serving.wire import REVISION_HEADER
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 DOMAINS = ("medical", "construction", "aerospace", "software")
@@ -70,8 +67,6 @@ DEMO_STEPS = [{"weight": 50, "pause": "5s", "minRequests": 10}]
 DEMO_BENCHMARK_ITEMS = 40
 # Client threads of the synthetic traffic: enough requests in flight to keep both cores busy.
 DEMO_CLIENTS = 4
-# Idle time after which the scripted demo's champions unload: short, so the last section is seconds.
-DEMO_SCALE_TO_ZERO_AFTER = "3s"
 FINAL_PHASES = frozenset({"Promoted", "Rejected", "Inconclusive", "RolledBack", "Failed"})
 
 
@@ -190,14 +185,13 @@ def render_resources(
     steps: list[dict[str, Any]],
     benchmark_items: int | None = None,
     quantized: str | None = None,
-    scale_to_zero_after: str | None = None,
 ) -> Path:
     """Write the example resources with the built models' paths and digests into `target`.
 
     `releases` adds a ModelSource per domain polling `releases/<domain>/`. The canary `steps`
     replace the examples' (minutes) with what the local traffic fills in seconds. The `quantized`
     domain is rendered as QUANTIZED_DOMAIN's story: champion v2, its source offering QUANTIZED_OFFERS
-    in that order. `scale_to_zero_after` sets every deployment's `engine.scaleToZeroAfter`.
+    in that order.
     """
     from baton_models.benchmarks import benchmarks
 
@@ -218,8 +212,6 @@ def render_resources(
                 spec["model"]["artifact"] = _artifact(models[(spec["domain"], version, QUANTIZATION)])
             spec["analysis"] = _local_analysis(spec.get("analysis", {}))
             spec["rollout"] = spec.get("rollout", {}) | {"steps": steps}
-            if scale_to_zero_after is not None:
-                spec["engine"] = spec.get("engine", {}) | {"scaleToZeroAfter": scale_to_zero_after}
             rendered.setdefault(spec["domain"], []).append(document)
         elif kind == "ModelCandidate" and include_candidates:
             domain, version = spec["deployment"], spec["version"]
@@ -400,7 +392,6 @@ def run_demo(options: DemoOptions) -> int:
         steps=DEMO_STEPS,
         benchmark_items=DEMO_BENCHMARK_ITEMS,
         quantized=QUANTIZED_DOMAIN,
-        scale_to_zero_after=DEMO_SCALE_TO_ZERO_AFTER,
     )
     console.log(f"resources rendered into {resources} (the same YAML `baton up {resources}` takes)")
     with _closed_loop(resources, options, store, console, deadline, domains, clients=DEMO_CLIENTS) as loop:
@@ -422,9 +413,6 @@ def run_demo(options: DemoOptions) -> int:
             )
             console.print(deployments_table(loop.runtime.deployments.values(), width=width))
         report = loop.traffic.stop()
-        woken: list[dict[str, Any]] = []
-        if ok:
-            ok = _scale_to_zero(loop.runtime, domains, report, woken, console, deadline)
     every_decision = store.decisions()
     console.rule("every decision and its deciding evidence")
     console.print(decisions_table(every_decision, width))
@@ -446,7 +434,6 @@ def run_demo(options: DemoOptions) -> int:
         report,
         elapsed,
         built_s,
-        woken,
     )
     if mismatches or report.failures or not ok:
         for mismatch in mismatches:
@@ -457,56 +444,6 @@ def run_demo(options: DemoOptions) -> int:
         "[green]demo passed: every decision matches the ground truth, no client request failed[/green]"
     )
     return 0
-
-
-def _scale_to_zero(
-    runtime: Any,
-    domains: Sequence[str],
-    report: Any,
-    woken: list[dict[str, Any]],
-    console: Console,
-    deadline: float,
-) -> bool:
-    """Traffic has stopped: wait until every domain's revisions have unloaded their model, then send
-    each domain one request, which waits for the load and must be answered like any other."""
-    import httpx
-
-    from baton.local.traffic import prompts_for, request_body
-
-    statuses = runtime.serve.ingress.revision_statuses
-
-    def all_unloaded() -> bool:
-        current = statuses() or {}
-        return all(
-            current.get(domain) and all(state.get("loaded") is False for state in current[domain].values())
-            for domain in domains
-        )
-
-    if not _wait(
-        console, f"every domain idle for {DEMO_SCALE_TO_ZERO_AFTER}: scaled to zero", all_unloaded, deadline
-    ):
-        return False
-    console.log("every champion unloaded its model (its llama-server stopped, its memory freed)")
-    prompts = {prompt.deployment: prompt for prompt in prompts_for(domains, per_domain=1)}
-    with httpx.Client(base_url=runtime.serve.base_url, headers=runtime.serve.keys.client_headers) as client:
-        for domain in domains:
-            started = time.monotonic()
-            try:
-                response = client.post(
-                    "/v1/chat/completions", json=request_body(prompts[domain], 16), timeout=120
-                )
-            except httpx.HTTPError as error:
-                report.failures.append(f"{domain} (woken from zero): {type(error).__name__}: {error}")
-                continue
-            took = time.monotonic() - started
-            if response.status_code != 200:
-                report.failures.append(f"{domain} (woken from zero): HTTP {response.status_code}")
-                continue
-            revision = response.headers.get(REVISION_HEADER, "?")
-            report.answered[(domain, revision)] += 1
-            woken.append({"deployment": domain, "revision": revision, "seconds": round(took, 3)})
-            console.log(f"{domain}: woken from zero, answered by {revision} in {took:.2f} s (load included)")
-    return len(woken) == len(domains)
 
 
 def ground_truth_mismatches(decisions: Sequence[tuple[str, Any]], domains: Iterable[str]) -> list[str]:
@@ -547,10 +484,8 @@ def _write_report(
     report: Any,
     elapsed: float,
     built: float,
-    woken: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """What the end-to-end test and the docs' timings read: decisions, traffic, the domains woken
-    from zero, and durations."""
+    """What the end-to-end test and the docs' timings read: decisions, traffic and durations."""
     body = {
         "decisions": [_wire(recorded) for recorded in decisions],
         "gatesPassed": [_wire(recorded) for recorded in every_decision if not recorded.final],
@@ -563,7 +498,6 @@ def _write_report(
                 for (deployment, revision), count in sorted(report.answered.items())
             ],
         },
-        "scaledToZero": list(woken),
         "elapsedSeconds": round(elapsed, 1),
         "modelsSeconds": round(built, 1),
     }

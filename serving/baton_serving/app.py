@@ -48,7 +48,6 @@ from baton_serving.config import (
     AuthConfig,
     DeploymentRoute,
     EngineArgs,
-    EngineControl,
     EngineKind,
     FetchPolicy,
     IngressArgs,
@@ -61,7 +60,6 @@ from baton_serving.config import (
 )
 from baton_serving.engines import (
     DECODE_AFTER_FIRST_TOKEN_KEY,
-    LOAD_WAIT_KEY,
     Engine,
     EngineRequestError,
     EngineUnavailableError,
@@ -92,7 +90,6 @@ from baton_serving.openai_protocol import (
 from baton_serving.patterns import linear_validator
 from baton_serving.resources import replica_actor_options
 from baton_serving.router import NoServableRevisionError, Router
-from baton_serving.scale_to_zero import ScaleToZero
 from baton_serving.tracing import RequestTracer
 from baton_serving.wire import (
     METRICS_PATH,
@@ -156,7 +153,6 @@ class EngineServer:
         spec = RevisionSpec.model_validate(revision)
         self._name = f"{deployment}/{spec.name}"
         self._engine: LlamaCppEngine | None = None
-        self._demand: ScaleToZero | None = None
         self._error: str | None = None
         self._artifact_seconds: float | None = None
         uri = spec.artifact.uri
@@ -183,7 +179,6 @@ class EngineServer:
                 limits=RequestLimits.model_validate(limits),
                 adapter=adapter_path,
             )
-            self._demand = ScaleToZero(self._engine)
         except ArtifactError as error:
             self._error = str(error)
         except ValueError as error:  # llama-server exited or timed out while loading the file
@@ -196,12 +191,6 @@ class EngineServer:
         if getattr(self, "_engine", None) is not None:
             self._engine.close()
 
-    async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve delivers the engine's `user_config` here (at start, and when it changes), no restart."""
-        control = EngineControl.model_validate(user_config)
-        if self._demand is not None:
-            await self._demand.configure(control.scale_to_zero_after_s)
-
     async def status(self) -> dict[str, Any]:
         """Whether it serves (or why not), which replica answered, and how its llama-server fares."""
         context = serve.get_replica_context()
@@ -212,50 +201,23 @@ class EngineServer:
             "replica_id": context.replica_id.unique_id,
             "artifact_seconds": self._artifact_seconds,
         }
-        if self._engine is not None and self._demand is not None:
+        if self._engine is not None:
             status["restarts"] = self._engine.restarts  # how often its llama-server died
-            scaling = self._demand.status()
-            waiting = scaling.pop("waiting_for_load")
-            status.update(scaling)
-            if not scaling["loaded"]:  # scaled to zero: every request in flight waits for the load
-                status["slots"] = {"total": self._engine.slots, "busy": 0, "queued": waiting}
-            else:
-                with contextlib.suppress(EngineUnavailableError):  # restarting: no slot figures this time
-                    status["slots"] = {"total": self._engine.slots, **await self._engine.slot_usage()}
+            with contextlib.suppress(EngineUnavailableError):  # restarting: no slot figures this time
+                status["slots"] = {"total": self._engine.slots, **await self._engine.slot_usage()}
         return status
 
-    def _loaded(self) -> tuple[Engine, ScaleToZero]:
-        if self._engine is None or self._demand is None:
+    def _loaded(self) -> Engine:
+        if self._engine is None:
             raise EngineUnavailableError(f"revision {self._name} is not serving: {self._error}")
-        return self._engine, self._demand
-
-    async def warm(self) -> float:
-        """Load the model if it scaled to zero (Ollama's "load the model"); the seconds that took."""
-        _, demand = self._loaded()
-        async with demand.serving() as waited:
-            return waited
+        return self._engine
 
     async def generate(self, request: GenerationRequest) -> dict[str, Any]:
-        engine, demand = self._loaded()
-        async with demand.serving() as waited:
-            result = await engine.generate(request)
-        if waited:
-            result[LOAD_WAIT_KEY] = waited
-        return result
+        return await self._loaded().generate(request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[list[dict[str, Any]]]:
         """Chunks in batches: the first token at once, then what decoding produced every 20 ms."""
-        engine, demand = self._loaded()
-        async with demand.serving() as waited, contextlib.aclosing(self._batches(engine, request)) as batches:
-            # aclosing: a client gone mid-stream closes the batches at once, which frees its slot.
-            async for batch in batches:
-                if waited:  # the first batch says how long the request waited for the model to load
-                    batch[0][LOAD_WAIT_KEY] = waited
-                    waited = 0.0
-                yield batch
-
-    @staticmethod
-    async def _batches(engine: Engine, request: GenerationRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        engine = self._loaded()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def decode() -> None:
@@ -415,7 +377,6 @@ class _Progress:
     usage: dict[str, int] = field(default_factory=dict)
     finish_reasons: list[str] = field(default_factory=list)
     first_token_at: float | None = None
-    load_wait_s: float = 0.0  # waiting for the model to load again after scaling to zero
 
     def add(self, chunk: dict[str, Any]) -> None:
         if not chunk["choices"]:
@@ -436,8 +397,7 @@ class _Progress:
         return Timing(
             created_at=self.arrived,
             total_ns=int((finished - self.started) * 1e9),
-            load_ns=int(self.load_wait_s * 1e9),
-            prompt_eval_ns=int(max(0.0, first - self.started - self.load_wait_s) * 1e9),
+            prompt_eval_ns=int((first - self.started) * 1e9),
             eval_ns=int((finished - first) * 1e9),
         )
 
@@ -475,15 +435,6 @@ def _as_openai_error(error: BaseException) -> OpenAIError:
     if isinstance(cause, EngineUnavailableError):
         return OpenAIError(503, str(cause), error_type="service_unavailable")
     return OpenAIError(500, f"the engine failed: {type(cause).__name__}", error_type=metrics.SERVER_ERROR)
-
-
-def _record_load_wait(labels: tuple[str, str, str], answer: dict[str, Any]) -> float:
-    """Take the engine's load wait off its answer (or first chunk) and record it, if it waited."""
-    waited = answer.pop(LOAD_WAIT_KEY, None)
-    if waited is None:
-        return 0.0
-    metrics.ENGINE_LOAD_WAIT.labels(*labels).observe(waited)
-    return waited
 
 
 def _unary_first_token_at(result: dict[str, Any]) -> float | None:
@@ -554,7 +505,6 @@ class OpenAIIngress:
         self._probes: dict[tuple[str, str], asyncio.Task] = {}
         self._answered: dict[tuple[str, str], asyncio.Event] = {}
         self._engines: dict[tuple[str, str], _EngineHandles] = {}
-        self._scale_events: dict[tuple[str, str], metrics.ScaleEventTally] = {}
         self._background: set[asyncio.Task] = set()
         directory = os.environ.get(metrics.MULTIPROC_ENV)
         if directory:
@@ -589,7 +539,6 @@ class OpenAIIngress:
             self._status.pop(key)
             self._answered.pop(key, None)
             self._engines.pop(key, None)
-            self._scale_events.pop(key, None)
             probe = self._probes.pop(key, None)
             if probe is not None:
                 probe.cancel()
@@ -652,8 +601,7 @@ class OpenAIIngress:
             settled = bool(status["ready"] or status["error"])
             if settled:
                 ready_gauge.set(1 if status["ready"] else 0)
-            tally = self._scale_events.setdefault(key, metrics.ScaleEventTally())
-            metrics.record_engine(self._pool, key, status, tally.add(status))
+            metrics.record_engine(self._pool, key, status)
             await asyncio.sleep(STATUS_RECHECK_INTERVAL_S if settled else STATUS_PROBE_INTERVAL_S)
 
     @staticmethod
@@ -662,15 +610,6 @@ class OpenAIIngress:
 
     def _ready(self, deployment: str) -> set[str]:
         return {name for (d, name), status in self._status.items() if d == deployment and status.get("ready")}
-
-    def _in_memory(self, deployment: str) -> bool:
-        """Whether a revision of the deployment has its model loaded (it serves and has not scaled
-        to zero, as its last status said): what Ollama's `/api/ps` lists."""
-        return any(
-            status.get("ready") and status.get("loaded", True)
-            for (d, _), status in self._status.items()
-            if d == deployment
-        )
 
     # --- HTTP routes -------------------------------------------------------------------------
 
@@ -779,7 +718,7 @@ class OpenAIIngress:
             http,
             OLLAMA_CHAT.errors,
             lambda visible: ollama_protocol.running(
-                self._listed(name for name in visible if self._in_memory(name))
+                self._listed(name for name in visible if self._ready(name))
             ),
         )
 
@@ -867,12 +806,9 @@ class OpenAIIngress:
             parsed = await loop.run_in_executor(self._cpu, dialect.parse, raw, self._limits)
             framing = parsed.framing
             live, revision = self._route(parsed.model, http.headers, caller)
-            if parsed.body is None:  # Ollama's "load the model": loaded now, nothing to generate
-                if live.revisions[revision].engine == EngineKind.LLAMACPP:
-                    progress.load_wait_s = await self._warm(parsed.model, revision)
+            if parsed.body is None:  # Ollama's "load the model": it is loaded, nothing to generate
                 loaded = Answer("", {}, ["load"])
-                finished = time.perf_counter()
-                return Response(framing.end(loaded, progress.timing(finished)), media_type="application/json")
+                return Response(framing.end(loaded, progress.timing(started)), media_type="application/json")
             labels = (self._pool, parsed.model, revision)
             body = parsed.body
             generation = live.generation(body, revision)
@@ -898,7 +834,6 @@ class OpenAIIngress:
                 in_flight.dec()
                 return self._fail(request, _as_openai_error(error))
             in_flight.dec()
-            _record_load_wait(labels, result)
             first_token_at = _unary_first_token_at(result)
             result["model"] = body.model
             answer = Answer(
@@ -912,22 +847,10 @@ class OpenAIIngress:
         except Exception as error:
             in_flight.dec()
             return self._fail(request, _as_openai_error(error))
-        progress.load_wait_s = _record_load_wait(labels, first[0])
         if not body.stream:
             return await self._collect(first, stream, request, progress, revision)
         events = self._stream_events(first, stream, request, progress)
         return StreamingResponse(events, media_type=framing.media_type, headers={REVISION_HEADER: revision})
-
-    async def _warm(self, deployment: str, revision: str) -> float:
-        """Have the revision's engine load its model if it scaled to zero; the seconds that took."""
-        key = (deployment, revision)
-        try:
-            waited = await self._engines[key].unary.warm.remote()
-        except Exception as error:
-            raise _as_openai_error(error) from error
-        # Loaded now, whatever the last probe saw: `/api/ps` lists it at once, not a probe later.
-        self._status[key] = {**self._status[key], "loaded": True}
-        return waited
 
     async def _collect(
         self, first: list[dict[str, Any]], stream: Any, request: _InFlight, progress: _Progress, revision: str

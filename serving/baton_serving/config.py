@@ -237,15 +237,6 @@ class DeploymentSpec(EndpointContract):
         description="All revisions that run for this endpoint.", min_length=1
     )
     route: RoutePolicy = Field(description="Traffic split, stickiness and shadowing.")
-    scale_to_zero_after_s: float | None = Field(
-        default=None,
-        gt=0,
-        description="Seconds without a request after which each llama.cpp engine replica of the "
-        "deployment unloads its model, freeing its memory; the next request waits for the load "
-        "(`baton_serving.scale_to_zero`). Unset: always loaded. The operator sets it only while the "
-        "champion serves alone (never during a canary or a bake). Changes reach running replicas "
-        "without a restart.",
-    )
 
     @model_validator(mode="after")
     def _route_names_known_revisions(self) -> DeploymentSpec:
@@ -533,22 +524,11 @@ class EngineArgs(_Strict):
     )
 
 
-class EngineControl(_Strict):
-    """A llama.cpp engine deployment's `user_config`: what changes on running replicas, through
-    Serve's `reconfigure`, without restarting them (and reloading the model)."""
-
-    scale_to_zero_after_s: float | None = Field(
-        default=None, gt=0, description="The deployment's `scale_to_zero_after_s`."
-    )
-
-
 def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
     """The `serveConfigV2` body for a pool: the ingress application plus one engine app per revision.
 
     Weights live only in the ingress deployment's `user_config`, never in builder `args`: Serve
-    hashes `args` into the code version, and a new code version would restart every replica. For
-    the same reason scale to zero, which the operator turns off while a canary runs, is in each
-    llama.cpp engine deployment's `user_config`.
+    hashes `args` into the code version, and a new code version would restart every replica.
     """
     ingress_args = IngressArgs(
         pool=pool.pool,
@@ -577,16 +557,12 @@ def render_serve_config(pool: PoolConfig) -> dict[str, Any]:
                 limits=pool.limits,
                 fetch=pool.fetch,
             )
-            application: dict[str, Any] = {
-                "name": engine_app_name(deployment.name, revision.name),
-                "route_prefix": None,
-                "import_path": "baton_serving.app:build_engine_app",
-                "args": engine_args.model_dump(mode="json"),
-            }
-            if revision.engine == EngineKind.LLAMACPP:
-                control = EngineControl(scale_to_zero_after_s=deployment.scale_to_zero_after_s)
-                application["deployments"] = [
-                    {"name": ENGINE_DEPLOYMENT, "user_config": control.model_dump(mode="json")}
-                ]
-            applications.append(application)
+            applications.append(
+                {
+                    "name": engine_app_name(deployment.name, revision.name),
+                    "route_prefix": None,
+                    "import_path": "baton_serving.app:build_engine_app",
+                    "args": engine_args.model_dump(mode="json"),
+                }
+            )
     return {"applications": applications}

@@ -113,8 +113,7 @@ ENGINE_SLOTS_BUSY = Gauge(
 )
 ENGINE_QUEUE_DEPTH = Gauge(
     "baton_engine_queue_depth",
-    "Requests an engine replica's llama-server holds waiting for a free slot (while the replica "
-    "has scaled to zero: requests waiting for the model to load).",
+    "Requests an engine replica's llama-server holds waiting for a free slot.",
     REVISION_LABELS,
     multiprocess_mode="mostrecent",
 )
@@ -124,75 +123,18 @@ ENGINE_RESTARTS = Gauge(
     REVISION_LABELS,
     multiprocess_mode="mostrecent",
 )
-ENGINE_LOADED = Gauge(
-    "baton_engine_loaded",
-    "1 while an engine replica's llama-server holds the model, 0 while the replica has scaled to "
-    "zero (unloaded it after scaleToZeroAfter without a request).",
-    REVISION_LABELS,
-    multiprocess_mode="mostrecent",
-)
-ENGINE_LOAD_SECONDS = Gauge(
-    "baton_engine_load_seconds",
-    "How long an engine replica's llama-server took to load the model the last time: at the "
-    "replica's start, or for a request after scaling to zero.",
-    REVISION_LABELS,
-    multiprocess_mode="mostrecent",
-)
-# A gauge, not a counter: it is a cumulative count the replicas keep and the ingress's probe reads,
-# and every ingress replica reads it (a counter the ingress added to would count once per replica).
-ENGINE_SCALE_EVENTS = Gauge(
-    "baton_engine_scale_events",
-    "Times the revision's engine replicas unloaded their model after scaleToZeroAfter without a "
-    "request (event=unload) or loaded it again for one (event=load), since each replica started, "
-    "summed over the replicas the probe has seen.",
-    [*REVISION_LABELS, "event"],
-    multiprocess_mode="mostrecent",
-)
-ENGINE_LOAD_WAIT = Histogram(
-    "baton_engine_load_wait_seconds",
-    "How long a request waited for its revision's model to load again after scaling to zero (part "
-    "of its time to first token); requests that found the model loaded are not counted.",
-    REVISION_LABELS,
-    buckets=LATENCY_BUCKETS_SECONDS,
-)
 
 
-def record_engine(pool: str, key: tuple[str, str], status: dict, scale_events: dict[str, int]) -> None:
-    """The engine figures of one revision status (a replica that refused its artifact has none);
-    `scale_events` are the revision's, summed over its replicas (`ScaleEventTally`)."""
+def record_engine(pool: str, key: tuple[str, str], status: dict) -> None:
+    """The engine figures of one revision status (a replica that refused its artifact has none)."""
     labels = (pool, *key)
     if "restarts" in status:
         ENGINE_RESTARTS.labels(*labels).set(status["restarts"])
-    if "loaded" in status:
-        ENGINE_LOADED.labels(*labels).set(1 if status["loaded"] else 0)
-        ENGINE_LOAD_SECONDS.labels(*labels).set(status["load_seconds"] or 0)
-        ENGINE_LOAD_WAIT.labels(*labels)  # the series exists, at 0, before the first cold start
-        for event, count in scale_events.items():
-            ENGINE_SCALE_EVENTS.labels(*labels, event).set(count)
     slots = status.get("slots")
     if slots is not None:
         ENGINE_SLOTS.labels(*labels).set(slots["total"])
         ENGINE_SLOTS_BUSY.labels(*labels).set(slots["busy"])
         ENGINE_QUEUE_DEPTH.labels(*labels).set(slots["queued"])
-
-
-class ScaleEventTally:
-    """A revision's scale events over all of its replicas, from the per-replica counts in the
-    statuses the probe reads (it reaches one replica at a time). A replica's last counts stay when
-    it goes away, so the sum never falls."""
-
-    def __init__(self) -> None:
-        self._by_replica: dict[str, dict[str, int]] = {}
-
-    def add(self, status: dict) -> dict[str, int]:
-        """The revision's totals after this status."""
-        if "scale_events" in status:
-            self._by_replica[status["replica_id"]] = status["scale_events"]
-        totals: dict[str, int] = {}
-        for counts in self._by_replica.values():
-            for event, count in counts.items():
-                totals[event] = totals.get(event, 0) + count
-        return totals
 
 
 KEY_LABELS = ("pool", "key")

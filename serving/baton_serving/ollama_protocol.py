@@ -338,7 +338,7 @@ def _done(answer: Answer, timing: Timing) -> dict[str, Any]:
         "done": True,
         "done_reason": (answer.finish_reasons or ["stop"])[-1] or "stop",
         "total_duration": timing.total_ns,
-        "load_duration": timing.load_ns,  # 0 unless the model had scaled to zero
+        "load_duration": 0,  # a deployed model is loaded before it gets traffic
         "prompt_eval_count": answer.usage.get("prompt_tokens", 0),
         "prompt_eval_duration": timing.prompt_eval_ns,
         "eval_count": answer.usage.get("completion_tokens", 0),

@@ -412,9 +412,8 @@ class Timing:
 
     created_at: str  # RFC 3339, UTC
     total_ns: int
-    prompt_eval_ns: int  # arrival to the first output token, less `load_ns`
+    prompt_eval_ns: int  # arrival to the first output token
     eval_ns: int  # first output token to the last
-    load_ns: int = 0  # waiting for the model to load again after it scaled to zero
 
 
 class Framing(Protocol):

@@ -3,7 +3,7 @@
 Runs `baton demo` as a user would (a subprocess) and reads the report it writes: v2 of three
 domains promoted, v3 rejected; in the fourth, the champion's own v2 in post-training ternary
 rejected and in Q4_K_M promoted on non-inferiority plus a smaller file; and not one client request
-failed while weights moved, nor when the idle domains, scaled to zero at the end, were woken.
+failed while weights moved.
 """
 
 import json
@@ -84,7 +84,4 @@ def test_demo_promotes_better_and_cheaper_rejects_worse_and_lossy_without_a_fail
     }
     assert served_after <= answered_by, "clients were served by v2 (and the Q4_K_M one) after promotion"
     assert traffic["total"] > 100
-    # Idle at the end, every domain scaled to zero; one request each woke its champion, answered.
-    woken = {(w["deployment"], w["revision"]) for w in report["scaledToZero"]}
-    assert woken == served_after, report["scaledToZero"]
     assert completed.returncode == 0, completed.stdout[-4000:]

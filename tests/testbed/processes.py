@@ -167,21 +167,3 @@ def stall_main_thread(pid: int, seconds: float) -> subprocess.Popen[str]:
          "-ex", "call (void)PyGILState_Release($1)"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-
-
-def children_rss(parent: int, name: str) -> dict[int, int]:
-    """pid -> resident bytes of every live child of `parent` whose process name is `name` (e.g. the
-    llama-server an engine runs): what the tests and benches see freed when a model unloads."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = dict(
-                line.split(":\t", 1) for line in (proc / "status").read_text().splitlines() if ":\t" in line
-            )
-        except OSError:  # gone meanwhile
-            continue
-        if fields.get("Name") == name and int(fields["PPid"]) == parent and "VmRSS" in fields:
-            found[int(proc.name)] = int(fields["VmRSS"].split()[0]) * 1024
-    return found

@@ -8,7 +8,6 @@ description for every field.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,8 +26,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # The pydantic error type of a broken cross-field `Rule`.
 RULE_ERROR = "rule"
 
@@ -61,14 +58,6 @@ class BatonModel(BaseModel):
                 # model, the API server at `fieldPath` below it (`api_location` joins the two).
                 raise PydanticCustomError(RULE_ERROR, rule.message, {"field_path": rule.field_path or ""})
         return self
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration like `30s`, `5m`, `1h30m`, `500ms` (the API's DURATION_PATTERN)."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m, 500ms)")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
 @dataclass(frozen=True)

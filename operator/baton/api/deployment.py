@@ -23,7 +23,6 @@ from baton.api.common import (
     Provenance,
     Resource,
     Rule,
-    parse_duration,
     with_rules,
 )
 from baton.api.decision import Decision
@@ -102,14 +101,6 @@ class EngineSettings(BatonModel):
             message="autoscaling.maxReplicas must be at least replicas (the fewest replicas)",
             field_path=".autoscaling.maxReplicas",
         ),
-        Rule(
-            cel="!has(self.scaleToZeroAfter) || duration(self.scaleToZeroAfter) >= duration('1s')",
-            holds=lambda self: (
-                self.scale_to_zero_after is None or parse_duration(self.scale_to_zero_after) >= 1
-            ),
-            message="scaleToZeroAfter must be at least 1s",
-            field_path=".scaleToZeroAfter",
-        ),
     )
 
     context_length: int = Field(default=512, ge=16, le=131072, description="Context window in tokens.")
@@ -132,20 +123,6 @@ class EngineSettings(BatonModel):
         default=None,
         description="Scale each revision between `replicas` and `autoscaling.maxReplicas` by its "
         "requests in progress; unset: always `replicas`.",
-    )
-    scale_to_zero_after: str | None = Field(
-        default=None,
-        pattern=DURATION_PATTERN,
-        max_length=32,  # bounds what the API server's CEL cost estimate assumes `duration()` reads
-        description=(
-            "Scale an idle domain to zero: once the champion has answered no request for this long "
-            "(e.g. `10m`, at least `1s`), each of its engine replicas unloads the model and frees its "
-            "memory; the next request waits for llama.cpp to load it again (docs/serving.md has the "
-            "times) and is answered, never refused. The wait is `baton_engine_load_wait_seconds`. "
-            "Never while a candidate is benchmarked or on canary, nor while a previous champion "
-            "bakes: every revision stays loaded then. Ray's memory reservation of the replicas stays. "
-            "`runtime: llamacpp` only. Unset: always loaded."
-        ),
     )
 
 
@@ -484,14 +461,7 @@ class ModelDeploymentSpec(BatonModel):
             message="structuredOutput needs baton's ingress: runtime llamacpp or vllm, not kserve",
             field_path=".structuredOutput",
             reason="FieldValueForbidden",
-        ),
-        Rule(
-            cel="self.runtime == 'llamacpp' || !has(self.engine.scaleToZeroAfter)",
-            holds=lambda self: self.runtime == Runtime.LLAMACPP or self.engine.scale_to_zero_after is None,
-            message="engine.scaleToZeroAfter needs runtime llamacpp (its replicas unload and load the model)",
-            field_path=".engine.scaleToZeroAfter",
-            reason="FieldValueForbidden",
-        ),
+        )
     )
 
     domain: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Domain, e.g. `medical`.")

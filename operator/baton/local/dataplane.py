@@ -83,9 +83,8 @@ def with_draining(config: PoolConfig, draining: Mapping[tuple[str, str], Drainin
         route = RoutePolicy(
             weights=weights, shadow=deployment.route.shadow, sticky_header=deployment.route.sticky_header
         )
-        # A copy, so the endpoint's contract (output bound, default schema, scale to zero) stays.
         deployments.append(
-            deployment.model_copy(update={"revisions": [*deployment.revisions, *extra], "route": route})
+            DeploymentSpec(name=deployment.name, revisions=[*deployment.revisions, *extra], route=route)
         )
     return config.model_copy(update={"deployments": deployments})
 

@@ -243,19 +243,6 @@ def platform_overview() -> dict[str, Any]:
                 [_query(f"sum by (pool) (baton_requests_in_flight{{{scope}}})", "{{pool}}")],
             )
         )
-        .with_panel(
-            _timeseries(
-                "Revisions with their model loaded, by pool",
-                "Revisions whose engine has its model loaded (as the last probe of a replica saw it), of "
-                "all of them: the difference scaled to zero (idle for scaleToZeroAfter), memory freed.",
-                "short",
-                [
-                    _query(f"sum by (pool) (baton_engine_loaded{{{scope}}})", "{{pool}} loaded"),
-                    _query(f"count by (pool) (baton_engine_loaded{{{scope}}})", "{{pool}} all"),
-                ],
-                width=24,
-            )
-        )
         .with_row(dashboard.Row("Rollouts"))
         .with_panel(
             _timeseries(
@@ -437,39 +424,6 @@ def rollout_view() -> dict[str, Any]:
                     _query(f"max by (revision) (baton_engine_slots{{{scope}}})", "{{revision}} slots"),
                     _query(f"max by (revision) (baton_engine_queue_depth{{{scope}}})", "{{revision}} queued"),
                     _query(f"max by (revision) (baton_engine_restarts{{{scope}}})", "{{revision}} restarts"),
-                ],
-            )
-        )
-        .with_panel(
-            _timeseries(
-                "Scale to zero: model loaded and scale events",
-                "1 while the revision's llama-server holds the model, 0 once an idle replica unloaded it "
-                "(scaleToZeroAfter); how often its replicas unloaded the model and loaded it again.",
-                "none",
-                [
-                    _query(f"max by (revision) (baton_engine_loaded{{{scope}}})", "{{revision}} loaded"),
-                    _query(
-                        f"max by (revision, event) (baton_engine_scale_events{{{scope}}})",
-                        "{{revision}} {{event}}s",
-                    ),
-                ],
-            )
-        )
-        .with_panel(
-            _timeseries(
-                "Scale to zero: load time and the wait it costs",
-                "How long llama-server took to load the model the last time, and how long requests "
-                "that found it unloaded waited for it (p50, p95): part of their time to first token.",
-                "s",
-                [
-                    _query(f"max by (revision) (baton_engine_load_seconds{{{scope}}})", "{{revision}} load"),
-                    *(
-                        _query(
-                            _quantile("baton_engine_load_wait_seconds", q, scope, "revision"),
-                            f"{{{{revision}}}} wait p{round(q * 100)}",
-                        )
-                        for q in (0.5, 0.95)
-                    ),
                 ],
             )
         )

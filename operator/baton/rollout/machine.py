@@ -37,6 +37,7 @@ ModelCandidate's status is given the record of its own rollout.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,7 @@ from baton.analysis.decision import (
     step_verdict,
 )
 from baton.api.candidate import ModelCandidate
-from baton.api.common import Artifact, Condition, ConditionStatus, parse_duration
+from baton.api.common import Artifact, Condition, ConditionStatus
 from baton.api.decision import Decision, Gate, Verdict
 from baton.api.deployment import (
     HISTORY_LIMIT,
@@ -93,6 +94,8 @@ REASON_WITHDRAWN = "CandidateWithdrawn"
 # How often a running canary step (or bake) is looked at: a violation stops it within this.
 CANARY_SAMPLE_INTERVAL_S = 2.0
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_REVISION_NAME = 63
 _T = TypeVar("_T")
 
@@ -104,6 +107,14 @@ def revision_name(deployment: str, version: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: _MAX_REVISION_NAME - 9].rstrip('-')}-{digest}"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like `30s`, `5m`, `1h30m`, `500ms` (the API's DURATION_PATTERN)."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m, 500ms)")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
 def format_time(moment: datetime) -> str:

@@ -167,22 +167,7 @@ def _deployment_spec(deployment: ModelDeployment, placed: set[str]) -> Deploymen
         default_json_schema=structured.json_schema
         if (structured := deployment.spec.structured_output)
         else None,
-        scale_to_zero_after_s=scale_to_zero_after(deployment),
     )
-
-
-def scale_to_zero_after(deployment: ModelDeployment) -> float | None:
-    """Idle seconds after which the champion's replicas unload their model, or None: never.
-
-    Never while a rollout needs the revisions loaded: a candidate being benchmarked or on canary is
-    compared with the champion on latency, and a cold start in either arm would be evidence about
-    loading, not about the model; a previous champion baking must be ready to take traffic back.
-    """
-    status = deployment.status
-    after = deployment.spec.engine.scale_to_zero_after
-    if after is None or status is None or status.candidate is not None or status.previous is not None:
-        return None
-    return parse_duration(after)
 
 
 def _revision_spec(deployment: ModelDeployment, revision: RevisionStatus) -> RevisionSpec:

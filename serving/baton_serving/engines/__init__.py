@@ -22,12 +22,6 @@ SCHEMA_PARAM = "response_format.json_schema.schema"
 DECODE_AFTER_FIRST_TOKEN_KEY = "baton_decode_after_first_token_s"
 
 
-# The key under which an engine replica's answer (a whole response, or a stream's first chunk) may
-# carry how long the request waited for its model to load again after scaling to zero, in seconds
-# (`baton_serving.scale_to_zero`). The ingress takes it off and records it.
-LOAD_WAIT_KEY = "baton_load_wait_s"
-
-
 class EngineRequestError(ValueError):
     """The request cannot be served by this engine (e.g. a schema it cannot compile): a client error.
 

@@ -21,9 +21,7 @@ The process is private to its replica: it listens on a unix socket in a director
 can open (no port another process could reach), exposes no web UI and no `/slots` (which shows
 prompts), logs at warning verbosity into a file (at info and above it writes prompts), and dies
 with the replica (PR_SET_PDEATHSIG, set in the child, bound to the supervising thread, which lives
-as long as that server). A server that dies is started again; the restarts are in `restarts`.
-`unload` stops the server and `load` starts a new one, for a replica that frees an idle model's
-memory (`baton_serving.scale_to_zero`).
+as long as the engine). A server that dies is started again; the restarts are in `restarts`.
 
 JSON-schema response formats still become GBNF grammars in `grammar.py`'s bounded child process,
 and llama-server gets the grammar, never the schema: only a grammar within the pool's limits
@@ -67,8 +65,7 @@ logger = logging.getLogger("baton_serving")
 SERVER_BINARY = "llama-server"
 # Loading a GGUF is reading a file; on a loaded 2-core machine a 100 MB model takes seconds.
 LOAD_TIMEOUT_S = 300.0
-# A request to a revision that scaled to zero waits for the load, and up to one poll more.
-HEALTH_POLL_S = 0.01
+HEALTH_POLL_S = 0.05
 # A server that keeps dying is started again less and less often, up to this interval.
 MAX_RESTART_BACKOFF_S = 30.0
 STOP_GRACE_S = 5.0
@@ -244,66 +241,22 @@ class LlamaCppEngine:
             "--no-warmup",
             *(("--lora", str(adapter)) if adapter is not None else ()),
         ]  # fmt: skip
-        self._argv = argv
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        # Restarts of the servers stopped by `unload`, so `restarts` counts every one since the start.
-        self._earlier_restarts = 0
-        self._supervisor: _Supervisor | None = None
-        self.load_seconds: float | None = None  # how long the last load took
+        self._supervisor = _Supervisor(argv, self._socket, self.log_path)
         try:
-            self.load()
+            self._supervisor.wait_loaded()
         except BaseException:
             self.close()
             raise
-
-    @property
-    def loaded(self) -> bool:
-        """Whether a llama-server holds the model now (False after `unload`, until `load`)."""
-        return self._supervisor is not None
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     @property
     def restarts(self) -> int:
         """How often llama-server died and was started again."""
-        current = self._supervisor.restarts if self._supervisor is not None else 0
-        return self._earlier_restarts + current
-
-    def load(self) -> float:
-        """Start llama-server and wait until it has loaded the model; the seconds that took.
-
-        ValueError if it did not load (it exited, or timed out); the engine stays unloaded then.
-        Blocking: the replica calls it from a worker thread.
-        """
-        began = time.monotonic()
-        supervisor = _Supervisor(self._argv, self._socket, self.log_path)
-        try:
-            supervisor.wait_loaded()
-        except BaseException:
-            supervisor.stop()
-            raise
-        self._supervisor = supervisor
-        self.load_seconds = time.monotonic() - began
-        return self.load_seconds
-
-    async def unload(self) -> None:
-        """Stop llama-server, freeing the model's memory; `load` starts it again.
-
-        The caller makes sure no request is in flight. Connections to the stopped server are closed,
-        so no request after the next `load` tries one of them.
-        """
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is None:
-            return
-        clients, self._clients = self._clients, {}
-        mine = clients.get(asyncio.get_running_loop())
-        if mine is not None:
-            await mine.aclose()
-        await asyncio.get_running_loop().run_in_executor(None, supervisor.stop)
-        self._earlier_restarts += supervisor.restarts
+        return self._supervisor.restarts
 
     def close(self) -> None:
         """Stop llama-server and the grammar child; the engine serves nothing afterwards."""
-        if self._supervisor is not None:
-            self._supervisor.stop()
+        self._supervisor.stop()
         self._grammars.close()
         self._grammar_thread.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._directory, ignore_errors=True)
@@ -397,8 +350,7 @@ class LlamaCppEngine:
         return body
 
     def _unreachable(self, error: httpx.TransportError) -> EngineUnavailableError:
-        supervisor = self._supervisor
-        state = "unloaded" if supervisor is None else "restarting" if not supervisor.up else "unreachable"
+        state = "restarting" if not self._supervisor.up else "unreachable"
         return EngineUnavailableError(f"llama-server is {state} ({type(error).__name__})")
 
     def _refusal(self, status: int, content: bytes, request: GenerationRequest) -> Exception:

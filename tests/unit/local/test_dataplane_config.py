@@ -3,7 +3,7 @@
 import pytest
 
 from baton.local.dataplane import Draining, removed_revisions, with_draining
-from baton_serving.config import PoolConfig, RoutePolicy
+from baton_serving.config import PoolConfig
 
 pytestmark = pytest.mark.unit
 
@@ -42,27 +42,3 @@ def test_nothing_drains_without_a_previous_config_or_removal():
     assert removed_revisions(None, config) == []
     assert removed_revisions(config, config) == []
     assert with_draining(config, {}) is config
-
-
-def test_a_draining_deployment_keeps_its_contract_and_scale_to_zero():
-    before = pool({"medical-v1": 0, "medical-v2": 100})
-    medical = before.deployment("medical").model_copy(
-        update={"max_output_tokens": 32, "scale_to_zero_after_s": 60.0}
-    )
-    after = pool({"medical-v2": 100}).model_copy(
-        update={
-            "deployments": [
-                medical.model_copy(
-                    update={
-                        "revisions": [medical.revision("medical-v2")],
-                        "route": RoutePolicy(weights={"medical-v2": 100}),
-                    }
-                )
-            ]
-        }
-    )
-    ((_, revision),) = removed_revisions(before, after)
-    drained = with_draining(after, {("medical", "medical-v1"): Draining("medical", revision, until=0)})
-    kept = drained.deployment("medical")
-    assert (kept.max_output_tokens, kept.scale_to_zero_after_s) == (32, 60.0)
-    assert [r.name for r in kept.revisions] == ["medical-v2", "medical-v1"]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from baton.api import ModelPool, Phase
-from baton.rollout.render import parse_quantity, render_pool, scale_to_zero_after
+from baton.rollout.render import parse_quantity, render_pool
 from baton_serving.config import EngineKind, Quantization
 from baton_serving.resources import RUNTIME_OVERHEAD_BYTES
 from tests.unit.rollout.helpers import CANDIDATE, CHAMPION, DIGEST, deployment, in_phase
@@ -194,21 +194,3 @@ def test_the_operator_packs_by_what_ray_reserves() -> None:
     )
     assert len([r for spec in rendered.config.deployments for r in spec.revisions]) == 3
     assert rendered.memory_requested_bytes == reserved
-
-
-def test_an_idle_champion_scales_to_zero_only_while_it_serves_alone() -> None:
-    """Off unless declared; on for a champion serving alone; off while a candidate is benchmarked or
-    on canary and while a previous champion bakes, so no latency evidence includes a cold start."""
-    engine = {"scaleToZeroAfter": "1m30s"}
-    assert scale_to_zero_after(in_phase(Phase.SERVING)) is None
-    serving = in_phase(Phase.SERVING, engine=engine)
-    assert scale_to_zero_after(serving) == 90.0
-    assert render_pool(pool(), [serving]).config.deployments[0].scale_to_zero_after_s == 90.0
-    for phase in (Phase.BENCHMARKING, Phase.CANARY):
-        rollout = in_phase(phase, engine=engine)
-        assert scale_to_zero_after(rollout) is None, phase
-        assert render_pool(pool(), [rollout]).config.deployments[0].scale_to_zero_after_s is None
-    canary = in_phase(Phase.CANARY, engine=engine)
-    assert canary.status is not None
-    baking = canary.status.model_copy(update={"candidate": None, "previous": canary.status.champion})
-    assert scale_to_zero_after(canary.model_copy(update={"status": baking})) is None

@@ -104,33 +104,3 @@ def test_autoscaling_bounds_are_checked_and_fixed_replicas_stay_fixed():
     )
     assert scaled.most_replicas == 4
     assert scaled.serve_replica_options()["autoscaling_config"]["target_ongoing_requests"] == 0.5
-
-
-def test_scale_to_zero_reaches_each_llama_cpp_engine_through_user_config_not_args():
-    off = PoolConfig.model_validate(pool({"v1": 100}, revisions=("v1",)))
-    on = PoolConfig.model_validate(
-        pool({"v1": 100}, revisions=("v1",))
-        | {
-            "deployments": [
-                pool({"v1": 100}, revisions=("v1",))["deployments"][0] | {"scale_to_zero_after_s": 30}
-            ]
-        }
-    )
-    before, after = render_serve_config(off), render_serve_config(on)
-    # Turned on or off (the operator does both around a canary): same args, so no replica restarts.
-    assert [app["args"] for app in before["applications"]] == [app["args"] for app in after["applications"]]
-    engine = {app["name"]: app for app in after["applications"]}["medical.v1"]
-    assert engine["deployments"] == [{"name": "EngineServer", "user_config": {"scale_to_zero_after_s": 30.0}}]
-    engine_off = {app["name"]: app for app in before["applications"]}["medical.v1"]
-    assert engine_off["deployments"][0]["user_config"] == {"scale_to_zero_after_s": None}
-    from ray.serve.schema import ServeDeploySchema
-
-    ServeDeploySchema.model_validate(after)
-
-
-def test_a_vllm_engine_gets_no_scale_to_zero_control():
-    payload = pool({"v1": 100}, revisions=("v1",))
-    payload["deployments"][0]["revisions"][0]["engine"] = "vllm"
-    payload["deployments"][0]["scale_to_zero_after_s"] = 30
-    engine = render_serve_config(PoolConfig.model_validate(payload))["applications"][1]
-    assert "deployments" not in engine  # Ray Serve LLM's deployment has no `reconfigure` of ours

@@ -292,12 +292,6 @@ def test_a_whole_answer_is_one_object_with_the_text():
     assert (loaded["done_reason"], loaded["response"], loaded["eval_count"]) == ("load", "", 0)
 
 
-def test_a_wait_for_a_model_that_scaled_to_zero_is_its_load_duration():
-    woken = Timing(created_at="t", total_ns=900, prompt_eval_ns=50, eval_ns=700, load_ns=150)
-    done = json.loads(OllamaFraming("generate", "medical", stream=False).end(ANSWER, woken))
-    assert (done["load_duration"], done["prompt_eval_duration"], done["total_duration"]) == (150, 50, 900)
-
-
 def test_an_error_inside_a_stream_is_an_error_line():
     line = OllamaFraming("chat").stream_error(
         OpenAIError(500, "the engine failed: RuntimeError", "server_error")
